@@ -1,0 +1,595 @@
+//! The `chat-flow` command line.
+//!
+//! ```text
+//! chat-flow [FLAGS]                  run the server
+//! chat-flow serve [FLAGS]            run the server (same thing)
+//! chat-flow token --sub USER [--username NAME] [--ttl 1h] [--rooms a,b]
+//!                                    print a signed HS256 token
+//! ```
+//!
+//! Every server setting is a flag and an environment variable
+//! (`--port` / `PORT`, see [`ServeArgs`]); a `.env` file in the working
+//! directory fills in variables that are not set. Precedence: flag > real
+//! environment > `.env`. The `token` command resolves `JWT_SECRET` exactly
+//! like the server (flag, environment, `.env`, else the development secret;
+//! an error under `APP_ENV=production` without a strong secret) and adds
+//! `JWT_ISSUER`/`JWT_AUDIENCE` when set, so its tokens are accepted by a
+//! server started from the same environment.
+//!
+//! # Wiring in `main`
+//!
+//! ```no_run
+//! use chat_flow::cli::{self, Action, Cli};
+//! use chat_flow::config::Config;
+//! use clap::Parser;
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     cli::load_dotenv()?; // before clap reads the environment, before any thread starts
+//!     match Cli::parse().into_action() {
+//!         Action::Token(args) => println!("{}", cli::run_token(&args, cli::unix_now_s())?),
+//!         Action::Serve(args) => {
+//!             let config = Config::from_args(&args)?;
+//!             // … start the server with `config`
+//!         }
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Server flags go either before no subcommand or after `serve`
+//! (`chat-flow --port 4000` or `chat-flow serve --port 4000`); mixing them
+//! (`chat-flow --port 4000 serve`) is a usage error rather than a silently
+//! ignored flag.
+
+use std::path::Path;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::auth::{AuthError, TokenSpec, mint_hs256, valid_username};
+pub use crate::config::ServeArgs;
+use crate::config::{Config, ConfigError, JwtAlgorithm, valid_room_id};
+
+/// Default lifetime of a token printed by `chat-flow token`.
+pub const DEFAULT_TOKEN_TTL: &str = "1h";
+
+/// The parsed command line. Use [`Cli::into_action`] to get what to do.
+#[derive(Debug, Parser)]
+#[command(
+    name = "chat-flow",
+    version,
+    about = "A chat WebSocket server",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// `serve` or `token`; absent means `serve`.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Server flags given without a subcommand (`chat-flow --port 4000`).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once at start-up; boxing would only complicate matching"
+)]
+pub enum Command {
+    /// Run the server (the default when no subcommand is given).
+    Serve(ServeArgs),
+    /// Print a signed HS256 token for development and testing.
+    Token(TokenArgs),
+}
+
+/// What the binary should do, with the arguments it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "built once at start-up; boxing would only complicate matching"
+)]
+pub enum Action {
+    /// Run the server with these flags (pass them to
+    /// [`Config::from_args`]).
+    Serve(ServeArgs),
+    /// Print a token (pass the arguments to [`run_token`]).
+    Token(TokenArgs),
+}
+
+impl Cli {
+    /// Collapses "no subcommand" and `serve` into one [`Action::Serve`].
+    pub fn into_action(self) -> Action {
+        match self.command {
+            None => Action::Serve(self.serve),
+            Some(Command::Serve(args)) => Action::Serve(args),
+            Some(Command::Token(args)) => Action::Token(args),
+        }
+    }
+}
+
+/// Arguments of `chat-flow token`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct TokenArgs {
+    /// User id, the token's `sub` claim
+    #[arg(long, value_name = "USER")]
+    pub sub: String,
+    /// Display name, the `username` claim (1-32 characters, no control characters)
+    #[arg(long, value_name = "NAME")]
+    pub username: Option<String>,
+    /// Lifetime: 90s, 15m, 1h, 7d, or a number of seconds
+    #[arg(long = "ttl", value_name = "DURATION", default_value = DEFAULT_TOKEN_TTL, value_parser = parse_ttl)]
+    pub ttl_s: u64,
+    /// Comma-separated private room ids the user may join, the `rooms` claim
+    #[arg(long, value_name = "ROOMS", value_delimiter = ',')]
+    pub rooms: Vec<String>,
+    /// Signing settings, read like the server reads them
+    #[command(flatten)]
+    pub jwt: TokenSigningArgs,
+}
+
+/// The settings `chat-flow token` shares with the server: the same flags and
+/// environment variables, so a token is signed the way the server verifies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct TokenSigningArgs {
+    /// Must be HS256 (the default) for the token command
+    #[arg(long, env = "JWT_ALGORITHM")]
+    pub jwt_algorithm: Option<String>,
+    /// HS256 secret (prefer the environment: flags show up in `ps`) [default: built-in development secret]
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// `iss` claim to include [default: none]
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// `aud` claim to include [default: none]
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// development or production (production refuses weak or missing secrets)
+    #[arg(long, env = "APP_ENV")]
+    pub app_env: Option<String>,
+}
+
+impl TokenSigningArgs {
+    /// The raw value given for environment variable `var`, as
+    /// [`ServeArgs::value`] does for the server.
+    pub fn value(&self, var: &str) -> Option<&str> {
+        match var {
+            "JWT_ALGORITHM" => self.jwt_algorithm.as_deref(),
+            "JWT_SECRET" => self.jwt_secret.as_deref(),
+            "JWT_ISSUER" => self.jwt_issuer.as_deref(),
+            "JWT_AUDIENCE" => self.jwt_audience.as_deref(),
+            "APP_ENV" => self.app_env.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// Why the command line could not do its job.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    /// A setting is invalid (the message names the variable).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A `token` flag has an unusable value.
+    #[error("invalid value {value:?} for {flag}: {expected}")]
+    InvalidArgument {
+        /// The flag, e.g. `--username`.
+        flag: &'static str,
+        /// The value given.
+        value: String,
+        /// What would be accepted.
+        expected: &'static str,
+    },
+    /// `JWT_ALGORITHM` is not HS256, so a token signed with `JWT_SECRET`
+    /// would be refused by the server.
+    #[error(
+        "chat-flow token signs HS256 tokens only, but JWT_ALGORITHM is {0}; \
+         sign {0} tokens with the private key of your identity provider"
+    )]
+    NotHs256(JwtAlgorithm),
+    /// Signing failed.
+    #[error("cannot sign the token: {0}")]
+    Auth(#[from] AuthError),
+}
+
+/// A `--ttl` value that is not a duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "expected a duration of at least one second such as 90s, 15m, 1h, 7d, or a number of seconds"
+)]
+pub struct TtlError;
+
+/// Parses a token lifetime into seconds: `90s`, `15m`, `1h`, `7d` (unit
+/// case-insensitive) or a bare number of seconds. Zero and overflowing
+/// values are rejected.
+pub fn parse_ttl(input: &str) -> Result<u64, TtlError> {
+    let input = input.trim();
+    let (digits, unit_s) = match input.char_indices().last() {
+        Some((at, unit)) if unit.is_ascii_alphabetic() => {
+            let unit_s = match unit.to_ascii_lowercase() {
+                's' => 1,
+                'm' => 60,
+                'h' => 60 * 60,
+                'd' => 24 * 60 * 60,
+                _ => return Err(TtlError),
+            };
+            (&input[..at], unit_s)
+        }
+        _ => (input, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(TtlError);
+    }
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit_s))
+        .filter(|seconds| *seconds > 0)
+        .ok_or(TtlError)
+}
+
+/// Loads `.env` from the working directory into the process environment,
+/// without overriding variables that are already set. A missing file is
+/// fine; an unreadable or malformed one is an error (which never quotes a
+/// value from the file, since it may hold secrets).
+///
+/// Call it first thing in `main`, before [`Cli::parse`] (clap reads the
+/// environment) and before any thread is started (it sets environment
+/// variables).
+pub fn load_dotenv() -> Result<(), ConfigError> {
+    load_dotenv_from(Path::new(".env"))
+}
+
+/// [`load_dotenv`] for an explicit path.
+fn load_dotenv_from(path: &Path) -> Result<(), ConfigError> {
+    // `from_path`, not `dotenv()`: the contract says the working directory,
+    // and `dotenv()` would also search every parent directory.
+    match dotenvy::from_path(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.not_found() => Ok(()),
+        Err(dotenvy::Error::LineParse(line, position)) => {
+            let name: String = line
+                .trim_start()
+                .trim_start_matches("export ")
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+                .collect();
+            let what = if name.is_empty() {
+                "a line".to_owned()
+            } else {
+                format!("the line setting {name}")
+            };
+            Err(ConfigError::DotEnv {
+                reason: format!("cannot parse {what} (at character {position})"),
+            })
+        }
+        Err(e) => Err(ConfigError::DotEnv {
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// The current Unix time in seconds (0 if the clock is before 1970), for
+/// [`run_token`].
+pub fn unix_now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// A token minted by `chat-flow token`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MintedToken {
+    /// The compact JWT.
+    pub token: String,
+    /// Whether it was signed with the public development secret (so the
+    /// binary may warn on stderr).
+    pub uses_dev_secret: bool,
+}
+
+/// Runs `chat-flow token`: validates the arguments, resolves the secret like
+/// the server, and returns the signed token issued at `now_unix_s`.
+pub fn run_token(args: &TokenArgs, now_unix_s: u64) -> Result<String, CliError> {
+    mint_token(args, now_unix_s).map(|minted| minted.token)
+}
+
+/// [`run_token`], also reporting whether the development secret was used.
+pub fn mint_token(args: &TokenArgs, now_unix_s: u64) -> Result<MintedToken, CliError> {
+    if args.sub.is_empty() {
+        return Err(CliError::InvalidArgument {
+            flag: "--sub",
+            value: String::new(),
+            expected: "a non-empty user id",
+        });
+    }
+    if let Some(name) = args
+        .username
+        .as_deref()
+        .filter(|name| !valid_username(name))
+    {
+        return Err(CliError::InvalidArgument {
+            flag: "--username",
+            value: name.to_owned(),
+            expected: "1-32 characters without control characters",
+        });
+    }
+    if let Some(room) = args.rooms.iter().find(|room| !valid_room_id(room)) {
+        return Err(CliError::InvalidArgument {
+            flag: "--rooms",
+            value: room.clone(),
+            expected: "comma-separated room ids of 1-64 characters of A-Z, a-z, 0-9, _ and -",
+        });
+    }
+
+    // A non-HS256 algorithm is refused before building the configuration,
+    // which would otherwise ask for JWT_PUBLIC_KEY_FILE; an unknown name is
+    // left to the configuration's usual error.
+    if let Some(algorithm) = args
+        .jwt
+        .value("JWT_ALGORITHM")
+        .and_then(JwtAlgorithm::from_name)
+        .filter(|algorithm| algorithm.uses_public_key())
+    {
+        return Err(CliError::NotHs256(algorithm));
+    }
+    let config = Config::from_lookup(|var| args.jwt.value(var).map(str::to_owned))?;
+    let secret = config
+        .jwt_key
+        .hmac_secret()
+        .ok_or(CliError::NotHs256(config.jwt_algorithm))?;
+
+    let spec = TokenSpec {
+        username: args.username.as_deref(),
+        rooms: &args.rooms,
+        issuer: config.jwt_issuer.as_deref(),
+        audience: config.jwt_audience.as_deref(),
+        ..TokenSpec::new(&args.sub, now_unix_s, args.ttl_s)
+    };
+    let token = mint_hs256(secret, &spec)?;
+    Ok(MintedToken {
+        token,
+        uses_dev_secret: config.uses_dev_secret(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Verifier;
+    use clap::CommandFactory;
+
+    const NOW_S: u64 = 1_700_000_000;
+
+    fn token_args(sub: &str) -> TokenArgs {
+        TokenArgs {
+            sub: sub.to_owned(),
+            username: None,
+            ttl_s: 3600,
+            rooms: Vec::new(),
+            jwt: TokenSigningArgs::default(),
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ttl_parsing() {
+        assert_eq!(parse_ttl("90s"), Ok(90));
+        assert_eq!(parse_ttl("15m"), Ok(900));
+        assert_eq!(parse_ttl("1h"), Ok(3600));
+        assert_eq!(parse_ttl("7d"), Ok(604_800));
+        assert_eq!(parse_ttl("7D"), Ok(604_800));
+        assert_eq!(parse_ttl("45"), Ok(45));
+        assert_eq!(parse_ttl(" 2h "), Ok(7200));
+        for bad in [
+            "",
+            "0",
+            "0s",
+            "h",
+            "1x",
+            "1.5h",
+            "-1",
+            "+1",
+            "1 h",
+            "1hh",
+            "h1",
+            "1h30m",
+            "ö",
+            "99999999999999999999",
+            "999999999999999999d",
+        ] {
+            assert_eq!(parse_ttl(bad), Err(TtlError), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn subcommands_parse() {
+        let action = |argv: &[&str]| Cli::try_parse_from(argv).map(Cli::into_action);
+        match action(&["chat-flow"]).expect("bare") {
+            Action::Serve(args) => assert_eq!(args.port, None),
+            other => panic!("{other:?}"),
+        }
+        for argv in [
+            &["chat-flow", "--port", "4000"][..],
+            &["chat-flow", "serve", "--port", "4000"][..],
+        ] {
+            match action(argv).expect("serve") {
+                Action::Serve(args) => assert_eq!(args.port.as_deref(), Some("4000")),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(action(&["chat-flow", "--port", "4000", "serve"]).is_err());
+        match action(&[
+            "chat-flow",
+            "token",
+            "--sub",
+            "u1",
+            "--username",
+            "Al",
+            "--ttl",
+            "15m",
+            "--rooms",
+            "a,b",
+        ])
+        .expect("token")
+        {
+            Action::Token(args) => {
+                assert_eq!(args.sub, "u1");
+                assert_eq!(args.username.as_deref(), Some("Al"));
+                assert_eq!(args.ttl_s, 900);
+                assert_eq!(args.rooms, ["a", "b"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match action(&["chat-flow", "token", "--sub", "u1"]).expect("token") {
+            Action::Token(args) => assert_eq!(args.ttl_s, 3600, "default ttl is 1h"),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            action(&["chat-flow", "token"]).is_err(),
+            "--sub is required"
+        );
+        assert!(action(&["chat-flow", "token", "--sub", "u", "--ttl", "soon"]).is_err());
+    }
+
+    #[test]
+    fn a_minted_token_verifies_with_the_same_configuration() {
+        let mut args = token_args("user_7");
+        args.username = Some("Zoë".to_owned());
+        args.rooms = vec!["vip".to_owned()];
+        args.jwt = TokenSigningArgs {
+            jwt_secret: Some("a-very-long-production-secret-0123456789".to_owned()),
+            jwt_issuer: Some("https://auth.example".to_owned()),
+            jwt_audience: Some("chat".to_owned()),
+            app_env: Some("production".to_owned()),
+            jwt_algorithm: Some("HS256".to_owned()),
+        };
+        let minted = mint_token(&args, NOW_S).expect("mint");
+        assert!(!minted.uses_dev_secret);
+
+        let config = Config::from_lookup(|var| args.jwt.value(var).map(str::to_owned))
+            .expect("server config");
+        let verified = Verifier::from_config(&config)
+            .expect("verifier")
+            .verify(&minted.token, NOW_S * 1000)
+            .expect("accepted");
+        assert_eq!(verified.user_id, "user_7");
+        assert_eq!(verified.username.as_deref(), Some("Zoë"));
+        assert_eq!(verified.rooms, ["vip"]);
+        assert_eq!(verified.expires_at_unix_ms, (NOW_S + 3600 + 5) * 1000);
+    }
+
+    #[test]
+    fn without_a_secret_the_dev_secret_signs() {
+        let minted = mint_token(&token_args("u"), NOW_S).expect("mint");
+        assert!(minted.uses_dev_secret);
+        let verified = Verifier::from_config(&Config::default())
+            .expect("verifier")
+            .verify(&minted.token, NOW_S * 1000)
+            .expect("accepted by a default server");
+        assert_eq!(verified.user_id, "u");
+        assert_eq!(run_token(&token_args("u"), NOW_S), Ok(minted.token));
+    }
+
+    #[test]
+    fn production_rules_apply_to_the_token_command() {
+        let mut args = token_args("u");
+        args.jwt.app_env = Some("production".to_owned());
+        let e = run_token(&args, NOW_S).expect_err("no secret");
+        assert!(
+            matches!(e, CliError::Config(ref c) if c.variable() == Some("JWT_SECRET")),
+            "{e}"
+        );
+        args.jwt.jwt_secret = Some("short".to_owned());
+        assert!(run_token(&args, NOW_S).is_err());
+    }
+
+    #[test]
+    fn non_hs256_algorithms_are_refused() {
+        let mut args = token_args("u");
+        args.jwt.jwt_algorithm = Some("RS256".to_owned());
+        assert_eq!(
+            run_token(&args, NOW_S),
+            Err(CliError::NotHs256(JwtAlgorithm::Rs256))
+        );
+        args.jwt.jwt_algorithm = Some("bogus".to_owned());
+        let e = run_token(&args, NOW_S).expect_err("bogus");
+        assert!(
+            matches!(e, CliError::Config(ref c) if c.variable() == Some("JWT_ALGORITHM")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_token_arguments_name_the_flag() {
+        let mut args = token_args("");
+        assert!(
+            run_token(&args, NOW_S)
+                .expect_err("sub")
+                .to_string()
+                .contains("--sub")
+        );
+        args.sub = "u".to_owned();
+        args.username = Some("x".repeat(33));
+        assert!(
+            run_token(&args, NOW_S)
+                .expect_err("name")
+                .to_string()
+                .contains("--username")
+        );
+        args.username = None;
+        args.rooms = vec!["ok".to_owned(), "not ok".to_owned()];
+        assert!(
+            run_token(&args, NOW_S)
+                .expect_err("rooms")
+                .to_string()
+                .contains("--rooms")
+        );
+    }
+
+    #[test]
+    fn signing_args_cover_the_variables_they_declare() {
+        let args = TokenSigningArgs {
+            jwt_algorithm: Some("a".to_owned()),
+            jwt_secret: Some("b".to_owned()),
+            jwt_issuer: Some("c".to_owned()),
+            jwt_audience: Some("d".to_owned()),
+            app_env: Some("e".to_owned()),
+        };
+        let values: Vec<_> = [
+            "JWT_ALGORITHM",
+            "JWT_SECRET",
+            "JWT_ISSUER",
+            "JWT_AUDIENCE",
+            "APP_ENV",
+        ]
+        .into_iter()
+        .map(|var| args.value(var))
+        .collect();
+        assert_eq!(
+            values,
+            [Some("a"), Some("b"), Some("c"), Some("d"), Some("e")]
+        );
+        assert_eq!(args.value("PORT"), None);
+    }
+
+    #[test]
+    fn dotenv_errors_do_not_leak_values() {
+        let dir = std::env::temp_dir().join(format!("chat-flow-dotenv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(".env");
+        std::fs::write(&path, "JWT_SECRET='unterminated-s3cret\n").expect("write");
+        let e = load_dotenv_from(&path).expect_err("malformed");
+        let message = e.to_string();
+        assert!(
+            message.contains(".env") && message.contains("JWT_SECRET"),
+            "{message}"
+        );
+        assert!(!message.contains("s3cret"), "{message}");
+        assert_eq!(load_dotenv_from(&dir.join("missing.env")), Ok(()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,9 @@
+//! Chat Flow: a chat WebSocket server whose room logic is a deterministic,
+//! sans-IO state machine ([`core`]) driven by a production shell ([`server`]).
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod core;
+pub mod protocol;
+pub mod server;

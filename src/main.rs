@@ -1,0 +1,118 @@
+//! `chat-flow`: parses the command line and runs the server or prints a token.
+
+use std::process::ExitCode;
+
+use chat_flow::cli::{self, Action, Cli};
+use chat_flow::config::{Config, LogFormat};
+use chat_flow::server::{self, RuntimeEnv};
+use clap::Parser;
+use tracing::{info, warn};
+
+fn main() -> ExitCode {
+    // `.env` fills in variables before clap reads the environment, and
+    // before any thread exists.
+    if let Err(e) = cli::load_dotenv() {
+        eprintln!("chat-flow: {e}");
+        return ExitCode::from(2);
+    }
+    match Cli::parse().into_action() {
+        Action::Token(args) => match cli::run_token(&args, cli::unix_now_s()) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("chat-flow: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Action::Serve(args) => match Config::from_args(&args) {
+            Ok(config) => serve(config),
+            Err(e) => {
+                eprintln!("chat-flow: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chat-flow: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        if config.uses_dev_secret() {
+            warn!(
+                "JWT_SECRET is not set: using the built-in development secret. \
+                 Anyone can mint tokens for this server; set JWT_SECRET in production."
+            );
+        }
+        let addr = config.listen_addr();
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot listen (HOST/PORT)");
+                return ExitCode::from(1);
+            }
+        };
+        info!(%addr, "listening");
+        match server::run(
+            listener,
+            config,
+            RuntimeEnv::from_system(),
+            shutdown_signal(),
+        )
+        .await
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "server failed");
+                ExitCode::from(1)
+            }
+        }
+    })
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => info!("SIGTERM received"),
+                    _ = int.recv() => info!("SIGINT received"),
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log_format {
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}

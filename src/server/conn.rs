@@ -1,0 +1,358 @@
+//! One WebSocket connection: a reader and a writer, polled concurrently.
+//!
+//! The reader owns the read half: it reassembles fragmented messages
+//! (counting the reassembled bytes itself, since fastwebsockets only limits
+//! single frames), answers pings, enforces the idle timeout, parses each
+//! message, verifies tokens, and hands the result to the hub. fastwebsockets'
+//! `read_frame` is not cancel-safe, so it is never raced against anything
+//! but the end of the connection.
+//!
+//! The writer owns the write half: it drains the connection's [`Outbox`] in
+//! batches (one flush per batch), sends the periodic ping, and finishes with
+//! the close frame. Once a close is requested, it has [`CLOSE_GRACE`] to get
+//! everything out; a client that does not read by then is dropped.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastwebsockets::{
+    Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead, WebSocketWrite,
+};
+use tokio::io::{AsyncRead, AsyncWrite, BufWriter};
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use super::Shared;
+use super::hub::HubCommand;
+use super::outbox::{Batch, Control, Outbox};
+use crate::core::{ConnId, Inbound};
+use crate::protocol::parse::ParseLimits;
+use crate::protocol::{ClientMessage, CloseCode, Parser};
+
+/// Time a closing connection gets to take its close frame (and what was
+/// queued before it), and to answer with its own.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Most frames one fragmented message may span.
+pub const FRAGMENTS_MAX: usize = 1024;
+
+/// Bytes of the write buffer that coalesces a batch of frames into few writes.
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+
+thread_local! {
+    /// simd-json scratch space, reused by every connection served on this
+    /// worker thread.
+    static PARSER: RefCell<Parser> = RefCell::new(Parser::new(ParseLimits::default()));
+}
+
+/// Why the reader stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadEnd {
+    /// The peer sent a close frame with this code (echoed back).
+    PeerClosed(u16),
+    /// The server must close with this code.
+    Close(CloseCode, &'static str),
+    /// The socket is gone (EOF, reset); nothing can be sent.
+    Gone,
+    /// The server asked to close; the reader has nothing more to forward.
+    Stopped,
+}
+
+/// Serves one upgraded connection until it is closed.
+pub async fn serve<S>(ws: WebSocket<S>, conn: ConnId, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = shared.config.load_full();
+    let outbox = Arc::new(Outbox::new(config.outbound_queue_limit));
+    if shared
+        .hub
+        .send(HubCommand::Connect {
+            conn,
+            outbox: outbox.clone(),
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    info!("connected");
+    // The write half gets a buffer in front, so that a batch of small frames
+    // leaves in one write; payloads are copied into it rather than written
+    // with a vectored write per frame.
+    let (mut rx, mut tx) = ws.split(|stream| {
+        let (r, w) = tokio::io::split(stream);
+        (r, BufWriter::with_capacity(WRITE_BUFFER_BYTES, w))
+    });
+    tx.set_writev(false);
+    rx.set_auto_close(false);
+    rx.set_auto_pong(false);
+    // fastwebsockets reserves a frame's declared length before reading it,
+    // so its own per-frame limit stays at the message limit too.
+    rx.set_max_message_size(config.max_message_bytes + 1);
+
+    let ping_interval = Duration::from_millis(config.ping_interval_ms);
+    let reader = read_loop(&mut rx, conn, &shared, &outbox);
+    let writer = write_loop(&mut tx, &outbox, ping_interval);
+    tokio::pin!(reader, writer);
+    tokio::select! {
+        biased;
+        () = &mut writer => {
+            // The close frame is out (or the socket failed): give the peer a
+            // moment to answer with its own close, then drop.
+            let _ = tokio::time::timeout(CLOSE_GRACE, &mut reader).await;
+        }
+        end = &mut reader => {
+            // The core forgets the connection at once (its rooms see it
+            // leave now), while the writer finishes in the background of
+            // this task.
+            let _ = shared.hub.send(HubCommand::Disconnect { conn }).await;
+            match end {
+                ReadEnd::PeerClosed(code) => outbox.close(peer_close_echo(code), ""),
+                ReadEnd::Close(code, reason) => outbox.close(code, reason),
+                ReadEnd::Gone | ReadEnd::Stopped => {}
+            }
+            if end != ReadEnd::Gone {
+                writer.await;
+            }
+        }
+    }
+    // Idempotent: the core may already have forgotten the connection.
+    let _ = shared.hub.send(HubCommand::Disconnect { conn }).await;
+    info!("disconnected");
+}
+
+/// The code a close frame from the peer is answered with.
+fn peer_close_echo(code: u16) -> CloseCode {
+    match code {
+        1001 => CloseCode::GoingAway,
+        _ => CloseCode::Normal,
+    }
+}
+
+async fn read_loop<R>(
+    rx: &mut WebSocketRead<R>,
+    conn: ConnId,
+    shared: &Shared,
+    outbox: &Outbox,
+) -> ReadEnd
+where
+    R: AsyncRead + Unpin,
+{
+    let mut assembling: Option<(OpCode, Vec<u8>, usize)> = None;
+    loop {
+        let config = shared.config.load();
+        let idle = Duration::from_millis(config.idle_timeout_ms);
+        let max_bytes = config.max_message_bytes;
+        // Auto-close and auto-pong are off, so fastwebsockets never asks
+        // this callback to send anything: pongs and closes go through the
+        // outbox, in order with everything else.
+        let mut no_obligated_sends = |_: Frame<'_>| async { Ok::<(), std::io::Error>(()) };
+        let read = rx.read_frame(&mut no_obligated_sends);
+        let mut frame = match tokio::time::timeout(idle, read).await {
+            Err(_) => return ReadEnd::Close(CloseCode::GoingAway, "idle timeout"),
+            Ok(Err(e)) => return read_error(e),
+            Ok(Ok(frame)) => frame,
+        };
+        if outbox.is_closing() {
+            // Keep reading only to see the peer's close.
+            if frame.opcode == OpCode::Close {
+                return ReadEnd::Stopped;
+            }
+            continue;
+        }
+        let received = Instant::now();
+        let message: Option<(OpCode, Payload<'_>)> = match frame.opcode {
+            OpCode::Text | OpCode::Binary if frame.fin => {
+                if assembling.is_some() {
+                    return ReadEnd::Close(
+                        CloseCode::ProtocolError,
+                        "expected a continuation frame",
+                    );
+                }
+                Some((
+                    frame.opcode,
+                    std::mem::replace(&mut frame.payload, Payload::Borrowed(&[])),
+                ))
+            }
+            OpCode::Text | OpCode::Binary => {
+                if assembling.is_some() {
+                    return ReadEnd::Close(
+                        CloseCode::ProtocolError,
+                        "expected a continuation frame",
+                    );
+                }
+                assembling = Some((frame.opcode, frame.payload.to_vec(), 1));
+                None
+            }
+            OpCode::Continuation => {
+                let Some((_, buf, fragments)) = assembling.as_mut() else {
+                    return ReadEnd::Close(
+                        CloseCode::ProtocolError,
+                        "unexpected continuation frame",
+                    );
+                };
+                if buf.len() + frame.payload.len() > max_bytes {
+                    return ReadEnd::Close(CloseCode::TooBig, "message too big");
+                }
+                *fragments += 1;
+                if *fragments > FRAGMENTS_MAX {
+                    return ReadEnd::Close(CloseCode::TooBig, "too many fragments");
+                }
+                buf.extend_from_slice(&frame.payload);
+                if frame.fin {
+                    let (opcode, buf, _) = assembling.take().expect("checked above");
+                    Some((opcode, Payload::Owned(buf)))
+                } else {
+                    None
+                }
+            }
+            OpCode::Close => return peer_close(&frame.payload),
+            OpCode::Ping => {
+                outbox.push_control(Control::Pong(Bytes::copy_from_slice(&frame.payload)));
+                None
+            }
+            OpCode::Pong => None,
+        };
+        let Some((opcode, mut payload)) = message else {
+            continue;
+        };
+        if payload.len() > max_bytes {
+            return ReadEnd::Close(CloseCode::TooBig, "message too big");
+        }
+        shared.metrics.messages_received.inc();
+        let inbound = if opcode == OpCode::Binary {
+            Inbound::Binary
+        } else {
+            if std::str::from_utf8(&payload).is_err() {
+                return ReadEnd::Close(CloseCode::InvalidPayload, "invalid UTF-8");
+            }
+            let limits = ParseLimits {
+                content_chars_max: config.max_content_length,
+            };
+            let parsed = PARSER.with_borrow_mut(|p| {
+                if p.limits() != limits {
+                    *p = Parser::new(limits);
+                }
+                p.parse(payload.to_mut())
+            });
+            match parsed {
+                Err(e) => Inbound::Invalid(e),
+                Ok(message) => {
+                    debug!(request = message.request.type_name(), "request");
+                    let now = shared.clock.now();
+                    Inbound::Request(ClientMessage {
+                        request_id: message.request_id,
+                        request: message.request.map_token(|token| {
+                            let verified = shared.verifier.load().verify(&token, now.0);
+                            if let Ok(t) = &verified {
+                                tracing::Span::current().record("user", t.user_id.as_str());
+                            }
+                            verified
+                        }),
+                    })
+                }
+            }
+        };
+        let command = HubCommand::Inbound {
+            conn,
+            inbound,
+            received,
+        };
+        if shared.hub.send(command).await.is_err() {
+            return ReadEnd::Close(CloseCode::Internal, "server error");
+        }
+    }
+}
+
+fn read_error(e: WebSocketError) -> ReadEnd {
+    match e {
+        WebSocketError::FrameTooLarge => ReadEnd::Close(CloseCode::TooBig, "message too big"),
+        WebSocketError::InvalidUTF8 => ReadEnd::Close(CloseCode::InvalidPayload, "invalid UTF-8"),
+        WebSocketError::IoError(_)
+        | WebSocketError::UnexpectedEOF
+        | WebSocketError::ConnectionClosed => ReadEnd::Gone,
+        _ => ReadEnd::Close(CloseCode::ProtocolError, "protocol error"),
+    }
+}
+
+/// Validates a close frame from the peer (auto-close is off, so this is ours to do).
+fn peer_close(payload: &[u8]) -> ReadEnd {
+    match payload.len() {
+        0 => ReadEnd::PeerClosed(1005),
+        1 => ReadEnd::Close(CloseCode::ProtocolError, "invalid close frame"),
+        _ => {
+            let code = u16::from_be_bytes([payload[0], payload[1]]);
+            if !fastwebsockets::CloseCode::from(code).is_allowed() {
+                return ReadEnd::Close(CloseCode::ProtocolError, "invalid close code");
+            }
+            if std::str::from_utf8(&payload[2..]).is_err() {
+                return ReadEnd::Close(CloseCode::InvalidPayload, "invalid close reason");
+            }
+            ReadEnd::PeerClosed(code)
+        }
+    }
+}
+
+async fn write_loop<W>(tx: &mut WebSocketWrite<W>, outbox: &Outbox, ping_interval: Duration)
+where
+    W: AsyncWrite + Unpin,
+{
+    let kill = async {
+        outbox.closing().await;
+        tokio::time::sleep(CLOSE_GRACE).await;
+    };
+    tokio::pin!(kill);
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let (batch, send_ping) = tokio::select! {
+            biased;
+            () = &mut kill => return,
+            batch = outbox.next_batch() => (batch, false),
+            _ = ping.tick() => (Batch::default(), true),
+        };
+        let written = tokio::select! {
+            biased;
+            () = &mut kill => return,
+            r = write_batch(tx, &batch, send_ping) => r,
+        };
+        outbox.batch_written();
+        if written.is_err() || batch.close.is_some() {
+            return;
+        }
+    }
+}
+
+async fn write_batch<W>(
+    tx: &mut WebSocketWrite<W>,
+    batch: &Batch,
+    send_ping: bool,
+) -> Result<(), WebSocketError>
+where
+    W: AsyncWrite + Unpin,
+{
+    if send_ping {
+        tx.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[])))
+            .await?;
+    }
+    for control in &batch.control {
+        match control {
+            Control::Pong(payload) => {
+                tx.write_frame(Frame::pong(Payload::Borrowed(payload)))
+                    .await?;
+            }
+        }
+    }
+    for frame in &batch.frames {
+        tx.write_frame(Frame::text(Payload::Borrowed(frame)))
+            .await?;
+    }
+    if let Some(close) = batch.close {
+        tx.write_frame(Frame::close(close.code.code(), close.reason.as_bytes()))
+            .await?;
+    }
+    tx.flush().await
+}

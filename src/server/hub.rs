@@ -1,0 +1,235 @@
+//! The task that owns the core: feeds it inputs in arrival order, fires its
+//! timers, and routes its outputs to the connections' queues.
+//!
+//! One task owns the one [`Hub`]; connections talk to it through a bounded
+//! channel, so a burst of input waits in the channel (back-pressure on the
+//! readers) rather than growing memory.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::metrics::Metrics;
+use super::outbox::{Outbox, PushError};
+use crate::core::{ConnId, Hub, Inbound, Output, Stats, Timestamp};
+use crate::protocol::{ClientMessage, ClientRequest, CloseCode};
+
+/// Commands from the connections (and the server) to the hub.
+#[derive(Debug)]
+pub enum HubCommand {
+    /// A WebSocket connection was established; frames for it go to `outbox`.
+    Connect {
+        /// Its number.
+        conn: ConnId,
+        /// Its outbound queue.
+        outbox: Arc<Outbox>,
+    },
+    /// A message arrived on a connection.
+    Inbound {
+        /// From where.
+        conn: ConnId,
+        /// What.
+        inbound: Inbound,
+        /// When it was read off the socket (for the fan-out histogram).
+        received: Instant,
+    },
+    /// The connection is gone.
+    Disconnect {
+        /// Which.
+        conn: ConnId,
+    },
+    /// Close every connection with 1001 and refuse new ones.
+    Shutdown,
+}
+
+/// Converts between the runtime's monotonic clock and the core's
+/// [`Timestamp`]s (Unix milliseconds).
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    start: Instant,
+    start_unix_ms: u64,
+}
+
+impl Clock {
+    /// A clock reading `start_unix_ms` now.
+    pub fn new(start_unix_ms: u64) -> Clock {
+        Clock {
+            start: Instant::now(),
+            start_unix_ms,
+        }
+    }
+
+    /// Now, as the core counts time. Never goes backwards.
+    pub fn now(&self) -> Timestamp {
+        let elapsed = Instant::now().saturating_duration_since(self.start);
+        Timestamp(self.start_unix_ms + elapsed.as_millis() as u64)
+    }
+
+    /// The runtime instant at which the core's `at` falls.
+    pub fn instant_of(&self, at: Timestamp) -> Instant {
+        self.start + std::time::Duration::from_millis(at.0.saturating_sub(self.start_unix_ms))
+    }
+}
+
+/// Most commands handled before outputs are routed and metrics published.
+const BATCH_COMMANDS_MAX: usize = 256;
+
+struct Driver {
+    hub: Hub,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+    outboxes: HashMap<ConnId, Arc<Outbox>>,
+    published: Stats,
+    shutting_down: bool,
+    /// `SEND_MESSAGE`s of this batch, with when they arrived.
+    sends: Vec<Instant>,
+}
+
+/// Runs the hub until every sender of `commands` is gone.
+pub async fn run(
+    hub: Hub,
+    mut commands: mpsc::Receiver<HubCommand>,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+) {
+    let published = hub.stats().clone();
+    let mut d = Driver {
+        hub,
+        clock,
+        metrics,
+        outboxes: HashMap::new(),
+        published,
+        shutting_down: false,
+        sends: Vec::new(),
+    };
+    d.finish_batch();
+    loop {
+        let deadline = d.hub.next_deadline().map(|t| d.clock.instant_of(t));
+        let first = tokio::select! {
+            biased;
+            command = commands.recv() => match command {
+                Some(c) => Some(c),
+                None => break,
+            },
+            () = sleep_until_opt(deadline) => None,
+        };
+        if let Some(command) = first {
+            d.apply(command);
+            for _ in 1..BATCH_COMMANDS_MAX {
+                match commands.try_recv() {
+                    Ok(command) => d.apply(command),
+                    Err(_) => break,
+                }
+            }
+        }
+        d.hub.tick(d.clock.now());
+        d.route();
+        d.finish_batch();
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Driver {
+    fn apply(&mut self, command: HubCommand) {
+        let now = self.clock.now();
+        match command {
+            HubCommand::Connect { conn, outbox } => {
+                if self.shutting_down {
+                    outbox.close(CloseCode::GoingAway, "server shutting down");
+                    return;
+                }
+                self.outboxes.insert(conn, outbox);
+                self.hub.connect(now, conn);
+            }
+            HubCommand::Inbound {
+                conn,
+                inbound,
+                received,
+            } => {
+                if matches!(
+                    inbound,
+                    Inbound::Request(ClientMessage {
+                        request: ClientRequest::SendMessage { .. },
+                        ..
+                    })
+                ) {
+                    self.sends.push(received);
+                }
+                self.hub.handle(now, conn, inbound);
+            }
+            HubCommand::Disconnect { conn } => {
+                self.outboxes.remove(&conn);
+                self.hub.disconnect(now, conn);
+            }
+            HubCommand::Shutdown => {
+                self.shutting_down = true;
+                for (conn, outbox) in self.outboxes.drain() {
+                    outbox.close(CloseCode::GoingAway, "server shutting down");
+                    self.hub.disconnect(now, conn);
+                }
+            }
+        }
+        // Route after every command so that outputs leave in the order the
+        // core produced them, and a slow consumer is forgotten at once.
+        self.route();
+    }
+
+    /// Hands every output to its connection; closes slow consumers.
+    fn route(&mut self) {
+        loop {
+            let mut slow = Vec::new();
+            while let Some(output) = self.hub.poll_output() {
+                match output {
+                    Output::Frame { conn, frame } => {
+                        let Some(outbox) = self.outboxes.get(&conn) else {
+                            continue;
+                        };
+                        match outbox.push(frame) {
+                            Ok(()) => {}
+                            Err(PushError::Full) => {
+                                outbox.close_discarding(CloseCode::TryAgainLater, "slow consumer");
+                                self.outboxes.remove(&conn);
+                                self.metrics.slow_consumers.inc();
+                                slow.push(conn);
+                            }
+                            Err(PushError::Closed) => {}
+                        }
+                    }
+                    Output::Close { conn, code, reason } => {
+                        if let Some(outbox) = self.outboxes.remove(&conn) {
+                            outbox.close(code, reason);
+                        }
+                    }
+                }
+            }
+            if slow.is_empty() {
+                return;
+            }
+            let now = self.clock.now();
+            for conn in slow {
+                self.hub.disconnect(now, conn);
+            }
+        }
+    }
+
+    fn finish_batch(&mut self) {
+        let done = Instant::now();
+        for received in self.sends.drain(..) {
+            self.metrics
+                .fanout_seconds
+                .observe(done.saturating_duration_since(received).as_secs_f64());
+        }
+        let stats = self.hub.stats();
+        self.metrics
+            .publish(stats, &self.published, self.hub.gauges());
+        self.published.clone_from(stats);
+    }
+}

@@ -1,0 +1,164 @@
+//! Prometheus metrics (`GET /metrics`), with prometheus-client.
+//!
+//! The hub publishes the core's counters and gauges after each batch of work
+//! (the core itself knows nothing of Prometheus); connection tasks count
+//! frames received and open sockets.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::core::{Gauges, Stats};
+use crate::protocol::ErrorCode;
+
+/// The `code` label of `chatflow_errors_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct CodeLabel {
+    /// An `ERROR` code.
+    pub code: &'static str,
+}
+
+/// Every metric the server exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// WebSocket connections open now.
+    pub connections: Gauge,
+    /// Of those, authenticated.
+    pub authenticated: Gauge,
+    /// Rooms.
+    pub rooms: Gauge,
+    /// (connection, room) memberships.
+    pub memberships: Gauge,
+    /// WebSocket messages received from clients.
+    pub messages_received: Counter,
+    /// Chat messages accepted and stored.
+    pub messages_accepted: Counter,
+    /// `NEW_MESSAGE` frames queued to recipients.
+    pub messages_delivered: Counter,
+    /// `ERROR` frames sent, by code.
+    pub errors: Family<CodeLabel, Counter>,
+    /// Requests refused by a rate limit.
+    pub rate_limited: Counter,
+    /// Connections closed as slow consumers (1013).
+    pub slow_consumers: Counter,
+    /// Seconds from receiving a `SEND_MESSAGE` to its frames being queued to
+    /// every member.
+    pub fanout_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("chatflow");
+        let m = Metrics {
+            connections: Gauge::default(),
+            authenticated: Gauge::default(),
+            rooms: Gauge::default(),
+            memberships: Gauge::default(),
+            messages_received: Counter::default(),
+            messages_accepted: Counter::default(),
+            messages_delivered: Counter::default(),
+            errors: Family::default(),
+            rate_limited: Counter::default(),
+            slow_consumers: Counter::default(),
+            fanout_seconds: Histogram::new(exponential_buckets(0.000_01, 2.5, 14)),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connections",
+            "WebSocket connections open",
+            m.connections.clone(),
+        );
+        registry.register(
+            "authenticated_connections",
+            "Authenticated WebSocket connections",
+            m.authenticated.clone(),
+        );
+        registry.register("rooms", "Rooms", m.rooms.clone());
+        registry.register(
+            "room_memberships",
+            "Connection-room memberships",
+            m.memberships.clone(),
+        );
+        registry.register(
+            "messages_received",
+            "WebSocket messages received from clients",
+            m.messages_received.clone(),
+        );
+        registry.register(
+            "chat_messages_accepted",
+            "Chat messages accepted and stored",
+            m.messages_accepted.clone(),
+        );
+        registry.register(
+            "messages_delivered",
+            "NEW_MESSAGE frames queued to recipients",
+            m.messages_delivered.clone(),
+        );
+        registry.register("errors", "ERROR frames sent, by code", m.errors.clone());
+        registry.register(
+            "rate_limit_rejections",
+            "Requests refused by a rate limit",
+            m.rate_limited.clone(),
+        );
+        registry.register(
+            "slow_consumer_closes",
+            "Connections closed because their outbound queue was full",
+            m.slow_consumers.clone(),
+        );
+        registry.register(
+            "message_fanout_seconds",
+            "Time from receiving a message to queuing it to every member",
+            m.fanout_seconds.clone(),
+        );
+        for code in ErrorCode::ALL {
+            // Every code is present from the start, at 0.
+            let _ = m.errors.get_or_create(&CodeLabel {
+                code: code.as_str(),
+            });
+        }
+        Metrics { registry, ..m }
+    }
+
+    /// Brings the counters up to the core's cumulative `stats` (given the
+    /// values last published) and sets the gauges.
+    pub fn publish(&self, stats: &Stats, last: &Stats, gauges: Gauges) {
+        self.authenticated.set(gauges.authenticated as i64);
+        self.rooms.set(gauges.rooms as i64);
+        self.memberships.set(gauges.memberships as i64);
+        self.messages_accepted
+            .inc_by(stats.messages_accepted - last.messages_accepted);
+        self.messages_delivered
+            .inc_by(stats.messages_delivered - last.messages_delivered);
+        self.rate_limited
+            .inc_by(stats.rate_limited - last.rate_limited);
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            let delta = stats.errors[i] - last.errors[i];
+            if delta > 0 {
+                self.errors
+                    .get_or_create(&CodeLabel {
+                        code: code.as_str(),
+                    })
+                    .inc_by(delta);
+            }
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

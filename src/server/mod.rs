@@ -1,0 +1,459 @@
+//! The production shell: hyper 1 serves HTTP/1.1 and upgrades `/ws` with
+//! fastwebsockets; connection tasks feed the core through the hub task.
+//!
+//! Everything here is written over a [`Listener`] seam and generic
+//! `AsyncRead + AsyncWrite` streams, so that the same code runs over real TCP
+//! and over a simulated network.
+//!
+//! Routes: `GET /ws` (WebSocket), `GET /healthz`, `GET /readyz`,
+//! `GET /metrics`; anything else is 404.
+
+mod conn;
+pub mod hub;
+pub mod metrics;
+pub mod outbox;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ORIGIN};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{Notify, mpsc};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::auth::Verifier;
+use crate::config::{Config, ConfigError};
+use crate::core::{ConnId, DefaultRoom, Hub, Limits};
+use hub::{Clock, HubCommand};
+use metrics::Metrics;
+
+/// Time a client has to send a complete HTTP request head.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most header lines in one request.
+pub const HEADERS_MAX: usize = 64;
+/// Commands that may wait for the hub before readers are held back.
+const HUB_QUEUE_CAPACITY: usize = 8192;
+
+/// Where connections come from: a TCP listener, or a simulated one.
+pub trait Listener: Send + 'static {
+    /// A connection's byte stream.
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// Waits for the next connection.
+    fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Io, SocketAddr)>> + Send;
+}
+
+impl Listener for tokio::net::TcpListener {
+    type Io = tokio::net::TcpStream;
+
+    async fn accept(&mut self) -> io::Result<(Self::Io, SocketAddr)> {
+        let (stream, peer) = tokio::net::TcpListener::accept(self).await?;
+        // Chat frames are small and latency matters more than packing.
+        stream.set_nodelay(true)?;
+        Ok((stream, peer))
+    }
+}
+
+/// What the server takes from its surroundings rather than from
+/// configuration: where time starts and what makes this run's ids unique.
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeEnv {
+    /// Unix milliseconds at start-up (the core's clock starts here and then
+    /// follows the runtime's monotonic clock).
+    pub start_unix_ms: u64,
+    /// Distinguishes this run's room epochs and message ids from any other's.
+    pub instance: u64,
+    /// Whether HTTP responses carry a `Date` header (off in the simulation,
+    /// where it would read the wall clock).
+    pub http_date_header: bool,
+}
+
+impl RuntimeEnv {
+    /// Start time from the system clock; an instance number from the clock
+    /// and the process id (unique across restarts, which is what epochs need).
+    pub fn from_system() -> RuntimeEnv {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let nanos = since_epoch.as_nanos() as u64;
+        RuntimeEnv {
+            start_unix_ms: since_epoch.as_millis() as u64,
+            instance: nanos ^ (u64::from(std::process::id()) << 48),
+            http_date_header: true,
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Binding the listen address failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// State shared by the accept loop, the HTTP service and the connections.
+pub(crate) struct Shared {
+    config: ArcSwap<Config>,
+    verifier: ArcSwap<Verifier>,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+    hub: mpsc::Sender<HubCommand>,
+    draining: AtomicBool,
+    caps: Caps,
+    next_conn: AtomicU64,
+}
+
+/// Open WebSocket connections, in total and per peer address.
+#[derive(Default)]
+struct Caps {
+    total: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Signalled whenever a connection ends (the drain waits on it).
+    released: Notify,
+}
+
+/// A counted WebSocket connection; uncounted when dropped.
+struct CapGuard {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Caps {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.per_ip.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Shared {
+    fn try_admit(self: &Arc<Self>, ip: IpAddr) -> Option<CapGuard> {
+        let config = self.config.load();
+        let mut per_ip = self.caps.lock();
+        let count = per_ip.get(&ip).copied().unwrap_or(0);
+        if count >= config.max_connections_per_ip
+            || self.caps.total.load(Ordering::Relaxed) >= config.max_connections
+        {
+            return None;
+        }
+        per_ip.insert(ip, count + 1);
+        self.caps.total.fetch_add(1, Ordering::Relaxed);
+        self.metrics.connections.inc();
+        Some(CapGuard {
+            shared: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for CapGuard {
+    fn drop(&mut self) {
+        let caps = &self.shared.caps;
+        {
+            let mut per_ip = caps.lock();
+            if let Some(n) = per_ip.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    per_ip.remove(&self.ip);
+                }
+            }
+        }
+        caps.total.fetch_sub(1, Ordering::Relaxed);
+        self.shared.metrics.connections.dec();
+        caps.released.notify_waiters();
+    }
+}
+
+/// Runs the server on `listener` until `shutdown` completes, then drains:
+/// upgrades are refused (503) and `/readyz` answers 503 while every client
+/// is sent a close frame 1001 and given up to `SHUTDOWN_GRACE_MS` to go.
+pub async fn run<L: Listener>(
+    mut listener: L,
+    config: Config,
+    env: RuntimeEnv,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let verifier = Verifier::from_config(&config)?;
+    let clock = Clock::new(env.start_unix_ms);
+    let metrics = Arc::new(Metrics::new());
+    let hub = Hub::new(
+        core_limits(&config),
+        &default_rooms(&config),
+        env.instance,
+        clock.now(),
+    );
+    let (hub_tx, hub_rx) = mpsc::channel(HUB_QUEUE_CAPACITY);
+    tokio::spawn(hub::run(hub, hub_rx, clock, metrics.clone()));
+    let shared = Arc::new(Shared {
+        config: ArcSwap::from_pointee(config),
+        verifier: ArcSwap::from_pointee(verifier),
+        metrics,
+        clock,
+        hub: hub_tx,
+        draining: AtomicBool::new(false),
+        caps: Caps::default(),
+        next_conn: AtomicU64::new(1),
+    });
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accept(accepted, &shared, env).await,
+        }
+    }
+
+    info!("shutting down: refusing new connections and closing open ones");
+    shared.draining.store(true, Ordering::SeqCst);
+    let _ = shared.hub.send(HubCommand::Shutdown).await;
+    let grace = Duration::from_millis(shared.config.load().shutdown_grace_ms);
+    let drained = async {
+        loop {
+            let released = shared.caps.released.notified();
+            if shared.caps.total.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            released.await;
+        }
+    };
+    tokio::pin!(drained);
+    let deadline = tokio::time::sleep(grace);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut drained => break,
+            () = &mut deadline => {
+                warn!(
+                    open = shared.caps.total.load(Ordering::SeqCst),
+                    "shutdown grace period over; dropping remaining connections"
+                );
+                break;
+            }
+            accepted = listener.accept() => accept(accepted, &shared, env).await,
+        }
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn accept<I>(accepted: io::Result<(I, SocketAddr)>, shared: &Arc<Shared>, env: RuntimeEnv)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match accepted {
+        Ok((io, peer)) => {
+            let shared = shared.clone();
+            tokio::spawn(serve_http(io, peer, shared, env));
+        }
+        Err(e) => {
+            // Out of file descriptors and the like: back off briefly rather
+            // than spin; the listener itself is still good.
+            warn!(error = %e, "accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn serve_http<I>(io: I, peer: SocketAddr, shared: Arc<Shared>, env: RuntimeEnv)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(route(req, peer, &shared)) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_headers(HEADERS_MAX)
+        .auto_date_header(env.http_date_header);
+    let connection = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    if let Err(e) = connection.await {
+        tracing::debug!(%peer, error = %e, "http connection ended with an error");
+    }
+}
+
+type Body = Full<Bytes>;
+
+fn respond(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r
+}
+
+fn route(mut req: Request<Incoming>, peer: SocketAddr, shared: &Arc<Shared>) -> Response<Body> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => respond(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => {
+            if shared.draining.load(Ordering::SeqCst) {
+                respond(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else {
+                respond(StatusCode::OK, "ready\n")
+            }
+        }
+        (&Method::GET, "/metrics") => {
+            let mut r = Response::new(Full::new(Bytes::from(shared.metrics.encode())));
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            r
+        }
+        (_, "/ws") => upgrade(&mut req, peer, shared),
+        _ => respond(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn upgrade(req: &mut Request<Incoming>, peer: SocketAddr, shared: &Arc<Shared>) -> Response<Body> {
+    if req.method() != Method::GET {
+        return respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use GET with a WebSocket upgrade\n",
+        );
+    }
+    if !fastwebsockets::upgrade::is_upgrade_request(req) {
+        let mut r = respond(StatusCode::UPGRADE_REQUIRED, "WebSocket upgrade required\n");
+        r.headers_mut().insert(
+            hyper::header::UPGRADE,
+            HeaderValue::from_static("websocket"),
+        );
+        return r;
+    }
+    if shared.draining.load(Ordering::SeqCst) {
+        return respond(StatusCode::SERVICE_UNAVAILABLE, "server shutting down\n");
+    }
+    if let (Some(allowed), Some(origin)) = (
+        &shared.config.load().allowed_origins,
+        req.headers().get(ORIGIN),
+    ) {
+        let listed = origin
+            .to_str()
+            .is_ok_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o)));
+        if !listed {
+            return respond(StatusCode::FORBIDDEN, "origin not allowed\n");
+        }
+    }
+    let Some(guard) = shared.try_admit(peer.ip()) else {
+        return respond(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n");
+    };
+    let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut *req) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "bad upgrade request");
+            return respond(StatusCode::BAD_REQUEST, "bad WebSocket upgrade request\n");
+        }
+    };
+    let conn = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
+    let span = info_span!("conn", id = conn.0, %peer, user = tracing::field::Empty);
+    let shared = shared.clone();
+    tokio::spawn(
+        async move {
+            let _guard = guard;
+            match fut.await {
+                Ok(ws) => conn::serve(ws, conn, shared).await,
+                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+            }
+        }
+        .instrument(span),
+    );
+    response.map(|_| Full::new(Bytes::new()))
+}
+
+/// The core's limits from the configuration.
+pub fn core_limits(config: &Config) -> Limits {
+    Limits {
+        auth_timeout_ms: config.auth_timeout_ms,
+        auth_failures_max: 3,
+        history_limit: config.history_limit,
+        typing_timeout_ms: config.typing_timeout_ms,
+        rate_limit_messages: u64::from(config.rate_limit_messages),
+        rate_limit_requests: u64::from(config.rate_limit_requests),
+        rate_limit_window_ms: config.rate_limit_window_ms,
+        rate_limit_disconnect_after: config.rate_limit_disconnect_after,
+        rooms_per_user_max: u32::try_from(config.rooms_per_user_max).unwrap_or(u32::MAX),
+    }
+}
+
+/// `DEFAULT_ROOMS` for the core.
+pub fn default_rooms(config: &Config) -> Vec<DefaultRoom> {
+    config
+        .default_rooms
+        .iter()
+        .map(|(id, name)| DefaultRoom {
+            id: id.clone(),
+            name: name.clone(),
+        })
+        .collect()
+}
+
+/// A server running in the background of the current runtime (tests,
+/// benchmarks, embedding).
+pub struct RunningServer {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), ServerError>>,
+}
+
+impl RunningServer {
+    /// Binds `config`'s address (port 0 picks a free one) and starts serving.
+    pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+        let addr = config.listen_addr();
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(run(listener, config, RuntimeEnv::from_system(), async {
+            let _ = rx.await;
+        }));
+        Ok(RunningServer {
+            addr,
+            shutdown: Some(tx),
+            task,
+        })
+    }
+
+    /// Starts the drain (as SIGTERM does) without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Shuts down and waits for the drain to finish.
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        self.begin_shutdown();
+        self.task
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+}
