@@ -643,7 +643,15 @@ impl Hub {
                     }
                 }
                 Timer::ForgetUser(user) => {
-                    if self.users.get(&user).is_some_and(|u| u.conns.is_empty()) {
+                    // The user may have come back, sent, and gone again since
+                    // this timer was set: forget it only if its bucket is
+                    // really full now (a later timer covers the other case).
+                    let limit = self.limits.send_bucket();
+                    if self
+                        .users
+                        .get(&user)
+                        .is_some_and(|u| u.conns.is_empty() && u.sends.full_at(limit) <= self.now)
+                    {
                         self.users.remove(&user);
                     }
                 }
@@ -661,7 +669,8 @@ impl Hub {
         rid: Option<&str>,
     ) {
         let token = match outcome {
-            Ok(t) if Timestamp(t.expires_at_unix_ms) >= self.now => Ok(t),
+            // `expires_at_unix_ms` is the first moment the token is no longer accepted.
+            Ok(t) if Timestamp(t.expires_at_unix_ms) > self.now => Ok(t),
             Ok(_) => Err("token expired".to_owned()),
             Err(e) => Err(e.to_string()),
         };
@@ -689,8 +698,7 @@ impl Hub {
                 });
                 self.authenticated += 1;
                 self.timers.remove(&(deadline, Timer::AuthDeadline(conn)));
-                self.timers
-                    .insert((expires_at.plus_ms(1), Timer::TokenExpiry(conn)));
+                self.timers.insert((expires_at, Timer::TokenExpiry(conn)));
                 let send_limit = self.limits.send_bucket();
                 let now = self.now;
                 let user = self.users.entry(user_id.clone()).or_insert_with(|| User {
@@ -698,15 +706,7 @@ impl Hub {
                     sends: Bucket::full(send_limit, now),
                 });
                 user.conns.insert(conn);
-                self.reply(
-                    conn,
-                    &ServerMessage::AuthSuccess {
-                        user_id: user_id.0.to_string(),
-                        username: username.to_string(),
-                        status: "online".to_owned(),
-                    },
-                    rid,
-                );
+                self.auth_success(conn, &user_id, &username, rid);
             }
             ConnState::Authenticated(session) => {
                 if *session.user_id.0 != *token.user_id {
@@ -720,22 +720,21 @@ impl Hub {
                     session.user_id.clone(),
                     session.username.clone(),
                 );
-                self.timers
-                    .remove(&(old.plus_ms(1), Timer::TokenExpiry(conn)));
-                self.timers
-                    .insert((new.plus_ms(1), Timer::TokenExpiry(conn)));
+                self.timers.remove(&(old, Timer::TokenExpiry(conn)));
+                self.timers.insert((new, Timer::TokenExpiry(conn)));
                 self.stats.token_refreshes += 1;
-                self.reply(
-                    conn,
-                    &ServerMessage::AuthSuccess {
-                        user_id: user_id.0.to_string(),
-                        username: username.to_string(),
-                        status: "online".to_owned(),
-                    },
-                    rid,
-                );
+                self.auth_success(conn, &user_id, &username, rid);
             }
         }
+    }
+
+    fn auth_success(&mut self, conn: ConnId, user_id: &UserId, username: &str, rid: Option<&str>) {
+        let message = ServerMessage::AuthSuccess {
+            user_id: user_id.0.to_string(),
+            username: username.to_owned(),
+            status: "online".to_owned(),
+        };
+        self.reply(conn, &message, rid);
     }
 
     fn auth_failed(&mut self, conn: ConnId, reason: String, rid: Option<&str>) {
@@ -1082,7 +1081,7 @@ impl Hub {
             ConnState::Authenticated(session) => {
                 self.authenticated -= 1;
                 self.timers
-                    .remove(&(session.expires_at.plus_ms(1), Timer::TokenExpiry(conn)));
+                    .remove(&(session.expires_at, Timer::TokenExpiry(conn)));
                 let limit = self.limits.send_bucket();
                 if let Some(user) = self.users.get_mut(&session.user_id) {
                     user.conns.remove(&conn);
