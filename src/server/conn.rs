@@ -9,7 +9,8 @@
 //!
 //! The writer owns the write half: it drains the connection's [`Outbox`] in
 //! batches (one flush per batch), sends the periodic ping, and finishes with
-//! the close frame. Once a close is requested, it has [`CLOSE_GRACE`] to get
+//! the close frame. Once a close is requested, it has
+//! [`CLOSE_GRACE`](super::outbox::CLOSE_GRACE) to get
 //! everything out; a client that does not read by then is dropped.
 
 use std::cell::RefCell;
@@ -30,10 +31,6 @@ use super::outbox::{Batch, Control, Outbox};
 use crate::core::{ConnId, Inbound};
 use crate::protocol::parse::ParseLimits;
 use crate::protocol::{ClientMessage, CloseCode, Parser};
-
-/// Time a closing connection gets to take its close frame (and what was
-/// queued before it), and to answer with its own.
-pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Most frames one fragmented message may span.
 pub const FRAGMENTS_MAX: usize = 1024;
@@ -99,10 +96,13 @@ where
     tokio::pin!(reader, writer);
     tokio::select! {
         biased;
-        () = &mut writer => {
-            // The close frame is out (or the socket failed): give the peer a
-            // moment to answer with its own close, then drop.
-            let _ = tokio::time::timeout(CLOSE_GRACE, &mut reader).await;
+        sent = &mut writer => {
+            // The close frame is out: the peer may answer with its own close
+            // until the connection's last moment. Otherwise (the socket failed,
+            // or the peer never read its close) drop it now.
+            if let WriteEnd::CloseSent(last_moment) = sent {
+                let _ = tokio::time::timeout_at(last_moment, &mut reader).await;
+            }
         }
         end = &mut reader => {
             // The core forgets the connection at once (its rooms see it
@@ -115,7 +115,7 @@ where
                 ReadEnd::Gone | ReadEnd::Stopped => {}
             }
             if end != ReadEnd::Gone {
-                writer.await;
+                let _ = writer.await;
             }
         }
     }
@@ -164,7 +164,8 @@ where
             continue;
         }
         let received = Instant::now();
-        let message: Option<(OpCode, Payload<'_>)> = match frame.opcode {
+        // (opcode, payload, reassembled from fragments)
+        let message: Option<(OpCode, Payload<'_>, bool)> = match frame.opcode {
             OpCode::Text | OpCode::Binary if frame.fin => {
                 if assembling.is_some() {
                     return ReadEnd::Close(
@@ -172,10 +173,8 @@ where
                         "expected a continuation frame",
                     );
                 }
-                Some((
-                    frame.opcode,
-                    std::mem::replace(&mut frame.payload, Payload::Borrowed(&[])),
-                ))
+                let payload = std::mem::replace(&mut frame.payload, Payload::Borrowed(&[]));
+                Some((frame.opcode, payload, false))
             }
             OpCode::Text | OpCode::Binary => {
                 if assembling.is_some() {
@@ -204,7 +203,7 @@ where
                 buf.extend_from_slice(&frame.payload);
                 if frame.fin {
                     let (opcode, buf, _) = assembling.take().expect("checked above");
-                    Some((opcode, Payload::Owned(buf)))
+                    Some((opcode, Payload::Owned(buf), true))
                 } else {
                     None
                 }
@@ -216,7 +215,7 @@ where
             }
             OpCode::Pong => None,
         };
-        let Some((opcode, mut payload)) = message else {
+        let Some((opcode, mut payload, reassembled)) = message else {
             continue;
         };
         if payload.len() > max_bytes {
@@ -226,7 +225,9 @@ where
         let inbound = if opcode == OpCode::Binary {
             Inbound::Binary
         } else {
-            if std::str::from_utf8(&payload).is_err() {
+            // fastwebsockets validates single text frames; a reassembled
+            // message is validated here, as a whole.
+            if reassembled && std::str::from_utf8(&payload).is_err() {
                 return ReadEnd::Close(CloseCode::InvalidPayload, "invalid UTF-8");
             }
             let limits = ParseLimits {
@@ -296,13 +297,27 @@ fn peer_close(payload: &[u8]) -> ReadEnd {
     }
 }
 
-async fn write_loop<W>(tx: &mut WebSocketWrite<W>, outbox: &Outbox, ping_interval: Duration)
+/// Why the writer stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteEnd {
+    /// The close frame was written; the connection must be gone by then.
+    CloseSent(Instant),
+    /// The socket failed, or the close grace ran out before the close frame
+    /// was written.
+    Abandoned,
+}
+
+async fn write_loop<W>(
+    tx: &mut WebSocketWrite<W>,
+    outbox: &Outbox,
+    ping_interval: Duration,
+) -> WriteEnd
 where
     W: AsyncWrite + Unpin,
 {
     let kill = async {
-        outbox.closing().await;
-        tokio::time::sleep(CLOSE_GRACE).await;
+        let last_moment = outbox.closing().await;
+        tokio::time::sleep_until(last_moment).await;
     };
     tokio::pin!(kill);
     let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
@@ -310,18 +325,21 @@ where
     loop {
         let (batch, send_ping) = tokio::select! {
             biased;
-            () = &mut kill => return,
+            () = &mut kill => return WriteEnd::Abandoned,
             batch = outbox.next_batch() => (batch, false),
             _ = ping.tick() => (Batch::default(), true),
         };
         let written = tokio::select! {
             biased;
-            () = &mut kill => return,
+            () = &mut kill => return WriteEnd::Abandoned,
             r = write_batch(tx, &batch, send_ping) => r,
         };
         outbox.batch_written();
-        if written.is_err() || batch.close.is_some() {
-            return;
+        if written.is_err() {
+            return WriteEnd::Abandoned;
+        }
+        if batch.close.is_some() {
+            return WriteEnd::CloseSent(outbox.closing().await);
         }
     }
 }

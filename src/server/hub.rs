@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::metrics::Metrics;
 use super::outbox::{Outbox, PushError};
 use crate::core::{ConnId, Hub, Inbound, Output, Stats, Timestamp};
-use crate::protocol::{ClientMessage, ClientRequest, CloseCode};
+use crate::protocol::CloseCode;
 
 /// Commands from the connections (and the server) to the hub.
 #[derive(Debug)]
@@ -83,7 +83,7 @@ struct Driver {
     outboxes: HashMap<ConnId, Arc<Outbox>>,
     published: Stats,
     shutting_down: bool,
-    /// `SEND_MESSAGE`s of this batch, with when they arrived.
+    /// Messages accepted in this batch, with when they arrived.
     sends: Vec<Instant>,
 }
 
@@ -154,16 +154,12 @@ impl Driver {
                 inbound,
                 received,
             } => {
-                if matches!(
-                    inbound,
-                    Inbound::Request(ClientMessage {
-                        request: ClientRequest::SendMessage { .. },
-                        ..
-                    })
-                ) {
+                // Only messages the core accepts count for the fan-out time.
+                let accepted = self.hub.stats().messages_accepted;
+                self.hub.handle(now, conn, inbound);
+                if self.hub.stats().messages_accepted > accepted {
                     self.sends.push(received);
                 }
-                self.hub.handle(now, conn, inbound);
             }
             HubCommand::Disconnect { conn } => {
                 self.outboxes.remove(&conn);

@@ -229,7 +229,11 @@ pub async fn run<L: Listener>(
     let grace = Duration::from_millis(shared.config.load().shutdown_grace_ms);
     let drained = async {
         loop {
+            // Register for the wake-up before looking, so a release between
+            // the look and the wait is not missed.
             let released = shared.caps.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
             if shared.caps.total.load(Ordering::SeqCst) == 0 {
                 return;
             }

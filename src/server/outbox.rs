@@ -12,11 +12,17 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::protocol::CloseCode;
+
+/// Time a closing connection gets to take its close frame (and what was
+/// queued before it) and to answer with its own; then it is dropped.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Why a push was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +68,9 @@ struct State {
     /// against the limit, so the bound holds for what the server holds.
     in_flight: usize,
     close: Option<CloseRequest>,
+    /// When the close was requested: the connection's last moment is
+    /// [`CLOSE_GRACE`] after it.
+    close_requested_at: Option<Instant>,
     /// The close was handed to the writer.
     close_taken: bool,
 }
@@ -143,6 +152,7 @@ impl Outbox {
             return;
         }
         s.close = Some(request);
+        s.close_requested_at = Some(Instant::now());
         if discard {
             s.frames = VecDeque::new();
         }
@@ -156,12 +166,16 @@ impl Outbox {
         self.lock().close.is_some()
     }
 
-    /// Waits until a close is requested.
-    pub async fn closing(&self) {
-        if self.is_closing() {
-            return;
+    /// Waits until a close is requested; returns the moment by which the
+    /// connection must be gone ([`CLOSE_GRACE`] after the request), whether
+    /// the peer has read its close frame or not.
+    pub async fn closing(&self) -> Instant {
+        loop {
+            if let Some(at) = self.lock().close_requested_at {
+                return at + CLOSE_GRACE;
+            }
+            self.closing.notified().await;
         }
-        self.closing.notified().await;
     }
 
     /// Waits for work and takes all of it.

@@ -1,0 +1,420 @@
+//! The `chat-flow` binary: configuration errors name the variable, the
+//! precedence flag > environment > `.env`, `chat-flow token`, production
+//! secret rules, and a real process serving and exiting 0 on SIGTERM.
+//!
+//! Every run uses `env_clear()` (plus `PATH`) and its own temporary working
+//! directory, so no stray `.env` or variable leaks in.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chat_flow::config::{Config, JwtKeySource};
+use chat_flow::server::RunningServer;
+use common::*;
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_chat-flow");
+
+/// A fresh, empty working directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "chat-flow-test-{}-{name}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+
+    fn with_dotenv(name: &str, contents: &str) -> TempDir {
+        let dir = TempDir::new(name);
+        std::fs::write(dir.0.join(".env"), contents).expect(".env");
+        dir
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Runs the binary to completion (killing it and failing after 10 s, in
+/// case a configuration meant to be invalid starts a server).
+fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut child = command(dir, args, env).spawn().expect("spawn chat-flow");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "chat-flow {args:?} did not exit; stdout: {} stderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs a command that must fail; returns its stderr.
+fn fails(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = run(dir, args, env);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "chat-flow {args:?} {env:?} should fail; stderr: {stderr}"
+    );
+    stderr
+}
+
+/// Runs `chat-flow token …` that must succeed; returns the token.
+fn token_cmd(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut all = vec!["token"];
+    all.extend_from_slice(args);
+    let out = run(dir, &all, env);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "token failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = stdout.trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "a compact JWT: {stdout:?}");
+    assert_eq!(stdout.lines().count(), 1, "only the token on stdout");
+    token
+}
+
+#[test]
+fn invalid_values_are_start_up_errors_naming_the_variable() {
+    let dir = TempDir::new("invalid");
+    for (var, value) in [
+        ("PORT", "abc"),
+        ("PORT", "70000"),
+        ("HOST", "localhost:3001"),
+        ("HISTORY_LIMIT", "0"),
+        ("MAX_MESSAGE_BYTES", "-1"),
+        ("MAX_CONNECTIONS", "many"),
+        ("RATE_LIMIT_MESSAGES", "0"),
+        ("AUTH_TIMEOUT_MS", "soon"),
+        ("JWT_ALGORITHM", "HS512"),
+        ("LOG_FORMAT", "xml"),
+        ("APP_ENV", "staging"),
+        ("ALLOWED_ORIGINS", "not an origin"),
+        ("DEFAULT_ROOMS", "no name"),
+    ] {
+        let stderr = fails(&dir.0, &[], &[(var, value)]);
+        assert!(
+            stderr.contains(var),
+            "{var}={value}: the error must name {var}: {stderr}"
+        );
+    }
+    // IDLE_TIMEOUT_MS must exceed PING_INTERVAL_MS.
+    let stderr = fails(
+        &dir.0,
+        &[],
+        &[("PING_INTERVAL_MS", "1000"), ("IDLE_TIMEOUT_MS", "500")],
+    );
+    assert!(stderr.contains("IDLE_TIMEOUT_MS"), "{stderr}");
+}
+
+#[test]
+fn flags_are_validated_like_variables() {
+    let dir = TempDir::new("flags");
+    let stderr = fails(&dir.0, &["--port", "abc"], &[]);
+    assert!(stderr.contains("PORT"), "{stderr}");
+    let stderr = fails(&dir.0, &["serve", "--history-limit", "0"], &[]);
+    assert!(stderr.contains("HISTORY_LIMIT"), "{stderr}");
+}
+
+#[test]
+fn a_dotenv_file_is_read_and_loses_to_the_environment_and_flags() {
+    // .env alone.
+    let dir = TempDir::with_dotenv("dotenv", "PORT=abc\n");
+    let stderr = fails(&dir.0, &[], &[]);
+    assert!(stderr.contains("PORT"), ".env is read: {stderr}");
+    // A real variable beats .env: PORT is fine, so the next error shows.
+    let stderr = fails(&dir.0, &[], &[("PORT", "0"), ("HISTORY_LIMIT", "0")]);
+    assert!(stderr.contains("HISTORY_LIMIT"), "{stderr}");
+    assert!(
+        !stderr.contains("PORT"),
+        "the environment beat .env: {stderr}"
+    );
+    // A flag beats both.
+    let stderr = fails(
+        &dir.0,
+        &["--port", "0"],
+        &[("PORT", "xyz"), ("HISTORY_LIMIT", "0")],
+    );
+    assert!(stderr.contains("HISTORY_LIMIT"), "{stderr}");
+    assert!(
+        !stderr.contains("PORT"),
+        "the flag beat the environment: {stderr}"
+    );
+}
+
+#[test]
+fn production_requires_a_strong_jwt_secret() {
+    let dir = TempDir::new("production");
+    let stderr = fails(&dir.0, &[], &[("APP_ENV", "production")]);
+    assert!(stderr.contains("JWT_SECRET"), "{stderr}");
+    let stderr = fails(
+        &dir.0,
+        &[],
+        &[("APP_ENV", "production"), ("JWT_SECRET", "too-short")],
+    );
+    assert!(stderr.contains("JWT_SECRET"), "{stderr}");
+    assert!(
+        !stderr.contains("too-short"),
+        "never echo a secret: {stderr}"
+    );
+    // The token command resolves the secret the same way.
+    let stderr = fails(
+        &dir.0,
+        &["token", "--sub", "alice"],
+        &[("APP_ENV", "production")],
+    );
+    assert!(stderr.contains("JWT_SECRET"), "{stderr}");
+    // A strong secret is fine for the token command.
+    token_cmd(
+        &dir.0,
+        &["--sub", "alice"],
+        &[
+            ("APP_ENV", "production"),
+            ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_printed_token_is_accepted_by_the_server() {
+    let dir = TempDir::new("token");
+    let server = start().await;
+    let t = token_cmd(&dir.0, &["--sub", "alice"], &[]);
+    let mut c = Client::connect(server.addr).await;
+    let v = c.auth_token(&t).await;
+    assert_eq!(
+        v["payload"],
+        json!({"userId": "alice", "username": "alice", "status": "online"})
+    );
+
+    // --username and --rooms become claims the server honours.
+    let mut owner = Client::authed(server.addr, "owner").await;
+    owner
+        .ok(
+            "CREATE_ROOM",
+            json!({"name": "VIP", "id": "vip", "type": "private"}),
+            "ROOM_CREATED",
+        )
+        .await;
+    let t = token_cmd(
+        &dir.0,
+        &[
+            "--sub",
+            "bob",
+            "--username",
+            "Bobby",
+            "--rooms",
+            "vip,other",
+            "--ttl",
+            "15m",
+        ],
+        &[],
+    );
+    let mut c = Client::connect(server.addr).await;
+    let v = c.auth_token(&t).await;
+    assert_eq!(v["payload"]["username"], "Bobby");
+    c.join("vip").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_command_uses_jwt_secret_from_the_environment_or_dotenv() {
+    let secret = "a-shared-secret-for-this-test-only!!";
+    let mut cfg = test_config();
+    cfg.jwt_key = JwtKeySource::Secret(secret.as_bytes().to_vec());
+    let server = RunningServer::start(cfg).await.expect("start");
+    let dev_server = start().await;
+
+    let dir = TempDir::new("secret-env");
+    let t = token_cmd(&dir.0, &["--sub", "carol"], &[("JWT_SECRET", secret)]);
+    Client::connect(server.addr).await.auth_token(&t).await;
+    let mut c = Client::connect(dev_server.addr).await;
+    c.fails("AUTHENTICATE", json!({"token": t}), "UNAUTHORIZED")
+        .await;
+
+    let dir = TempDir::with_dotenv("secret-dotenv", &format!("JWT_SECRET={secret}\n"));
+    let t = token_cmd(&dir.0, &["--sub", "carol"], &[]);
+    Client::connect(server.addr).await.auth_token(&t).await;
+    // The environment beats .env.
+    let t = token_cmd(
+        &dir.0,
+        &["--sub", "carol"],
+        &[("JWT_SECRET", "x".repeat(40).as_str())],
+    );
+    let mut c = Client::connect(server.addr).await;
+    c.fails("AUTHENTICATE", json!({"token": t}), "UNAUTHORIZED")
+        .await;
+}
+
+#[test]
+fn token_command_rejects_bad_arguments() {
+    let dir = TempDir::new("token-args");
+    fails(&dir.0, &["token"], &[]);
+    fails(&dir.0, &["token", "--sub", "a", "--ttl", "0"], &[]);
+    fails(&dir.0, &["token", "--sub", "a", "--ttl", "soon"], &[]);
+    fails(
+        &dir.0,
+        &["token", "--sub", "a", "--username", &"x".repeat(33)],
+        &[],
+    );
+    fails(&dir.0, &["token", "--sub", "a", "--rooms", "bad room"], &[]);
+}
+
+/// Kills the child on drop so a failing test leaves no server behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Collects a child's output lines in the background.
+fn collect(pipe: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_warns_about_the_dev_secret_and_exits_0_on_sigterm() {
+    let dir = TempDir::new("serve");
+    let port = free_port();
+    let port_s = port.to_string();
+    let mut child = Running(
+        command(
+            &dir.0,
+            &[],
+            &[
+                ("HOST", "127.0.0.1"),
+                ("PORT", port_s.as_str()),
+                ("LOG_FORMAT", "json"),
+            ],
+        )
+        .spawn()
+        .expect("spawn"),
+    );
+    let stdout = collect(child.0.stdout.take().unwrap());
+    let stderr = collect(child.0.stderr.take().unwrap());
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    eventually("the server answers /healthz", || async {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    })
+    .await;
+    assert_eq!(http_get(addr, "/healthz").await.0, 200);
+    assert_eq!(http_get(addr, "/readyz").await.0, 200);
+    let mut c = Client::authed(addr, "alice").await;
+    c.join("general").await;
+    c.say("general", "hello from a real process").await;
+
+    // The development secret is in use: a warning says so.
+    let logs = || {
+        let mut all = stdout.lock().unwrap().clone();
+        all.extend(stderr.lock().unwrap().iter().cloned());
+        all
+    };
+    assert!(
+        logs()
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("JWT_SECRET")),
+        "no warning about the development secret in: {:#?}",
+        logs()
+    );
+
+    let pid = child.0.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    // The client is told the server is going away.
+    c.expect_close(1001).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        status.success(),
+        "exit status {status:?}; logs: {:#?}",
+        logs()
+    );
+    // The output is JSON lines, as LOG_FORMAT=json asks.
+    let out = stdout.lock().unwrap().clone();
+    assert!(!out.is_empty());
+    for line in &out {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+    }
+}
+
+#[test]
+fn config_from_lookup_matches_the_binary_rules() {
+    // The in-process configuration path used by the other tests applies
+    // the same validation as the binary.
+    let err = Config::from_lookup(|k| (k == "PORT").then(|| "abc".to_owned())).unwrap_err();
+    assert!(err.to_string().contains("PORT"));
+    let cfg = Config::from_lookup(|k| match k {
+        "PORT" => Some("0".into()),
+        "HISTORY_LIMIT" => Some("7".into()),
+        _ => None,
+    })
+    .expect("valid");
+    assert_eq!((cfg.port, cfg.history_limit), (0, 7));
+}
