@@ -240,6 +240,91 @@ pub fn load_dotenv() -> Result<(), ConfigError> {
     load_dotenv_from(Path::new(".env"))
 }
 
+/// Reads the configuration again, the way start-up did, for a reload
+/// (SIGHUP): flags first, then the real environment, then the `.env` file as
+/// it is now.
+///
+/// Start-up copies `.env` into the process environment, so a reload cannot
+/// tell from the environment alone which values came from the file; the
+/// source remembers which variables the real environment set before `.env`
+/// was read ([`ConfigSource::snapshot_env`]). A flag whose value equals one
+/// taken from `.env` at start-up is taken for that `.env` value.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    args: ServeArgs,
+    from_real_env: std::collections::BTreeSet<&'static str>,
+    dotenv_path: std::path::PathBuf,
+}
+
+impl ConfigSource {
+    /// The variables the real environment sets now. Call it before
+    /// [`load_dotenv`].
+    pub fn snapshot_env() -> std::collections::BTreeSet<&'static str> {
+        ServeArgs::VARIABLES
+            .iter()
+            .copied()
+            .filter(|var| std::env::var_os(var).is_some())
+            .collect()
+    }
+
+    /// A source for the server started with `args`, whose real environment
+    /// set `from_real_env`, reading `.env` from the working directory.
+    pub fn new(args: ServeArgs, from_real_env: std::collections::BTreeSet<&'static str>) -> Self {
+        ConfigSource {
+            args,
+            from_real_env,
+            dotenv_path: ".env".into(),
+        }
+    }
+
+    /// The same, reading another file instead of `./.env` (tests).
+    pub fn with_dotenv_path(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.dotenv_path = path.into();
+        self
+    }
+
+    /// The configuration as it reads now.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let dotenv = read_dotenv(&self.dotenv_path)?;
+        Config::from_lookup(|var| {
+            let env_now = std::env::var(var).ok();
+            if let Some(flag) = self.args.value(var)
+                && env_now.as_deref() != Some(flag)
+            {
+                return Some(flag.to_owned());
+            }
+            if self.from_real_env.contains(var) {
+                return env_now;
+            }
+            dotenv.get(var).cloned()
+        })
+    }
+}
+
+/// The variables a `.env` file sets (none when it does not exist).
+fn read_dotenv(path: &Path) -> Result<std::collections::BTreeMap<String, String>, ConfigError> {
+    let iter = match dotenvy::from_path_iter(path) {
+        Ok(iter) => iter,
+        Err(e) if e.not_found() => return Ok(Default::default()),
+        Err(e) => {
+            return Err(ConfigError::DotEnv {
+                reason: e.to_string(),
+            });
+        }
+    };
+    iter.map(|item| {
+        item.map_err(|e| ConfigError::DotEnv {
+            reason: match e {
+                dotenvy::Error::LineParse(_, position) => {
+                    format!("cannot parse a line (at character {position})")
+                }
+                other => other.to_string(),
+            },
+        })
+    })
+    .collect()
+}
+
 /// [`load_dotenv`] for an explicit path.
 fn load_dotenv_from(path: &Path) -> Result<(), ConfigError> {
     // `from_path`, not `dotenv()`: the contract says the working directory,

@@ -2,13 +2,16 @@
 
 use std::process::ExitCode;
 
-use chat_flow::cli::{self, Action, Cli};
+use chat_flow::cli::{self, Action, Cli, ConfigSource};
 use chat_flow::config::{Config, LogFormat};
 use chat_flow::server::{self, RuntimeEnv};
 use clap::Parser;
 use tracing::{info, warn};
 
 fn main() -> ExitCode {
+    // What the real environment sets, before `.env` adds to it: a reload
+    // (SIGHUP) re-reads `.env` for the other variables.
+    let real_env = ConfigSource::snapshot_env();
     // `.env` fills in variables before clap reads the environment, and
     // before any thread exists.
     if let Err(e) = cli::load_dotenv() {
@@ -27,7 +30,7 @@ fn main() -> ExitCode {
             }
         },
         Action::Serve(args) => match Config::from_args(&args) {
-            Ok(config) => serve(config),
+            Ok(config) => serve(config, ConfigSource::new(args, real_env)),
             Err(e) => {
                 eprintln!("chat-flow: {e}");
                 ExitCode::from(2)
@@ -36,7 +39,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config: Config) -> ExitCode {
+fn serve(config: Config, source: ConfigSource) -> ExitCode {
     init_logging(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -64,14 +67,10 @@ fn serve(config: Config) -> ExitCode {
             }
         };
         info!(%addr, "listening");
-        match server::run(
-            listener,
-            config,
-            RuntimeEnv::from_system(),
-            shutdown_signal(),
-        )
-        .await
-        {
+        let (reload_tx, reloads) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(reload_on_sighup(source, reload_tx));
+        let env = RuntimeEnv::from_system();
+        match server::run_with_reloads(listener, config, env, shutdown_signal(), reloads).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e, "server failed");
@@ -79,6 +78,36 @@ fn serve(config: Config) -> ExitCode {
             }
         }
     })
+}
+
+/// On every SIGHUP, reads the configuration again and hands it to the
+/// server; an invalid one is logged (naming the variable) and ignored.
+async fn reload_on_sighup(source: ConfigSource, reloads: tokio::sync::mpsc::Sender<Config>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            warn!("cannot listen for SIGHUP: configuration reload is unavailable");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            info!("SIGHUP received: reloading the configuration");
+            match source.load() {
+                Ok(config) => {
+                    if reloads.send(config).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "configuration reload failed; keeping the running one")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (source, reloads);
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

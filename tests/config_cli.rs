@@ -418,3 +418,88 @@ fn config_from_lookup_matches_the_binary_rules() {
     .expect("valid");
     assert_eq!((cfg.port, cfg.history_limit), (0, 7));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_dotenv_while_flags_and_the_environment_still_win() {
+    let dir = TempDir::with_dotenv(
+        "reload",
+        "ALLOWED_ORIGINS=http://a.example\nMAX_CONTENT_LENGTH=5\nHISTORY_LIMIT=7\n",
+    );
+    let port = free_port();
+    let port_s = port.to_string();
+    let child = Running(
+        command(
+            &dir.0,
+            &["--history-limit", "3"],
+            &[
+                ("HOST", "127.0.0.1"),
+                ("PORT", port_s.as_str()),
+                ("MAX_CONTENT_LENGTH", "8"),
+            ],
+        )
+        .spawn()
+        .expect("spawn"),
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    eventually("the server listens", || async {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    })
+    .await;
+    let origin =
+        |o: &'static str| async move { Client::try_connect(addr, &[("Origin", o)]).await.is_ok() };
+    assert!(origin("http://a.example").await);
+    assert!(!origin("http://b.example").await, "b is not listed yet");
+
+    // Change `.env` and send SIGHUP: the new origin list is in force...
+    std::fs::write(
+        dir.0.join(".env"),
+        "ALLOWED_ORIGINS=http://b.example\nMAX_CONTENT_LENGTH=2\nHISTORY_LIMIT=9\n",
+    )
+    .expect("rewrite .env");
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    eventually("the reloaded ALLOWED_ORIGINS applies", || async {
+        origin("http://b.example").await
+    })
+    .await;
+    assert!(!origin("http://a.example").await);
+
+    // ...while the real environment still beats `.env` (8 characters, not 2)
+    // and the flag still beats both (history of 3, not 9).
+    let mut c = Client::authed(addr, "alice").await;
+    c.join("general").await;
+    for i in 0..4 {
+        c.say("general", &format!("msg {i}")).await;
+    }
+    c.fails(
+        "SEND_MESSAGE",
+        json!({"roomId": "general", "content": "123456789"}),
+        "INVALID_MESSAGE",
+    )
+    .await;
+    let history = c
+        .ok("GET_HISTORY", json!({"roomId": "general"}), "HISTORY")
+        .await;
+    assert_eq!(history["payload"]["messages"].as_array().unwrap().len(), 3);
+
+    // An invalid `.env` is refused and the running configuration kept.
+    std::fs::write(dir.0.join(".env"), "HISTORY_LIMIT=0\n").expect("rewrite .env");
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        origin("http://b.example").await,
+        "the previous configuration stays"
+    );
+}

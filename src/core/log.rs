@@ -77,6 +77,14 @@ impl MemoryLog {
         (stored, evicted)
     }
 
+    /// Keeps at most `limit` (≥ 1) messages from now on; returns the
+    /// messages evicted to get there, oldest first.
+    pub fn set_limit(&mut self, limit: usize) -> Vec<Arc<StoredMessage>> {
+        self.limit = limit.max(1);
+        let excess = self.ring.len().saturating_sub(self.limit);
+        self.ring.drain(..excess).collect()
+    }
+
     /// Every retained message, oldest first.
     pub fn retained(&self) -> Vec<Arc<StoredMessage>> {
         self.ring.iter().cloned().collect()

@@ -309,6 +309,18 @@ impl Room {
     }
 }
 
+/// An evicted message can no longer be found by a retry of its
+/// `clientMessageId`.
+fn forget_client_id(
+    client_ids: &mut BTreeMap<(UserId, String), u64>,
+    evicted: &crate::protocol::server::StoredMessage,
+) {
+    if let Some(cmid) = &evicted.message.client_message_id {
+        let owner = UserId(Arc::from(evicted.message.user_id.as_str()));
+        client_ids.remove(&(owner, cmid.clone()));
+    }
+}
+
 /// A timer: what happens at a deadline.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
@@ -408,6 +420,21 @@ impl Hub {
             authenticated: self.authenticated,
             rooms: self.rooms.len() as u64,
             memberships: self.memberships,
+        }
+    }
+
+    /// Applies new limits (a configuration reload). A smaller history limit
+    /// evicts at once; buckets keep their level, capped at the new capacity;
+    /// running auth and typing timers keep their deadlines.
+    pub fn set_limits(&mut self, now: Timestamp, limits: Limits) {
+        self.advance(now);
+        let history_limit = limits.history_limit;
+        self.limits = limits;
+        for room in self.rooms.values_mut() {
+            for old in room.log.set_limit(history_limit) {
+                self.stats.history_evictions += 1;
+                forget_client_id(&mut room.client_ids, &old);
+            }
         }
     }
 
@@ -905,10 +932,7 @@ impl Hub {
         }
         if let Some(old) = evicted {
             self.stats.history_evictions += 1;
-            if let Some(cmid) = &old.message.client_message_id {
-                let owner = UserId(Arc::from(old.message.user_id.as_str()));
-                room.client_ids.remove(&(owner, cmid.clone()));
-            }
+            forget_client_id(&mut room.client_ids, &old);
         }
         self.stats.messages_accepted += 1;
         let broadcast = stored.broadcast_frame();

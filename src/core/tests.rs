@@ -2280,3 +2280,35 @@ fn the_same_script_gives_identical_outputs() {
     assert_eq!(one.log.len(), three.log.len());
     assert_ne!(one.log, three.log);
 }
+
+#[test]
+fn set_limits_shrinks_history_and_forgets_evicted_retry_keys() {
+    let mut t = TestHub::new(small_limits()); // history 5
+    let a = t.user("alice");
+    t.join(a, "general");
+    let send = json!({"roomId": "general", "content": "first", "clientMessageId": "k"});
+    t.call(a, "SEND_MESSAGE", send.clone(), "m1");
+    let first = new_message(t.one(a));
+    for i in 2..=4 {
+        t.say(a, "general", &format!("m{i}"));
+    }
+    let now = Timestamp(t.now);
+    t.hub.set_limits(
+        now,
+        Limits {
+            history_limit: 2,
+            ..small_limits()
+        },
+    );
+    t.call(a, "GET_HISTORY", json!({"roomId": "general"}), "h");
+    let history = t.one(a);
+    let ServerMessage::History { messages, .. } = history.message else {
+        panic!("expected HISTORY, got {history:?}");
+    };
+    assert_eq!(seqs(&messages), [3, 4]);
+    // The original of "k" was evicted by the new limit: a retry is new.
+    t.call(a, "SEND_MESSAGE", send, "m2");
+    let again = new_message(t.one(a));
+    assert_eq!(again.seq, 5);
+    assert_ne!(again.id, first.id);
+}

@@ -143,9 +143,7 @@ where
 {
     let mut assembling: Option<(OpCode, Vec<u8>, usize)> = None;
     loop {
-        let config = shared.config.load();
-        let idle = Duration::from_millis(config.idle_timeout_ms);
-        let max_bytes = config.max_message_bytes;
+        let idle = Duration::from_millis(shared.config.load().idle_timeout_ms);
         // Auto-close and auto-pong are off, so fastwebsockets never asks
         // this callback to send anything: pongs and closes go through the
         // outbox, in order with everything else.
@@ -164,6 +162,10 @@ where
             continue;
         }
         let received = Instant::now();
+        // Read after the frame arrived, so that a reload applies to the very
+        // next message.
+        let config = shared.config.load();
+        let max_bytes = config.max_message_bytes;
         // (opcode, payload, reassembled from fragments)
         let message: Option<(OpCode, Payload<'_>, bool)> = match frame.opcode {
             OpCode::Text | OpCode::Binary if frame.fin => {

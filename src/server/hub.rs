@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::metrics::Metrics;
 use super::outbox::{Outbox, PushError};
-use crate::core::{ConnId, Hub, Inbound, Output, Stats, Timestamp};
+use crate::core::{ConnId, Hub, Inbound, Limits, Output, Stats, Timestamp};
 use crate::protocol::CloseCode;
 
 /// Commands from the connections (and the server) to the hub.
@@ -42,6 +42,8 @@ pub enum HubCommand {
     },
     /// Close every connection with 1001 and refuse new ones.
     Shutdown,
+    /// The configuration was reloaded: apply the core's new limits.
+    SetLimits(Limits),
 }
 
 /// Converts between the runtime's monotonic clock and the core's
@@ -167,11 +169,15 @@ impl Driver {
             }
             HubCommand::Shutdown => {
                 self.shutting_down = true;
-                for (conn, outbox) in self.outboxes.drain() {
+                // In connection order, so that a run replays exactly.
+                let mut open: Vec<_> = self.outboxes.drain().collect();
+                open.sort_by_key(|(conn, _)| *conn);
+                for (conn, outbox) in open {
                     outbox.close(CloseCode::GoingAway, "server shutting down");
                     self.hub.disconnect(now, conn);
                 }
             }
+            HubCommand::SetLimits(limits) => self.hub.set_limits(now, limits),
         }
         // Route after every command so that outputs leave in the order the
         // core produced them, and a slow consumer is forgotten at once.

@@ -187,10 +187,29 @@ impl Drop for CapGuard {
 /// upgrades are refused (503) and `/readyz` answers 503 while every client
 /// is sent a close frame 1001 and given up to `SHUTDOWN_GRACE_MS` to go.
 pub async fn run<L: Listener>(
+    listener: L,
+    config: Config,
+    env: RuntimeEnv,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let (_keep_open, reloads) = mpsc::channel(1);
+    run_with_reloads(listener, config, env, shutdown, reloads).await
+}
+
+/// [`run`], also putting in force each configuration received on `reloads`.
+///
+/// Live at once: origins, connection caps, message and content size limits,
+/// JWT settings, the auth timeout, history limit, typing timeout and rate
+/// limits (buckets keep their level, capped at the new capacity). For new
+/// connections only: the outbound queue limit, ping interval and idle
+/// timeout. `HOST`, `PORT`, `DEFAULT_ROOMS`, `LOG_LEVEL` and `LOG_FORMAT`
+/// take a restart (a change is logged and otherwise ignored).
+pub async fn run_with_reloads<L: Listener>(
     mut listener: L,
     config: Config,
     env: RuntimeEnv,
     shutdown: impl Future<Output = ()>,
+    mut reloads: mpsc::Receiver<Config>,
 ) -> Result<(), ServerError> {
     let verifier = Verifier::from_config(&config)?;
     let clock = Clock::new(env.start_unix_ms);
@@ -219,6 +238,7 @@ pub async fn run<L: Listener>(
         tokio::select! {
             biased;
             () = &mut shutdown => break,
+            Some(config) = reloads.recv() => apply_reload(&shared, config).await,
             accepted = listener.accept() => accept(accepted, &shared, env).await,
         }
     }
@@ -259,6 +279,42 @@ pub async fn run<L: Listener>(
     }
     info!("stopped");
     Ok(())
+}
+
+/// Puts a reloaded configuration in force (see [`run_with_reloads`]).
+async fn apply_reload(shared: &Shared, config: Config) {
+    let verifier = match Verifier::from_config(&config) {
+        Ok(v) => v,
+        Err(e) => {
+            warn!(error = %e, "configuration reload refused; keeping the running configuration");
+            return;
+        }
+    };
+    let old = shared.config.load_full();
+    let restart_only = [
+        ("HOST", old.host != config.host),
+        ("PORT", old.port != config.port),
+        ("DEFAULT_ROOMS", old.default_rooms != config.default_rooms),
+        ("LOG_LEVEL", old.log_level != config.log_level),
+        ("LOG_FORMAT", old.log_format != config.log_format),
+    ];
+    for (var, changed) in restart_only {
+        if changed {
+            warn!(
+                variable = var,
+                "changing this setting takes a restart; ignored until then"
+            );
+        }
+    }
+    // The core's limits are queued first: once the new configuration is
+    // visible to connections, anything they send reaches the hub after it.
+    let _ = shared
+        .hub
+        .send(HubCommand::SetLimits(core_limits(&config)))
+        .await;
+    shared.verifier.store(Arc::new(verifier));
+    shared.config.store(Arc::new(config));
+    info!("configuration reloaded");
 }
 
 async fn accept<I>(accepted: io::Result<(I, SocketAddr)>, shared: &Arc<Shared>, env: RuntimeEnv)
@@ -422,6 +478,7 @@ pub struct RunningServer {
     /// The address it listens on.
     pub addr: SocketAddr,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    reloads: mpsc::Sender<Config>,
     task: tokio::task::JoinHandle<Result<(), ServerError>>,
 }
 
@@ -436,14 +493,28 @@ impl RunningServer {
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(run(listener, config, RuntimeEnv::from_system(), async {
-            let _ = rx.await;
-        }));
+        let (reloads, reload_rx) = mpsc::channel(4);
+        let task = tokio::spawn(run_with_reloads(
+            listener,
+            config,
+            RuntimeEnv::from_system(),
+            async {
+                let _ = rx.await;
+            },
+            reload_rx,
+        ));
         Ok(RunningServer {
             addr,
             shutdown: Some(tx),
+            reloads,
             task,
         })
+    }
+
+    /// Puts a new configuration in force (as SIGHUP does), returning once
+    /// it is queued; see [`run_with_reloads`] for what changes live.
+    pub async fn reload(&self, config: Config) {
+        let _ = self.reloads.send(config).await;
     }
 
     /// Starts the drain (as SIGTERM does) without waiting for it.
