@@ -256,6 +256,21 @@ async fn a_websocket_ping_is_answered_with_a_pong_carrying_its_payload() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_frames_over_125_bytes_close_with_1002() {
+    let server = start().await;
+    // A close frame: code 1000 and a 124-byte reason (126 bytes in all).
+    let mut close = 1000u16.to_be_bytes().to_vec();
+    close.extend_from_slice(&[b'x'; 124]);
+    let mut raw = RawWs::connect(server.addr).await;
+    raw.write_frame(true, op::CLOSE, &close).await;
+    assert_eq!(raw.expect_close().await, Some(1002));
+    // An unsolicited pong of 126 bytes.
+    let mut raw = RawWs::connect(server.addr).await;
+    raw.write_frame(true, op::PONG, &[b'y'; 126]).await;
+    assert_eq!(raw.expect_close().await, Some(1002));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_close_is_answered_and_the_connection_ends() {
     let server = start().await;
     let mut c = Client::authed(server.addr, "alice").await;

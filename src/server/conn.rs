@@ -27,13 +27,16 @@ use tracing::{debug, info};
 
 use super::Shared;
 use super::hub::HubCommand;
-use super::outbox::{Batch, Control, Outbox};
+use super::outbox::{Batch, Control, OutFrame, Outbox};
 use crate::core::{ConnId, Inbound};
 use crate::protocol::parse::ParseLimits;
 use crate::protocol::{ClientMessage, CloseCode, Parser};
+use std::future::Future;
 
-/// Most frames one fragmented message may span.
-pub const FRAGMENTS_MAX: usize = 1024;
+/// A fragmented message may span at most one frame per this many bytes of
+/// `MAX_MESSAGE_BYTES` (1024 frames at the default 64 KiB), so that a flood
+/// of tiny or empty continuation frames is bounded like the bytes are.
+pub const FRAGMENT_BYTES_MIN: usize = 64;
 
 /// Bytes of the write buffer that coalesces a batch of frames into few writes.
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;
@@ -57,25 +60,55 @@ enum ReadEnd {
     Stopped,
 }
 
-/// Serves one upgraded connection until it is closed.
-pub async fn serve<S>(ws: WebSocket<S>, conn: ConnId, shared: Arc<Shared>)
-where
+/// What a complete message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataKind {
+    /// A text message (valid UTF-8).
+    Text,
+    /// A binary message.
+    Binary,
+}
+
+/// What the reader enforces; asked again for every frame, so that a
+/// configuration reload applies to the very next message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// Largest message, reassembled; larger closes with 1009.
+    pub max_message_bytes: usize,
+    /// Drop the connection when nothing arrived for this long.
+    pub idle_timeout: Duration,
+}
+
+/// Where the connection layer hands complete messages: the chat server
+/// ([`serve`]), or a test tool such as the Autobahn echo server.
+pub trait Handler: Send {
+    /// The limits in force now.
+    fn limits(&self) -> ReadLimits;
+    /// A complete message arrived at `received`. `payload` may be used as
+    /// scratch space. An error closes the connection with that code.
+    fn message(
+        &mut self,
+        kind: DataKind,
+        payload: &mut [u8],
+        received: Instant,
+    ) -> impl Future<Output = Result<(), (CloseCode, &'static str)>> + Send;
+    /// Reading has ended (the peer closed or went away, or the server closes
+    /// the connection); called once, before the writer finishes.
+    fn reading_ended(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// Serves one upgraded connection until it is closed: complete messages go
+/// to `handler`, frames queued in `outbox` go to the peer, a ping every
+/// `ping_interval`.
+pub async fn serve_with<S, H>(
+    ws: WebSocket<S>,
+    outbox: Arc<Outbox>,
+    ping_interval: Duration,
+    mut handler: H,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
 {
-    let config = shared.config.load_full();
-    let outbox = Arc::new(Outbox::new(config.outbound_queue_limit));
-    if shared
-        .hub
-        .send(HubCommand::Connect {
-            conn,
-            outbox: outbox.clone(),
-        })
-        .await
-        .is_err()
-    {
-        return;
-    }
-    info!("connected");
     // The write half gets a buffer in front, so that a batch of small frames
     // leaves in one write; payloads are copied into it rather than written
     // with a vectored write per frame.
@@ -88,40 +121,146 @@ where
     rx.set_auto_pong(false);
     // fastwebsockets reserves a frame's declared length before reading it,
     // so its own per-frame limit stays at the message limit too.
-    rx.set_max_message_size(config.max_message_bytes + 1);
+    rx.set_max_message_size(handler.limits().max_message_bytes + 1);
 
-    let ping_interval = Duration::from_millis(config.ping_interval_ms);
-    let reader = read_loop(&mut rx, conn, &shared, &outbox);
-    let writer = write_loop(&mut tx, &outbox, ping_interval);
-    tokio::pin!(reader, writer);
-    tokio::select! {
+    // Boxed, so that the reader (which borrows the handler) can be dropped
+    // before the handler is told that reading ended.
+    let mut reader = Box::pin(read_loop(&mut rx, &outbox, &mut handler));
+    let mut writer = Box::pin(write_loop(&mut tx, &outbox, ping_interval));
+    let end = tokio::select! {
         biased;
         sent = &mut writer => {
             // The close frame is out: the peer may answer with its own close
-            // until the connection's last moment. Otherwise (the socket failed,
-            // or the peer never read its close) drop it now.
+            // until the connection's last moment. Otherwise (the socket
+            // failed, or the peer never read its close) drop it now.
             if let WriteEnd::CloseSent(last_moment) = sent {
                 let _ = tokio::time::timeout_at(last_moment, &mut reader).await;
             }
+            None
         }
-        end = &mut reader => {
-            // The core forgets the connection at once (its rooms see it
-            // leave now), while the writer finishes in the background of
-            // this task.
-            let _ = shared.hub.send(HubCommand::Disconnect { conn }).await;
-            match end {
-                ReadEnd::PeerClosed(code) => outbox.close(peer_close_echo(code), ""),
-                ReadEnd::Close(code, reason) => outbox.close(code, reason),
-                ReadEnd::Gone | ReadEnd::Stopped => {}
-            }
-            if end != ReadEnd::Gone {
-                let _ = writer.await;
-            }
+        end = &mut reader => Some(end),
+    };
+    drop(reader);
+    // The handler hears of it at once (the chat core sees the connection
+    // leave now), while the writer finishes.
+    handler.reading_ended().await;
+    if let Some(end) = end {
+        match end {
+            ReadEnd::PeerClosed(code) => outbox.close(peer_close_echo(code), ""),
+            ReadEnd::Close(code, reason) => outbox.close(code, reason),
+            ReadEnd::Gone | ReadEnd::Stopped => {}
+        }
+        if end != ReadEnd::Gone {
+            let _ = writer.await;
         }
     }
+}
+
+/// Serves one upgraded chat connection until it is closed.
+pub(crate) async fn serve<S>(ws: WebSocket<S>, conn: ConnId, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = shared.config.load_full();
+    let outbox = Arc::new(Outbox::new(config.outbound_queue_limit));
+    let connect = HubCommand::Connect {
+        conn,
+        outbox: outbox.clone(),
+    };
+    if shared.hub.send(connect).await.is_err() {
+        return;
+    }
+    info!("connected");
+    let ping_interval = Duration::from_millis(config.ping_interval_ms);
+    let handler = ChatHandler {
+        conn,
+        shared: shared.clone(),
+        outbox: outbox.clone(),
+    };
+    serve_with(ws, outbox, ping_interval, handler).await;
     // Idempotent: the core may already have forgotten the connection.
     let _ = shared.hub.send(HubCommand::Disconnect { conn }).await;
     info!("disconnected");
+}
+
+/// Parses each message, verifies tokens, and hands the result to the hub.
+struct ChatHandler {
+    conn: ConnId,
+    shared: Arc<Shared>,
+    outbox: Arc<Outbox>,
+}
+
+impl Handler for ChatHandler {
+    fn limits(&self) -> ReadLimits {
+        let config = self.shared.config.load();
+        ReadLimits {
+            max_message_bytes: config.max_message_bytes,
+            idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+        }
+    }
+
+    async fn message(
+        &mut self,
+        kind: DataKind,
+        payload: &mut [u8],
+        received: Instant,
+    ) -> Result<(), (CloseCode, &'static str)> {
+        if self.outbox.is_closing() {
+            // The server is closing this connection: nothing more counts.
+            return Ok(());
+        }
+        let shared = &self.shared;
+        shared.metrics.messages_received.inc();
+        let inbound = match kind {
+            DataKind::Binary => Inbound::Binary,
+            DataKind::Text => {
+                let limits = ParseLimits {
+                    content_chars_max: shared.config.load().max_content_length,
+                };
+                let parsed = PARSER.with_borrow_mut(|p| {
+                    if p.limits() != limits {
+                        *p = Parser::new(limits);
+                    }
+                    p.parse(payload)
+                });
+                match parsed {
+                    Err(e) => Inbound::Invalid(e),
+                    Ok(message) => {
+                        debug!(request = message.request.type_name(), "request");
+                        let now = shared.clock.now();
+                        Inbound::Request(ClientMessage {
+                            request_id: message.request_id,
+                            request: message.request.map_token(|token| {
+                                let verified = shared.verifier.load().verify(&token, now.0);
+                                if let Ok(t) = &verified {
+                                    tracing::Span::current().record("user", t.user_id.as_str());
+                                }
+                                verified
+                            }),
+                        })
+                    }
+                }
+            }
+        };
+        let command = HubCommand::Inbound {
+            conn: self.conn,
+            inbound,
+            received,
+        };
+        self.shared
+            .hub
+            .send(command)
+            .await
+            .map_err(|_| (CloseCode::Internal, "server error"))
+    }
+
+    async fn reading_ended(&mut self) {
+        let _ = self
+            .shared
+            .hub
+            .send(HubCommand::Disconnect { conn: self.conn })
+            .await;
+    }
 }
 
 /// The code a close frame from the peer is answered with.
@@ -132,18 +271,14 @@ fn peer_close_echo(code: u16) -> CloseCode {
     }
 }
 
-async fn read_loop<R>(
-    rx: &mut WebSocketRead<R>,
-    conn: ConnId,
-    shared: &Shared,
-    outbox: &Outbox,
-) -> ReadEnd
+async fn read_loop<R, H>(rx: &mut WebSocketRead<R>, outbox: &Outbox, handler: &mut H) -> ReadEnd
 where
     R: AsyncRead + Unpin,
+    H: Handler,
 {
     let mut assembling: Option<(OpCode, Vec<u8>, usize)> = None;
     loop {
-        let idle = Duration::from_millis(shared.config.load().idle_timeout_ms);
+        let idle = handler.limits().idle_timeout;
         // Auto-close and auto-pong are off, so fastwebsockets never asks
         // this callback to send anything: pongs and closes go through the
         // outbox, in order with everything else.
@@ -154,6 +289,13 @@ where
             Ok(Err(e)) => return read_error(e),
             Ok(Ok(frame)) => frame,
         };
+        // RFC 6455 5.5: control frames carry at most 125 bytes
+        // (fastwebsockets checks pings only).
+        if matches!(frame.opcode, OpCode::Close | OpCode::Ping | OpCode::Pong)
+            && frame.payload.len() > 125
+        {
+            return ReadEnd::Close(CloseCode::ProtocolError, "control frame too long");
+        }
         if outbox.is_closing() {
             // Keep reading only to see the peer's close.
             if frame.opcode == OpCode::Close {
@@ -162,10 +304,7 @@ where
             continue;
         }
         let received = Instant::now();
-        // Read after the frame arrived, so that a reload applies to the very
-        // next message.
-        let config = shared.config.load();
-        let max_bytes = config.max_message_bytes;
+        let max_bytes = handler.limits().max_message_bytes;
         // (opcode, payload, reassembled from fragments)
         let message: Option<(OpCode, Payload<'_>, bool)> = match frame.opcode {
             OpCode::Text | OpCode::Binary if frame.fin => {
@@ -199,7 +338,7 @@ where
                     return ReadEnd::Close(CloseCode::TooBig, "message too big");
                 }
                 *fragments += 1;
-                if *fragments > FRAGMENTS_MAX {
+                if *fragments > (max_bytes / FRAGMENT_BYTES_MIN).max(16) {
                     return ReadEnd::Close(CloseCode::TooBig, "too many fragments");
                 }
                 buf.extend_from_slice(&frame.payload);
@@ -223,49 +362,18 @@ where
         if payload.len() > max_bytes {
             return ReadEnd::Close(CloseCode::TooBig, "message too big");
         }
-        shared.metrics.messages_received.inc();
-        let inbound = if opcode == OpCode::Binary {
-            Inbound::Binary
+        let kind = if opcode == OpCode::Binary {
+            DataKind::Binary
         } else {
             // fastwebsockets validates single text frames; a reassembled
             // message is validated here, as a whole.
             if reassembled && std::str::from_utf8(&payload).is_err() {
                 return ReadEnd::Close(CloseCode::InvalidPayload, "invalid UTF-8");
             }
-            let limits = ParseLimits {
-                content_chars_max: config.max_content_length,
-            };
-            let parsed = PARSER.with_borrow_mut(|p| {
-                if p.limits() != limits {
-                    *p = Parser::new(limits);
-                }
-                p.parse(payload.to_mut())
-            });
-            match parsed {
-                Err(e) => Inbound::Invalid(e),
-                Ok(message) => {
-                    debug!(request = message.request.type_name(), "request");
-                    let now = shared.clock.now();
-                    Inbound::Request(ClientMessage {
-                        request_id: message.request_id,
-                        request: message.request.map_token(|token| {
-                            let verified = shared.verifier.load().verify(&token, now.0);
-                            if let Ok(t) = &verified {
-                                tracing::Span::current().record("user", t.user_id.as_str());
-                            }
-                            verified
-                        }),
-                    })
-                }
-            }
+            DataKind::Text
         };
-        let command = HubCommand::Inbound {
-            conn,
-            inbound,
-            received,
-        };
-        if shared.hub.send(command).await.is_err() {
-            return ReadEnd::Close(CloseCode::Internal, "server error");
+        if let Err((code, reason)) = handler.message(kind, payload.to_mut(), received).await {
+            return ReadEnd::Close(code, reason);
         }
     }
 }
@@ -367,8 +475,11 @@ where
         }
     }
     for frame in &batch.frames {
-        tx.write_frame(Frame::text(Payload::Borrowed(frame)))
-            .await?;
+        let out = match frame {
+            OutFrame::Text(bytes) => Frame::text(Payload::Borrowed(bytes)),
+            OutFrame::Binary(bytes) => Frame::binary(Payload::Borrowed(bytes)),
+        };
+        tx.write_frame(out).await?;
     }
     if let Some(close) = batch.close {
         tx.write_frame(Frame::close(close.code.code(), close.reason.as_bytes()))

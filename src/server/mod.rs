@@ -8,7 +8,7 @@
 //! Routes: `GET /ws` (WebSocket), `GET /healthz`, `GET /readyz`,
 //! `GET /metrics`; anything else is 404.
 
-mod conn;
+pub mod conn;
 pub mod hub;
 pub mod metrics;
 pub mod outbox;

@@ -33,6 +33,15 @@ pub enum PushError {
     Closed,
 }
 
+/// A queued data frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutFrame {
+    /// A text frame (every frame of the chat protocol).
+    Text(Bytes),
+    /// A binary frame (test tools such as the Autobahn echo server).
+    Binary(Bytes),
+}
+
 /// A control frame the writer sends ahead of queued data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
@@ -55,14 +64,14 @@ pub struct Batch {
     /// Control frames first.
     pub control: Vec<Control>,
     /// Then these data frames, in order.
-    pub frames: VecDeque<Bytes>,
+    pub frames: VecDeque<OutFrame>,
     /// Then, once both are written, this close frame, and the writer stops.
     pub close: Option<CloseRequest>,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<OutFrame>,
     control: Vec<Control>,
     /// Frames taken by the writer and not yet written: they still count
     /// against the limit, so the bound holds for what the server holds.
@@ -104,8 +113,13 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a data frame.
+    /// Queues a text frame.
     pub fn push(&self, frame: Bytes) -> Result<(), PushError> {
+        self.push_frame(OutFrame::Text(frame))
+    }
+
+    /// Queues a data frame of either kind.
+    pub fn push_frame(&self, frame: OutFrame) -> Result<(), PushError> {
         let mut s = self.lock();
         if s.close.is_some() {
             return Err(PushError::Closed);
