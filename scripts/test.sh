@@ -3,8 +3,9 @@
 #
 #   1. cargo test --workspace: unit tests, quickcheck properties, the
 #      integration tests against the real server, the simulation's tests;
-#   2. the Autobahn TestSuite against the production connection layer;
-#   3. every fuzz target for FUZZ_SECONDS (default 60) seconds.
+#   2. the deterministic simulation over SIM_SEEDS (default 0..1000) seeds;
+#   3. the Autobahn TestSuite against the production connection layer;
+#   4. every fuzz target for FUZZ_SECONDS (default 60) seconds.
 #
 # Needs a Rust toolchain; installs everything else itself (cargo-fuzz, the
 # Autobahn virtualenv). This is what CI runs (.ci/run).
@@ -13,6 +14,9 @@ cd "$(dirname "$0")/.."
 
 echo "== cargo test --workspace"
 cargo test --workspace --locked
+
+echo "== simulation, seeds ${SIM_SEEDS:-0..1000}"
+cargo run -p sim --release --locked -- --seeds "${SIM_SEEDS:-0..1000}"
 
 echo "== Autobahn TestSuite"
 bash scripts/autobahn.sh

@@ -338,7 +338,13 @@ struct PendingSend {
     client_message_id: String,
     /// Not before this instant (after a rate-limit rejection).
     not_before: Option<Instant>,
+    /// Written on this connection and not answered yet.
+    in_flight: bool,
 }
+
+/// Most sends unanswered at once (fewer than any sensible
+/// `RATE_LIMIT_DISCONNECT_AFTER`).
+const SEND_WINDOW: usize = 4;
 
 /// What the client remembers across connections.
 #[derive(Debug)]
@@ -348,6 +354,9 @@ struct Session {
     id_prefix: String,
     next_id: u64,
     pending_max: usize,
+    /// A send was rate-limited and none accepted since: one at
+    /// a time.
+    careful: bool,
 }
 
 impl Session {
@@ -358,6 +367,7 @@ impl Session {
             id_prefix: format!("{:08x}", rng.next_u64() as u32),
             next_id: 0,
             pending_max,
+            careful: false,
         }
     }
 
@@ -367,17 +377,53 @@ impl Session {
     }
 
     /// Requests that resume the session on a fresh, authenticated connection.
-    fn resume_requests(&self, now: Instant) -> Vec<String> {
+    fn resume_requests(&mut self, now: Instant) -> Vec<String> {
         let mut out = Vec::new();
         for (room, cursor) in &self.rooms {
             out.push(join_request(room, cursor));
         }
-        for p in &self.pending {
-            if p.not_before.is_none_or(|t| t <= now) {
+        // Nothing is in flight on a new connection; sends go
+        // out through the window, each once.
+        for p in &mut self.pending {
+            p.in_flight = false;
+        }
+        out.extend(self.sendable(now));
+        out
+    }
+
+    /// The sends that may go now: due, not in flight, within
+    /// the window (one at a time while `careful`).
+    fn sendable(&mut self, now: Instant) -> Vec<String> {
+        let window = if self.careful { 1 } else { SEND_WINDOW };
+        let mut in_flight = self.pending.iter().filter(|p| p.in_flight).count();
+        let mut out = Vec::new();
+        for p in &mut self.pending {
+            if in_flight >= window {
+                break;
+            }
+            if !p.in_flight && p.not_before.is_none_or(|t| t <= now) {
+                p.in_flight = true;
+                p.not_before = None;
                 out.push(send_request(p));
+                in_flight += 1;
             }
         }
         out
+    }
+
+    /// When a waiting send becomes due (never while the
+    /// window is full: a reply frees it, and a timer in the past would
+    /// spin the loop).
+    fn next_due(&self) -> Option<Instant> {
+        let window = if self.careful { 1 } else { SEND_WINDOW };
+        if self.pending.iter().filter(|p| p.in_flight).count() >= window {
+            return None;
+        }
+        self.pending
+            .iter()
+            .filter(|p| !p.in_flight)
+            .filter_map(|p| p.not_before)
+            .min()
     }
 
     /// Applies a server frame; returns the events for the application.
@@ -455,6 +501,8 @@ impl Session {
             if code == ErrorCode::RateLimitExceeded {
                 let wait = Duration::from_millis(retry_after_ms.unwrap_or(100));
                 self.pending[i].not_before = Some(now + wait);
+                self.pending[i].in_flight = false;
+                self.careful = true;
             } else {
                 let p = self.pending.remove(i).expect("index from position");
                 events.push(Event::SendFailed {
@@ -478,6 +526,7 @@ impl Session {
                 .position(|p| p.client_message_id == *cmid && p.room == m.room_id)
         {
             self.pending.remove(i);
+            self.careful = false;
             events.push(Event::Acked {
                 client_message_id: cmid.clone(),
                 room: m.room_id.clone(),
@@ -629,6 +678,7 @@ async fn offline(session: &mut Session, command: Command, events: &mpsc::Sender<
     }
 }
 
+#[allow(clippy::needless_pass_by_value)]
 async fn queue_send(
     session: &mut Session,
     room: String,
@@ -653,6 +703,7 @@ async fn queue_send(
         kind,
         client_message_id,
         not_before: None,
+        in_flight: false,
     };
     session.pending.push_back(p.clone());
     Some(p)
@@ -698,10 +749,13 @@ where
         code: None,
         authenticated,
     };
-    let ws: ClientWs = match handshake(io, options, rng).await {
-        Ok(ws) => ws,
-        Err(_) => return lost(false),
-    };
+    // The upgrade is bounded too.
+    let upgrade_timeout = Duration::from_millis(options.idle_timeout_ms);
+    let ws: ClientWs =
+        match tokio::time::timeout(upgrade_timeout, handshake(io, options, rng)).await {
+            Ok(Ok(ws)) => ws,
+            _ => return lost(false),
+        };
     if events.send(Event::Connected { attempt }).await.is_err() {
         return Outcome::Stopped;
     }
@@ -737,7 +791,12 @@ where
     let mut authenticated = false;
     let token = tokens.token();
     let auth = auth_request(&token, options.username.as_deref());
-    if write_text(&mut tx, rng, auth).await.is_err() {
+    // Every write is bounded by the idle deadline.
+    let write_deadline = Instant::now() + idle;
+    if !matches!(
+        tokio::time::timeout_at(write_deadline, write_text(&mut tx, rng, auth)).await,
+        Ok(Ok(()))
+    ) {
         return lost(false);
     }
     let mut idle_deadline = Instant::now() + idle;
@@ -760,7 +819,7 @@ where
                     Some(Incoming::Ping(payload)) => {
                         let mask = (rng.next_u64() as u32).to_be_bytes();
                         let pong = Frame::new(true, OpCode::Pong, Some(mask), Payload::Owned(payload.to_vec()));
-                        if tx.write_frame(pong).await.is_err() {
+                        if !matches!(tokio::time::timeout_at(idle_deadline, tx.write_frame(pong)).await, Ok(Ok(()))) {
                             return lost(authenticated);
                         }
                     }
@@ -796,29 +855,28 @@ where
             () = tokio::time::sleep_until(idle_deadline) => return lost(authenticated),
             () = tokio::time::sleep_until(retry_timer) => {}
         }
-        // Rate-limited sends whose wait is over go again.
+        // Sends go out through the window (rate-limited ones
+        // once their wait is over).
         let now = Instant::now();
         if authenticated {
-            for p in session.pending.iter_mut() {
-                if p.not_before.is_some_and(|t| t <= now) {
-                    p.not_before = None;
-                    batch.push(send_request(p));
-                }
-            }
+            batch.extend(session.sendable(now));
         }
-        retry_timer = session
-            .pending
-            .iter()
-            .filter_map(|p| p.not_before)
-            .min()
-            .unwrap_or(now + Duration::from_secs(3600));
+        // Armed only when authenticated; a due send cannot go
+        // before that, and a timer in the past would spin the loop.
+        retry_timer = if authenticated {
+            session.next_due()
+        } else {
+            None
+        }
+        .unwrap_or(now + Duration::from_secs(3600));
         for event in out.drain(..) {
             if events.send(event).await.is_err() {
                 return Outcome::Stopped;
             }
         }
         for text in batch {
-            if write_text(&mut tx, rng, text).await.is_err() {
+            let write = tokio::time::timeout_at(idle_deadline, write_text(&mut tx, rng, text));
+            if !matches!(write.await, Ok(Ok(()))) {
                 return lost(authenticated);
             }
         }
@@ -850,9 +908,12 @@ async fn online<T: TokenSource>(
             content,
             kind,
             client_message_id,
-        } => queue_send(session, room, content, kind, client_message_id, events)
-            .await
-            .map(|p| send_request(&p)),
+        } => {
+            // queued; the connection loop sends it through the
+            // window.
+            queue_send(session, room, content, kind, client_message_id, events).await;
+            None
+        }
         Command::Typing { room, is_typing } => Some(
             json!({"type": "TYPING_STATUS", "payload": {"roomId": room, "isTyping": is_typing}})
                 .to_string(),
@@ -977,6 +1038,7 @@ mod tests {
             kind: MessageKind::Text,
             client_message_id: "c1".into(),
             not_before: None,
+            in_flight: false,
         });
         let mut ev = Vec::new();
         let now = Instant::now();

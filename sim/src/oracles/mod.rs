@@ -1,0 +1,585 @@
+//! The oracles: named invariant checks over a stream of observations.
+//!
+//! [`Checker`] reads [`Record`]s in order — what every connection sent and
+//! received, when it opened and closed, the library clients' events — and
+//! builds a small model of what must be true ([`model`]); each oracle in its
+//! own file checks one promise of the contract against it. A failure names
+//! the oracle, the simulated time, the client, the connection, the room and
+//! the `seq` where it applies.
+//!
+//! Nothing here knows about turmoil: a fuzz target that drives the core
+//! directly can encode its outputs as the same records and reuse it all.
+
+pub mod auth;
+pub mod client;
+pub mod history;
+pub mod liveness;
+pub mod model;
+pub mod order;
+pub mod presence;
+pub mod rate;
+pub mod typing;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use chat_flow::protocol::server::{ServerFrame, ServerMessage};
+
+use crate::obs::{ConnNo, Obs, Record};
+use model::{Conn, Model, Req};
+
+/// What the oracles need to know about the server's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OracleConfig {
+    /// `HISTORY_LIMIT`.
+    pub history_limit: usize,
+    /// `TYPING_TIMEOUT_MS`.
+    pub typing_timeout_ms: u64,
+    /// `RATE_LIMIT_MESSAGES`.
+    pub rate_limit_messages: u64,
+    /// `RATE_LIMIT_WINDOW_MS`.
+    pub rate_limit_window_ms: u64,
+    /// `JWT_LEEWAY_SECONDS`.
+    pub jwt_leeway_seconds: u64,
+    /// `AUTH_TIMEOUT_MS`.
+    pub auth_timeout_ms: u64,
+    /// `PING_INTERVAL_MS`: a healthy connection hears from the server at
+    /// least this often.
+    pub ping_interval_ms: u64,
+    /// Unix milliseconds at simulated time 0 (server timestamps are Unix).
+    pub epoch_unix_ms: u64,
+    /// Longest a frame may take from a decision of the server to its
+    /// observer (latency, held links, latency spikes, batching).
+    pub delivery_slack_ms: u64,
+}
+
+/// Where a violation happened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Place {
+    /// The simulated client.
+    pub client: Option<u32>,
+    /// The connection.
+    pub conn: Option<ConnNo>,
+    /// The room.
+    pub room: Option<String>,
+    /// The message's `seq`.
+    pub seq: Option<u64>,
+}
+
+/// A broken invariant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The oracle's name.
+    pub oracle: String,
+    /// Simulated milliseconds.
+    pub at_ms: u64,
+    /// Where.
+    pub place: Place,
+    /// What.
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "[{}] t={}.{:03}s",
+            self.oracle,
+            self.at_ms / 1000,
+            self.at_ms % 1000
+        )?;
+        if let Some(c) = self.place.client {
+            write!(f, " client c{c}")?;
+        }
+        if let Some(c) = self.place.conn {
+            write!(f, " conn #{c}")?;
+        }
+        if let Some(r) = &self.place.room {
+            write!(f, " room {r}")?;
+        }
+        if let Some(s) = self.place.seq {
+            write!(f, " seq {s}")?;
+        }
+        write!(f, ": {}", self.detail)
+    }
+}
+
+/// The edges a sweep must reach ("sometimes" assertions): a sweep in which
+/// one of these never happened fails.
+pub const REQUIRED_COVERAGE: [&str; 8] = [
+    "history_eviction",
+    "close_1013",
+    "rate_limited",
+    "recovered_false",
+    "token_expiry_close",
+    "token_refresh",
+    "retry_deduplicated",
+    "restart_new_epoch",
+];
+
+/// Counts of edge cases reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Coverage(pub BTreeMap<String, u64>);
+
+impl Coverage {
+    /// Counts one `name`.
+    pub fn hit(&mut self, name: &str) {
+        match self.0.get_mut(name) {
+            Some(n) => *n += 1,
+            None => {
+                self.0.insert(name.to_owned(), 1);
+            }
+        }
+    }
+
+    /// How many `name`.
+    pub fn get(&self, name: &str) -> u64 {
+        self.0.get(name).copied().unwrap_or(0)
+    }
+
+    /// Adds `other` into `self`.
+    pub fn merge(&mut self, other: &Coverage) {
+        for (k, v) in &other.0 {
+            *self.0.entry(k.clone()).or_insert(0) += v;
+        }
+    }
+}
+
+/// Most violations kept per oracle (the rest are counted).
+const KEEP_PER_ORACLE: usize = 10;
+
+/// Violations and coverage, collected while checking.
+#[derive(Debug, Default)]
+pub struct Out {
+    /// The violations kept.
+    pub violations: Vec<Violation>,
+    /// Violations not kept, per oracle.
+    pub dropped: BTreeMap<&'static str, u64>,
+    /// Edges reached.
+    pub coverage: Coverage,
+    kept: BTreeMap<&'static str, usize>,
+}
+
+impl Out {
+    /// Records a violation of `oracle`.
+    pub fn fail(&mut self, oracle: &'static str, at_ms: u64, place: Place, detail: String) {
+        let kept = self.kept.entry(oracle).or_insert(0);
+        if *kept >= KEEP_PER_ORACLE {
+            *self.dropped.entry(oracle).or_insert(0) += 1;
+            return;
+        }
+        *kept += 1;
+        self.violations.push(Violation {
+            oracle: oracle.to_owned(),
+            at_ms,
+            place,
+            detail,
+        });
+    }
+
+    /// Every violation, counting those not kept.
+    pub fn total(&self) -> u64 {
+        self.violations.len() as u64 + self.dropped.values().sum::<u64>()
+    }
+}
+
+/// Which clients the liveness phase expects to converge, and how.
+#[derive(Debug, Clone)]
+pub enum RosterEntry {
+    /// A library client: must end connected, joined to `final_rooms` and
+    /// caught up, with every send resolved.
+    Library {
+        /// Its user.
+        user: String,
+        /// The rooms it means to be in.
+        final_rooms: BTreeSet<String>,
+    },
+    /// A raw client (no liveness promise).
+    Raw {
+        /// Whether it reads its socket as data arrives. A client that stops
+        /// reading sees frames late, so their arrival times prove nothing
+        /// about when the server sent them.
+        reads_promptly: bool,
+    },
+}
+
+/// Checks a run's observations, one record at a time.
+#[derive(Debug)]
+pub struct Checker {
+    roster: Vec<RosterEntry>,
+    model: Model,
+    typing: typing::Typing,
+    rate: rate::Rate,
+    clients: client::Clients,
+    out: Out,
+    last_at: u64,
+}
+
+impl Checker {
+    /// A checker for a server configured as `cfg`, observed by the clients
+    /// of `roster` (indexed by client number; clients not listed are
+    /// treated as prompt readers without liveness promises).
+    pub fn new(cfg: OracleConfig, roster: Vec<RosterEntry>) -> Checker {
+        let mut rate = rate::Rate::default();
+        rate.configure(cfg.rate_limit_messages, cfg.rate_limit_window_ms);
+        Checker {
+            roster,
+            model: Model::new(cfg),
+            typing: typing::Typing::default(),
+            rate,
+            clients: client::Clients::default(),
+            out: Out::default(),
+            last_at: 0,
+        }
+    }
+
+    /// Feeds one record (records must come in the order they happened).
+    pub fn observe(&mut self, r: &Record) {
+        let at = r.at_ms;
+        if at < self.last_at {
+            self.out.fail(
+                "trace",
+                at,
+                Place::default(),
+                format!("time went backwards from {}", self.last_at),
+            );
+        }
+        self.last_at = at;
+        match &r.obs {
+            Obs::Dial { conn, client } => {
+                let run = self.model.current_run();
+                self.model.conns.insert(*conn, Conn::new(*client, run, at));
+            }
+            Obs::Open { conn } => {
+                if let Some(c) = self.model.conns.get_mut(conn) {
+                    c.open_at = Some(at);
+                }
+            }
+            Obs::Refused { conn, status } => {
+                if let Some(c) = self.model.conns.get_mut(conn) {
+                    c.closed = true;
+                    c.ended_at.get_or_insert(at);
+                    // Only a draining server refuses upgrades, and this one
+                    // never drains; caps are far above the simulation's size.
+                    let place = self.model.place(*conn);
+                    self.out.fail(
+                        "transport",
+                        at,
+                        place,
+                        format!("upgrade refused with HTTP {status}"),
+                    );
+                }
+            }
+            Obs::Sent { conn, text } => self.on_sent(at, *conn, text),
+            Obs::Recv { conn, text } => self.on_recv(at, *conn, text),
+            Obs::Control {
+                conn, from_server, ..
+            } => {
+                if *from_server {
+                    self.on_activity(at, *conn, false);
+                }
+            }
+            Obs::CloseRecv { conn, code } => {
+                self.on_activity(at, *conn, true);
+                auth::on_close(&mut self.model, &mut self.out, at, *conn, *code);
+                if *code == Some(1013) {
+                    self.out.coverage.hit("close_1013");
+                }
+                if let Some(c) = self.model.conns.get_mut(conn) {
+                    c.closed = true;
+                    c.close_code = *code;
+                }
+                self.typing.forget_observer(*conn);
+            }
+            Obs::Ended { conn, .. } => {
+                if let Some(c) = self.model.conns.get_mut(conn) {
+                    c.ended_at.get_or_insert(at);
+                }
+                self.typing.forget_observer(*conn);
+            }
+            Obs::Client { client, event } => {
+                self.clients
+                    .on_event(&self.model, &mut self.out, at, *client, event);
+            }
+            Obs::Command { client, what } => self.clients.on_command(*client, what),
+            Obs::ServerStart { run, .. } => {
+                self.model.runs.push(at);
+                if *run as usize + 1 != self.model.runs.len() {
+                    self.out.fail(
+                        "trace",
+                        at,
+                        Place::default(),
+                        format!("server run {run} out of order"),
+                    );
+                }
+            }
+            Obs::DialFailed { .. } | Obs::Fault { .. } => {}
+        }
+    }
+
+    fn on_sent(&mut self, at: u64, conn: ConnNo, text: &str) {
+        let Some(req) = Req::parse(at, text, &self.model, conn) else {
+            return;
+        };
+        if req.kind == "TYPING_STATUS"
+            && req.is_typing == Some(true)
+            && let (Some(user), Some(room)) = (self.model.user_of(conn), req.room.as_deref())
+        {
+            self.typing.on_true_sent(user, room, at);
+        }
+        if let Some(c) = self.model.conns.get_mut(&conn)
+            && req.request_id.is_some()
+        {
+            c.pending.push_back(req);
+        }
+    }
+
+    /// Something arrived from the server on `conn` at `at`: deadlines that
+    /// should have closed something before now are checked here (a frame
+    /// sent after a deadline proves the server missed it).
+    fn on_activity(&mut self, at: u64, conn: ConnNo, close: bool) {
+        let client = self.model.conns.get(&conn).map(|c| c.client);
+        let timed = !client.is_some_and(|c| {
+            matches!(
+                self.roster.get(c as usize),
+                Some(RosterEntry::Raw {
+                    reads_promptly: false
+                })
+            )
+        });
+        if let Some(c) = self.model.conns.get_mut(&conn) {
+            c.last_recv_at = at;
+        }
+        auth::on_activity(&mut self.model, &mut self.out, at, conn, close, timed);
+        if timed {
+            self.typing
+                .on_activity(&self.model, &mut self.out, at, conn);
+        }
+        if self.model.conns.get(&conn).is_some_and(|c| c.closed) {
+            let place = self.model.place(conn);
+            self.out
+                .fail("transport", at, place, "frame after the close frame".into());
+        }
+    }
+
+    fn on_recv(&mut self, at: u64, conn: ConnNo, text: &str) {
+        if !self.model.conns.contains_key(&conn) {
+            return;
+        }
+        self.on_activity(at, conn, false);
+        let frame = match ServerFrame::decode(text.as_bytes()) {
+            Ok(f) => f,
+            Err(e) => {
+                let place = self.model.place(conn);
+                self.out.fail(
+                    "protocol",
+                    at,
+                    place,
+                    format!("undecodable frame ({e}): {text}"),
+                );
+                return;
+            }
+        };
+        let req = self.reply_to(at, conn, &frame);
+        let m = &mut self.model;
+        let out = &mut self.out;
+        match &frame.message {
+            ServerMessage::AuthSuccess { user_id, .. } => {
+                auth::on_auth_success(m, out, at, conn, user_id, req.as_ref());
+            }
+            ServerMessage::RoomJoined {
+                room,
+                epoch,
+                messages,
+                users,
+                recovered,
+            } => {
+                let last_before = m.conns[&conn].rooms.get(&room.id).map(|r| r.last);
+                // The epoch exists from now on, messages or not.
+                let run = m.conns[&conn].run;
+                m.logs
+                    .entry((room.id.clone(), epoch.clone()))
+                    .or_insert_with(|| model::RoomLog {
+                        run,
+                        ..model::RoomLog::default()
+                    });
+                for msg in messages {
+                    order::register(m, &mut self.rate, out, at, conn, epoch, msg);
+                }
+                history::on_joined(
+                    m,
+                    out,
+                    at,
+                    conn,
+                    &room.id,
+                    epoch,
+                    messages,
+                    *recovered,
+                    req.as_ref(),
+                );
+                presence::on_joined(m, out, at, conn, room, users);
+                let recovered_since = req
+                    .as_ref()
+                    .and_then(|r| r.since_seq)
+                    .filter(|_| *recovered == Some(true));
+                order::on_joined(
+                    m,
+                    out,
+                    at,
+                    conn,
+                    &room.id,
+                    epoch,
+                    messages,
+                    last_before,
+                    recovered_since,
+                );
+                if let Some(r) = m
+                    .conns
+                    .get_mut(&conn)
+                    .and_then(|c| c.rooms.get_mut(&room.id))
+                {
+                    r.users = users.iter().map(|u| u.user_id.clone()).collect();
+                }
+            }
+            ServerMessage::RoomLeft { room_id } => {
+                let c = m.conns.get_mut(&conn).expect("checked above");
+                if c.rooms.remove(room_id).is_none() {
+                    let place = m.place_room(conn, room_id, None);
+                    out.fail(
+                        "presence",
+                        at,
+                        place,
+                        "ROOM_LEFT for a room the connection had not joined".into(),
+                    );
+                }
+                self.typing.forget_room(conn, room_id);
+            }
+            ServerMessage::History {
+                room_id,
+                messages,
+                has_more,
+            } => {
+                let Some(epoch) = m.conns[&conn].rooms.get(room_id).map(|r| r.epoch.clone()) else {
+                    let place = m.place_room(conn, room_id, None);
+                    out.fail(
+                        "history",
+                        at,
+                        place,
+                        "HISTORY for a room the connection has not joined".into(),
+                    );
+                    return;
+                };
+                for msg in messages {
+                    order::register(m, &mut self.rate, out, at, conn, &epoch, msg);
+                }
+                history::on_history(
+                    m,
+                    out,
+                    at,
+                    conn,
+                    room_id,
+                    &epoch,
+                    messages,
+                    *has_more,
+                    req.as_ref(),
+                );
+            }
+            ServerMessage::NewMessage(msg) => {
+                let Some(epoch) = m.conns[&conn]
+                    .rooms
+                    .get(&msg.room_id)
+                    .map(|r| r.epoch.clone())
+                else {
+                    let place = m.place_room(conn, &msg.room_id, Some(msg.seq));
+                    out.fail(
+                        "seq-order",
+                        at,
+                        place,
+                        "NEW_MESSAGE for a room the connection has not joined".into(),
+                    );
+                    return;
+                };
+                order::register(m, &mut self.rate, out, at, conn, &epoch, msg);
+                auth::on_new_message(m, out, at, conn, msg, req.as_ref());
+                order::on_new_message(m, out, at, conn, msg, req.as_ref());
+            }
+            ServerMessage::UserJoined { room_id, user } => {
+                presence::on_user_joined(m, out, at, conn, room_id, &user.user_id);
+            }
+            ServerMessage::UserLeft {
+                room_id, user_id, ..
+            } => {
+                presence::on_user_left(m, out, at, conn, room_id, user_id);
+                self.typing.on_user_left(m, out, at, conn, room_id, user_id);
+            }
+            ServerMessage::TypingUpdate {
+                room_id,
+                user_id,
+                is_typing,
+                ..
+            } => {
+                presence::on_typing(m, out, at, conn, room_id, user_id, *is_typing);
+                self.typing
+                    .on_update(m, out, at, conn, room_id, user_id, *is_typing);
+            }
+            ServerMessage::Error {
+                code,
+                message,
+                retry_after_ms,
+            } => {
+                auth::on_error(m, out, at, conn, *code, message, frame.request_id.is_some());
+                if *code == chat_flow::protocol::ErrorCode::RateLimitExceeded {
+                    out.coverage.hit("rate_limited");
+                    if retry_after_ms.is_none() {
+                        let place = m.place(conn);
+                        out.fail(
+                            "rate-limit",
+                            at,
+                            place,
+                            "RATE_LIMIT_EXCEEDED without retryAfterMs".into(),
+                        );
+                    }
+                }
+            }
+            ServerMessage::RoomCreated { .. }
+            | ServerMessage::RoomList { .. }
+            | ServerMessage::Pong {} => {}
+        }
+    }
+
+    /// Pairs a reply with the request it answers: replies come in request
+    /// order and echo the request's `requestId`.
+    fn reply_to(&mut self, at: u64, conn: ConnNo, frame: &ServerFrame) -> Option<Req> {
+        let rid = frame.request_id.as_deref()?;
+        let c = self.model.conns.get_mut(&conn)?;
+        match c.pending.pop_front() {
+            Some(req) if req.request_id.as_deref() == Some(rid) => Some(req),
+            other => {
+                let expected = other.as_ref().and_then(|r| r.request_id.clone());
+                let place = self.model.place(conn);
+                self.out.fail(
+                    "request-order",
+                    at,
+                    place,
+                    format!("reply with requestId {rid:?} while {expected:?} was next to answer"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Ends the run at `end_ms`: checks what must have happened by then and
+    /// the liveness of the roster's library clients. Returns violations and
+    /// coverage.
+    pub fn finish(mut self, end_ms: u64) -> Out {
+        self.typing.finish(&self.model, &mut self.out, end_ms);
+        liveness::check(
+            &self.model,
+            &self.clients,
+            &mut self.out,
+            end_ms,
+            &self.roster,
+        );
+        self.out
+    }
+}

@@ -1,0 +1,299 @@
+//! What the oracles know: every connection as its client saw it, and every
+//! accepted message of every room epoch that anyone observed.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use base64::Engine as _;
+use chat_flow::protocol::server::ChatMessage;
+use serde_json::Value;
+
+use super::{OracleConfig, Place};
+use crate::obs::ConnNo;
+
+/// A request a connection sent, as far as the oracles care.
+#[derive(Debug, Clone, Default)]
+pub struct Req {
+    /// When it was written.
+    pub at: u64,
+    /// Its `type`.
+    pub kind: String,
+    /// Its `requestId`.
+    pub request_id: Option<String>,
+    /// `roomId`.
+    pub room: Option<String>,
+    /// `sinceSeq`.
+    pub since_seq: Option<u64>,
+    /// `epoch`.
+    pub epoch: Option<String>,
+    /// `beforeSeq`.
+    pub before_seq: Option<u64>,
+    /// `limit`.
+    pub limit: Option<u64>,
+    /// `isTyping`.
+    pub is_typing: Option<bool>,
+    /// `clientMessageId`.
+    pub client_message_id: Option<String>,
+    /// The token's `sub` and `exp` (read without verifying).
+    pub token: Option<(String, u64)>,
+    /// For `JOIN_ROOM` and `GET_HISTORY`: the highest `seq` of each epoch of
+    /// the room observed anywhere before the request was written (the
+    /// answer cannot be older than that).
+    pub known_max: BTreeMap<String, u64>,
+}
+
+impl Req {
+    /// Parses a request the client wrote; `None` if it is not JSON.
+    pub fn parse(at: u64, text: &str, model: &Model, _conn: ConnNo) -> Option<Req> {
+        let v: Value = serde_json::from_str(text).ok()?;
+        let p = v.get("payload").cloned().unwrap_or(Value::Null);
+        let s = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_owned);
+        let u = |k: &str| p.get(k).and_then(Value::as_u64);
+        let mut req = Req {
+            at,
+            kind: v.get("type").and_then(Value::as_str)?.to_owned(),
+            request_id: v
+                .get("requestId")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            room: s("roomId"),
+            since_seq: u("sinceSeq"),
+            epoch: s("epoch"),
+            before_seq: u("beforeSeq"),
+            limit: u("limit"),
+            is_typing: p.get("isTyping").and_then(Value::as_bool),
+            client_message_id: s("clientMessageId"),
+            token: s("token").and_then(|t| token_claims(&t)),
+            known_max: BTreeMap::new(),
+        };
+        if matches!(req.kind.as_str(), "JOIN_ROOM" | "GET_HISTORY")
+            && let Some(room) = &req.room
+        {
+            req.known_max = model.known_max(room);
+        }
+        Some(req)
+    }
+}
+
+/// `(sub, exp)` of a JWT, read without verifying.
+fn token_claims(token: &str) -> Option<(String, u64)> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    Some((v.get("sub")?.as_str()?.to_owned(), v.get("exp")?.as_u64()?))
+}
+
+/// A room as one connection sees it.
+#[derive(Debug, Clone, Default)]
+pub struct ConnRoom {
+    /// The epoch it joined.
+    pub epoch: String,
+    /// The highest `seq` it has received in this room.
+    pub last: u64,
+    /// Users present, per `ROOM_JOINED` and presence events since.
+    pub users: BTreeSet<String>,
+}
+
+/// A connection as its client saw it.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    /// The simulated client.
+    pub client: u32,
+    /// The server run it was made to.
+    pub run: usize,
+    /// When TCP was established.
+    pub dial_at: u64,
+    /// When the upgrade's answer arrived.
+    pub open_at: Option<u64>,
+    /// When the stream ended.
+    pub ended_at: Option<u64>,
+    /// A close frame arrived.
+    pub closed: bool,
+    /// Its code.
+    pub close_code: Option<u16>,
+    /// Requests with a `requestId` not answered yet, oldest first.
+    pub pending: VecDeque<Req>,
+    /// The authenticated user.
+    pub user: Option<String>,
+    /// The first simulated millisecond at which its token is no longer
+    /// accepted (refreshes included).
+    pub expires_at: Option<u64>,
+    /// Rooms joined.
+    pub rooms: BTreeMap<String, ConnRoom>,
+    /// An error after which only a close may come, and when it came.
+    pub fatal: Option<(u64, String)>,
+    /// A deadline violation was reported already (report once).
+    pub overdue_reported: bool,
+    /// When the last frame from the server (any kind) arrived.
+    pub last_recv_at: u64,
+}
+
+impl Conn {
+    /// A connection of `client` to server run `run`, made at `at`.
+    pub fn new(client: u32, run: usize, at: u64) -> Conn {
+        Conn {
+            client,
+            run,
+            dial_at: at,
+            open_at: None,
+            ended_at: None,
+            closed: false,
+            close_code: None,
+            pending: VecDeque::new(),
+            user: None,
+            expires_at: None,
+            rooms: BTreeMap::new(),
+            fatal: None,
+            overdue_reported: false,
+            last_recv_at: at,
+        }
+    }
+
+    /// Whether it is still up (as far as its client knows).
+    pub fn live(&self) -> bool {
+        self.open_at.is_some() && self.ended_at.is_none() && !self.closed
+    }
+}
+
+/// An accepted message.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    /// The message.
+    pub message: ChatMessage,
+    /// Its server timestamp, in simulated milliseconds.
+    pub ts: u64,
+}
+
+/// Everything observed of one epoch of one room.
+#[derive(Debug, Clone, Default)]
+pub struct RoomLog {
+    /// Accepted messages by `seq`.
+    pub msgs: BTreeMap<u64, Msg>,
+    /// `(user, clientMessageId)` → the `seq`s carrying it.
+    pub by_client_id: BTreeMap<(String, String), Vec<u64>>,
+    /// The server run the epoch belongs to.
+    pub run: usize,
+}
+
+impl RoomLog {
+    /// The highest accepted `seq` observed (0 if none).
+    pub fn max_seq(&self) -> u64 {
+        self.msgs.keys().next_back().copied().unwrap_or(0)
+    }
+}
+
+/// The oracles' shared model.
+#[derive(Debug)]
+pub struct Model {
+    /// Settings.
+    pub cfg: OracleConfig,
+    /// Every connection.
+    pub conns: BTreeMap<ConnNo, Conn>,
+    /// Start time of each server run.
+    pub runs: Vec<u64>,
+    /// `(room, epoch)` → what was observed of it.
+    pub logs: BTreeMap<(String, String), RoomLog>,
+    /// Message id → `(room, epoch, seq)`.
+    pub ids: BTreeMap<String, (String, String, u64)>,
+}
+
+impl Model {
+    /// An empty model.
+    pub fn new(cfg: OracleConfig) -> Model {
+        Model {
+            cfg,
+            conns: BTreeMap::new(),
+            runs: Vec::new(),
+            logs: BTreeMap::new(),
+            ids: BTreeMap::new(),
+        }
+    }
+
+    /// The index of the server run now.
+    pub fn current_run(&self) -> usize {
+        self.runs.len().saturating_sub(1)
+    }
+
+    /// The user `conn` authenticated as.
+    pub fn user_of(&self, conn: ConnNo) -> Option<&str> {
+        self.conns.get(&conn).and_then(|c| c.user.as_deref())
+    }
+
+    /// The highest `seq` observed so far in each epoch of `room`.
+    pub fn known_max(&self, room: &str) -> BTreeMap<String, u64> {
+        self.logs
+            .range((room.to_owned(), String::new())..)
+            .take_while(|((r, _), _)| r == room)
+            .map(|((_, e), log)| (e.clone(), log.max_seq()))
+            .collect()
+    }
+
+    /// The latest epoch of `room` (of the latest server run it was seen in).
+    pub fn latest_epoch(&self, room: &str) -> Option<(&str, &RoomLog)> {
+        self.logs
+            .range((room.to_owned(), String::new())..)
+            .take_while(|((r, _), _)| r == room)
+            .max_by_key(|(_, log)| log.run)
+            .map(|((_, e), log)| (e.as_str(), log))
+    }
+
+    /// Converts a server timestamp (RFC 3339, UTC, milliseconds) to
+    /// simulated milliseconds.
+    pub fn sim_ms(&self, timestamp: &str) -> Option<u64> {
+        parse_rfc3339_ms(timestamp).and_then(|unix| unix.checked_sub(self.cfg.epoch_unix_ms))
+    }
+
+    /// Where `conn` is.
+    pub fn place(&self, conn: ConnNo) -> Place {
+        Place {
+            client: self.conns.get(&conn).map(|c| c.client),
+            conn: Some(conn),
+            room: None,
+            seq: None,
+        }
+    }
+
+    /// Where `conn`, `room` and `seq` are.
+    pub fn place_room(&self, conn: ConnNo, room: &str, seq: Option<u64>) -> Place {
+        Place {
+            room: Some(room.to_owned()),
+            seq,
+            ..self.place(conn)
+        }
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` → Unix milliseconds.
+pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() != 24 || b[4] != b'-' || b[10] != b'T' || b[19] != b'.' || b[23] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss, ms) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?);
+    // Days from civil (Howard Hinnant).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3_600 + mm * 60 + ss;
+    u64::try_from(secs * 1_000 + ms).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trip() {
+        for ms in [0, 1_696_161_600_000, 951_782_400_123, 1_700_000_012_345] {
+            let s = chat_flow::protocol::time::rfc3339_ms(ms);
+            assert_eq!(parse_rfc3339_ms(&s), Some(ms), "{s}");
+        }
+    }
+}

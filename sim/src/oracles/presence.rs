@@ -1,0 +1,158 @@
+//! `presence`: what a connection is told about who is in a room agrees with
+//! itself and with membership — `ROOM_JOINED.users` includes the joiner and
+//! matches `memberCount`; `USER_JOINED` only for someone absent and
+//! `USER_LEFT` only for someone present, never about the observer's own
+//! user while it is there; messages and typing come from present users.
+//! The liveness phase compares the final lists with the connections that
+//! are really joined.
+
+use chat_flow::protocol::server::{RoomInfo, UserRef};
+
+use super::Out;
+use super::model::Model;
+use crate::obs::ConnNo;
+
+/// `ROOM_JOINED.users`.
+pub fn on_joined(
+    m: &Model,
+    out: &mut Out,
+    at: u64,
+    conn: ConnNo,
+    room: &RoomInfo,
+    users: &[UserRef],
+) {
+    let place = m.place_room(conn, &room.id, None);
+    let mut ids: Vec<&str> = users.iter().map(|u| u.user_id.as_str()).collect();
+    ids.sort_unstable();
+    let n = ids.len();
+    ids.dedup();
+    if ids.len() != n {
+        out.fail(
+            "presence",
+            at,
+            place.clone(),
+            format!("ROOM_JOINED lists a user twice: {ids:?}"),
+        );
+    }
+    if room.member_count != ids.len() as u64 {
+        out.fail(
+            "presence",
+            at,
+            place.clone(),
+            format!(
+                "memberCount {} but {} users listed",
+                room.member_count,
+                ids.len()
+            ),
+        );
+    }
+    if let Some(me) = m.user_of(conn)
+        && !ids.contains(&me)
+    {
+        out.fail(
+            "presence",
+            at,
+            place,
+            format!("ROOM_JOINED.users {ids:?} lacks the joiner {me}"),
+        );
+    }
+}
+
+/// `USER_JOINED`.
+pub fn on_user_joined(m: &mut Model, out: &mut Out, at: u64, conn: ConnNo, room: &str, user: &str) {
+    let place = m.place_room(conn, room, None);
+    let me = m.user_of(conn).map(str::to_owned);
+    let Some(r) = m.conns.get_mut(&conn).and_then(|c| c.rooms.get_mut(room)) else {
+        out.fail(
+            "presence",
+            at,
+            place,
+            format!("USER_JOINED {user} for a room the connection has not joined"),
+        );
+        return;
+    };
+    if me.as_deref() == Some(user) {
+        out.fail(
+            "presence",
+            at,
+            place,
+            "USER_JOINED about the observer's own user, already present".into(),
+        );
+    } else if !r.users.insert(user.to_owned()) {
+        out.fail(
+            "presence",
+            at,
+            place,
+            format!("USER_JOINED {user}, who was already present"),
+        );
+    }
+}
+
+/// `USER_LEFT`.
+pub fn on_user_left(m: &mut Model, out: &mut Out, at: u64, conn: ConnNo, room: &str, user: &str) {
+    let place = m.place_room(conn, room, None);
+    let me = m.user_of(conn).map(str::to_owned);
+    let Some(r) = m.conns.get_mut(&conn).and_then(|c| c.rooms.get_mut(room)) else {
+        out.fail(
+            "presence",
+            at,
+            place,
+            format!("USER_LEFT {user} for a room the connection has not joined"),
+        );
+        return;
+    };
+    if me.as_deref() == Some(user) {
+        out.fail(
+            "presence",
+            at,
+            place,
+            "USER_LEFT about the observer's own user while it is joined".into(),
+        );
+    } else if !r.users.remove(user) {
+        out.fail(
+            "presence",
+            at,
+            place,
+            format!("USER_LEFT {user}, who was not present"),
+        );
+    }
+}
+
+/// `TYPING_UPDATE`: only about others, only from present users.
+#[allow(clippy::too_many_arguments)]
+pub fn on_typing(
+    m: &Model,
+    out: &mut Out,
+    at: u64,
+    conn: ConnNo,
+    room: &str,
+    user: &str,
+    is_typing: bool,
+) {
+    let place = m.place_room(conn, room, None);
+    if m.user_of(conn) == Some(user) {
+        out.fail(
+            "typing",
+            at,
+            place.clone(),
+            "TYPING_UPDATE about the observer's own user".into(),
+        );
+    }
+    let Some(r) = m.conns.get(&conn).and_then(|c| c.rooms.get(room)) else {
+        out.fail(
+            "typing",
+            at,
+            place,
+            "TYPING_UPDATE for a room the connection has not joined".into(),
+        );
+        return;
+    };
+    if is_typing && !r.users.contains(user) {
+        out.fail(
+            "presence",
+            at,
+            place,
+            format!("{user} is typing but not present"),
+        );
+    }
+}

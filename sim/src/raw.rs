@@ -1,0 +1,171 @@
+//! Hand-written WebSocket clients that misbehave on purpose: a slow
+//! consumer that stops reading its socket, and a lurker that never
+//! authenticates. They speak just enough RFC 6455 to upgrade and send
+//! masked text frames; everything they receive is recorded by the tap.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+use crate::obs::Recorder;
+use crate::rng::SimRng;
+use crate::scenario::RawSpec;
+use crate::tap::{ConnCounter, TapIo, dial};
+
+/// Everything a raw client needs.
+pub struct RawCtx {
+    /// Its client number.
+    pub client: u32,
+    /// What it does.
+    pub spec: RawSpec,
+    /// Where observations go.
+    pub rec: Recorder,
+    /// Connection numbering.
+    pub conns: ConnCounter,
+    /// Mints a token for a user (at the current simulated time).
+    pub mint: fn(&str, u64) -> String,
+    /// Its own random numbers (WebSocket key, masks).
+    pub rng: SimRng,
+    /// Simulated time at which it must be done.
+    pub end_ms: u64,
+}
+
+fn sim_now_ms() -> u64 {
+    turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Sleeps until simulated time `at_ms`.
+pub async fn sleep_until_ms(at_ms: u64) {
+    let now = sim_now_ms();
+    if at_ms > now {
+        tokio::time::sleep(Duration::from_millis(at_ms - now)).await;
+    }
+}
+
+/// A masked text frame.
+fn text_frame(rng: &mut SimRng, text: &str) -> Vec<u8> {
+    frame(rng, 0x1, text.as_bytes())
+}
+
+fn frame(rng: &mut SimRng, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x80 | opcode];
+    let len = payload.len();
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len <= usize::from(u16::MAX) {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    let mask = (rng.next_u64() as u32).to_be_bytes();
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// Opens a connection and performs the upgrade; `None` if that failed.
+async fn connect(ctx: &mut RawCtx) -> Option<TapIo> {
+    let mut io = dial(ctx.client, &ctx.rec, &ctx.conns).await.ok()?;
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&ctx.rng.next_u64().to_le_bytes());
+    key[8..].copy_from_slice(&ctx.rng.next_u64().to_le_bytes());
+    let key = base64::engine::general_purpose::STANDARD.encode(key);
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: server:3001\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    io.write_all(request.as_bytes()).await.ok()?;
+    // Read the response head byte by byte, so that no frame after it is
+    // consumed here (the tap records frames as they are read anyway).
+    let mut head = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        match tokio::time::timeout_at(deadline, io.read(&mut b)).await {
+            Ok(Ok(1)) => head.push(b[0]),
+            _ => return None,
+        }
+    }
+    head.starts_with(b"HTTP/1.1 101").then_some(io)
+}
+
+/// Reads (and discards: the tap records) until `until_ms` or the end of the
+/// stream. Returns false when the stream ended.
+async fn drain_until(io: &mut TapIo, until_ms: u64) -> bool {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let now = sim_now_ms();
+        if now >= until_ms {
+            return true;
+        }
+        let wait = Duration::from_millis(until_ms - now);
+        match tokio::time::timeout(wait, io.read(&mut buf)).await {
+            Err(_) => return true,
+            Ok(Ok(0)) | Ok(Err(_)) => return false,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Runs one raw client to the end of the simulation.
+pub async fn run(mut ctx: RawCtx) -> turmoil::Result {
+    match ctx.spec.clone() {
+        RawSpec::Lurker { start_ms } => {
+            sleep_until_ms(start_ms).await;
+            if let Some(mut io) = connect(&mut ctx).await {
+                drain_until(&mut io, ctx.end_ms).await;
+            }
+        }
+        RawSpec::SlowReader {
+            user,
+            room,
+            start_ms,
+            stall_after_ms,
+            stall_ms,
+        } => {
+            sleep_until_ms(start_ms).await;
+            let Some(mut io) = connect(&mut ctx).await else {
+                sleep_until_ms(ctx.end_ms).await;
+                return Ok(());
+            };
+            let token = (ctx.mint)(&user, 3_600);
+            let auth = format!(
+                r#"{{"type":"AUTHENTICATE","payload":{{"token":"{token}"}},"requestId":"auth"}}"#
+            );
+            let join = format!(
+                r#"{{"type":"JOIN_ROOM","payload":{{"roomId":"{room}"}},"requestId":"j:{room}"}}"#
+            );
+            let mut out = text_frame(&mut ctx.rng, &auth);
+            out.extend(text_frame(&mut ctx.rng, &join));
+            if io.write_all(&out).await.is_err() {
+                return Ok(());
+            }
+            let stall_at = sim_now_ms() + stall_after_ms;
+            if !drain_until(&mut io, stall_at).await {
+                return Ok(());
+            }
+            // Stop reading. Keep asking for history (each answer is a frame
+            // for the outbound queue) and keep pinging (so that the server
+            // does not drop us as idle).
+            let history = format!(
+                r#"{{"type":"GET_HISTORY","payload":{{"roomId":"{room}","limit":100}},"requestId":"h:{room}"}}"#
+            );
+            let resume_at = stall_at + stall_ms;
+            while sim_now_ms() < resume_at.min(ctx.end_ms) {
+                let mut out = text_frame(&mut ctx.rng, &history);
+                out.extend(frame(&mut ctx.rng, 0x9, b""));
+                let write = tokio::time::timeout(Duration::from_millis(500), io.write_all(&out));
+                if !matches!(write.await, Ok(Ok(()))) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            drain_until(&mut io, ctx.end_ms).await;
+        }
+    }
+    sleep_until_ms(ctx.end_ms).await;
+    Ok(())
+}

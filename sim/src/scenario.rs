@@ -1,0 +1,641 @@
+//! A scenario, generated from one `u64` seed: the server's limits, the
+//! network, the clients and their schedules, the faults.
+//!
+//! Swarm testing: each seed switches a random subset of action and fault
+//! kinds on ([`Features`]), so that some seeds hammer one edge while others
+//! mix everything.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use chat_flow::config::Config;
+
+use crate::rng::SimRng;
+
+/// Unix seconds at which every simulation starts (turmoil's epoch; the
+/// wall clock never leaks in).
+pub const EPOCH_UNIX_S: u64 = 1_700_000_000;
+
+/// The limits and timeouts of the server and the network, kept small so that
+/// the edges are hit often.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Knobs {
+    /// `HISTORY_LIMIT`.
+    pub history_limit: usize,
+    /// `TYPING_TIMEOUT_MS`.
+    pub typing_timeout_ms: u64,
+    /// `PING_INTERVAL_MS`.
+    pub ping_interval_ms: u64,
+    /// `IDLE_TIMEOUT_MS`.
+    pub idle_timeout_ms: u64,
+    /// `AUTH_TIMEOUT_MS`.
+    pub auth_timeout_ms: u64,
+    /// `OUTBOUND_QUEUE_LIMIT`.
+    pub outbound_queue_limit: usize,
+    /// `RATE_LIMIT_MESSAGES`.
+    pub rate_limit_messages: u32,
+    /// `RATE_LIMIT_WINDOW_MS`.
+    pub rate_limit_window_ms: u64,
+    /// `RATE_LIMIT_REQUESTS`.
+    pub rate_limit_requests: u32,
+    /// `RATE_LIMIT_DISCONNECT_AFTER`.
+    pub rate_limit_disconnect_after: u32,
+    /// `JWT_LEEWAY_SECONDS`.
+    pub jwt_leeway_seconds: u64,
+    /// Smallest one-way network latency.
+    pub min_latency_ms: u64,
+    /// Largest one-way network latency (outside latency faults).
+    pub max_latency_ms: u64,
+    /// Segments a simulated TCP stream holds before the writer waits.
+    pub tcp_capacity: usize,
+}
+
+impl Knobs {
+    /// The server's configuration.
+    pub fn config(&self, rooms: &[String]) -> Config {
+        Config {
+            port: crate::tap::SERVER.1,
+            history_limit: self.history_limit,
+            typing_timeout_ms: self.typing_timeout_ms,
+            ping_interval_ms: self.ping_interval_ms,
+            idle_timeout_ms: self.idle_timeout_ms,
+            auth_timeout_ms: self.auth_timeout_ms,
+            outbound_queue_limit: self.outbound_queue_limit,
+            rate_limit_messages: self.rate_limit_messages,
+            rate_limit_window_ms: self.rate_limit_window_ms,
+            rate_limit_requests: self.rate_limit_requests,
+            rate_limit_disconnect_after: self.rate_limit_disconnect_after,
+            jwt_leeway_seconds: self.jwt_leeway_seconds,
+            default_rooms: rooms
+                .iter()
+                .map(|r| (r.clone(), format!("Room {r}")))
+                .collect(),
+            ..Config::default()
+        }
+    }
+}
+
+/// Which kinds of actions and faults this seed uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Features {
+    /// Leaving and re-joining rooms.
+    pub churn: bool,
+    /// Typing indicators.
+    pub typing: bool,
+    /// `GET_HISTORY` reads.
+    pub history: bool,
+    /// Bursts of sends beyond the rate limit.
+    pub bursts: bool,
+    /// Tokens that expire mid-scenario.
+    pub expiry: bool,
+    /// Token refresh before expiry (with `expiry`).
+    pub refresh: bool,
+    /// Abrupt connection drops by the client.
+    pub drops: bool,
+    /// Library clients that stop draining their events for a while.
+    pub stalls: bool,
+    /// Raw clients that stop reading their socket (slow consumers, 1013).
+    pub slow_readers: bool,
+    /// Raw clients that never authenticate.
+    pub lurkers: bool,
+    /// Network partitions between a client and the server.
+    pub partitions: bool,
+    /// Latency spikes on a client's link.
+    pub latency: bool,
+    /// Links that hold traffic for a while, then deliver it.
+    pub holds: bool,
+    /// Server crashes and restarts.
+    pub restarts: bool,
+    /// Users with several connections.
+    pub multi_device: bool,
+}
+
+impl Features {
+    /// Every flag with its name.
+    pub fn list(&self) -> [(&'static str, bool); 15] {
+        [
+            ("churn", self.churn),
+            ("typing", self.typing),
+            ("history", self.history),
+            ("bursts", self.bursts),
+            ("expiry", self.expiry),
+            ("refresh", self.refresh),
+            ("drops", self.drops),
+            ("stalls", self.stalls),
+            ("slow_readers", self.slow_readers),
+            ("lurkers", self.lurkers),
+            ("partitions", self.partitions),
+            ("latency", self.latency),
+            ("holds", self.holds),
+            ("restarts", self.restarts),
+            ("multi_device", self.multi_device),
+        ]
+    }
+}
+
+impl fmt::Display for Features {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let on: Vec<&str> = self
+            .list()
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(n, _)| *n)
+            .collect();
+        write!(f, "{}", on.join(","))
+    }
+}
+
+/// What a library client is told to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// `Command::Join`.
+    Join(String),
+    /// `Command::Leave`.
+    Leave(String),
+    /// `count` sends in a row (more than the bucket holds: a burst).
+    Send {
+        /// The room.
+        room: String,
+        /// How many.
+        count: u32,
+    },
+    /// `Command::Typing`.
+    Typing {
+        /// The room.
+        room: String,
+        /// Typing or not.
+        on: bool,
+    },
+    /// `Command::History`.
+    History {
+        /// The room.
+        room: String,
+        /// `beforeSeq`.
+        before_seq: Option<u64>,
+        /// `limit`.
+        limit: Option<u32>,
+    },
+    /// `Command::RefreshToken`.
+    Refresh,
+    /// `Command::Drop`.
+    Drop,
+    /// Stop draining events for this long.
+    Stall {
+        /// How long.
+        ms: u64,
+    },
+}
+
+/// One library client (a device of a user).
+#[derive(Debug, Clone)]
+pub struct ClientSpec {
+    /// The user (token `sub`).
+    pub user: String,
+    /// The client's own seed (`ClientOptions::seed`).
+    pub seed: u64,
+    /// Lifetime of the tokens it gets during the action phase.
+    pub token_ttl_s: u64,
+    /// `ClientOptions::backoff_base_ms`.
+    pub backoff_base_ms: u64,
+    /// `ClientOptions::backoff_max_ms`.
+    pub backoff_max_ms: u64,
+    /// `ClientOptions::idle_timeout_ms`.
+    pub idle_timeout_ms: u64,
+    /// What to do when, in time order.
+    pub actions: Vec<(u64, Action)>,
+    /// The rooms it means to be in once its actions are done.
+    pub final_rooms: BTreeSet<String>,
+}
+
+/// A hand-written WebSocket client that misbehaves on purpose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawSpec {
+    /// Authenticates, joins, asks for history again and again, and stops
+    /// reading for a while: a slow consumer.
+    SlowReader {
+        /// The user.
+        user: String,
+        /// Its room.
+        room: String,
+        /// When it connects.
+        start_ms: u64,
+        /// How long after joining it stops reading.
+        stall_after_ms: u64,
+        /// For how long.
+        stall_ms: u64,
+    },
+    /// Connects and never authenticates.
+    Lurker {
+        /// When it connects.
+        start_ms: u64,
+    },
+}
+
+/// A fault, injected by the simulation's driver between steps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Cut the link between a client site and the server (segments on it
+    /// are lost; a stream that lost one stalls for good).
+    Partition(String),
+    /// Heal it.
+    Repair(String),
+    /// Hold the link's traffic.
+    Hold(String),
+    /// Deliver what was held.
+    Release(String),
+    /// Raise the link's largest latency.
+    Latency(String, u64),
+    /// Back to the normal latency.
+    LatencyRestore(String),
+    /// Crash the server (all state lost).
+    Crash,
+    /// Start it again.
+    Restart,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Partition(h) => write!(f, "partition {h}"),
+            Fault::Repair(h) => write!(f, "repair {h}"),
+            Fault::Hold(h) => write!(f, "hold {h}"),
+            Fault::Release(h) => write!(f, "release {h}"),
+            Fault::Latency(h, ms) => write!(f, "latency {h} {ms}ms"),
+            Fault::LatencyRestore(h) => write!(f, "latency-restore {h}"),
+            Fault::Crash => write!(f, "crash server"),
+            Fault::Restart => write!(f, "restart server"),
+        }
+    }
+}
+
+/// Everything one seed does.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// The seed.
+    pub seed: u64,
+    /// What is switched on.
+    pub features: Features,
+    /// Limits.
+    pub knobs: Knobs,
+    /// The rooms (all `DEFAULT_ROOMS`).
+    pub rooms: Vec<String>,
+    /// Library clients; client `i` runs on host [`Scenario::host`].
+    pub clients: Vec<ClientSpec>,
+    /// Raw clients; raw `j` is client `clients.len() + j` on host `x{j}`.
+    pub raws: Vec<RawSpec>,
+    /// Faults in time order.
+    pub faults: Vec<(u64, Fault)>,
+    /// Actions and faults stop here; the liveness phase begins.
+    pub quiet_ms: u64,
+    /// The run ends here (every client stops).
+    pub end_ms: u64,
+    /// Largest extra delay a fault can add to a delivery (latency spike or
+    /// hold), for the oracles' timing slack.
+    pub fault_delay_max_ms: u64,
+    /// Library client `i` runs on host `h{i % client_hosts}`.
+    pub client_hosts: usize,
+}
+
+/// Time after the quiet point for every client to reconnect, re-authenticate
+/// and catch up.
+pub const SETTLE_MS: u64 = 20_000;
+
+impl Scenario {
+    /// The scenario of `seed`.
+    pub fn generate(seed: u64) -> Scenario {
+        let mut r = SimRng::stream(seed, 1);
+        let features = Features {
+            churn: r.chance(50),
+            typing: r.chance(60),
+            history: r.chance(50),
+            bursts: r.chance(50),
+            expiry: r.chance(50),
+            refresh: r.chance(50),
+            drops: r.chance(50),
+            stalls: r.chance(30),
+            slow_readers: r.chance(40),
+            lurkers: r.chance(30),
+            partitions: r.chance(50),
+            latency: r.chance(40),
+            holds: r.chance(30),
+            restarts: r.chance(40),
+            multi_device: r.chance(50),
+        };
+        let window = r.range(2_000, 5_000);
+        let ping = r.range(800, 2_000);
+        let knobs = Knobs {
+            history_limit: r.range(5, 20) as usize,
+            typing_timeout_ms: r.range(1_000, 3_000),
+            ping_interval_ms: ping,
+            idle_timeout_ms: ping * r.range(2, 3) + r.range(0, 500),
+            auth_timeout_ms: r.range(1_000, 3_000),
+            outbound_queue_limit: r.range(8, 64) as usize,
+            rate_limit_messages: r.range(3, 10) as u32,
+            rate_limit_window_ms: window,
+            rate_limit_requests: r.range(15, 50) as u32,
+            rate_limit_disconnect_after: r.range(5, 20) as u32,
+            jwt_leeway_seconds: r.range(0, 2),
+            min_latency_ms: r.range(0, 2),
+            max_latency_ms: r.range(5, 60),
+            tcp_capacity: r.range(8, 64) as usize,
+        };
+        let all_rooms = ["general", "r1", "r2", "r3"];
+        let rooms: Vec<String> = all_rooms[..r.range(2, 4) as usize]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let n_clients = if r.chance(10) {
+            r.range(13, 50)
+        } else {
+            r.range(2, 12)
+        } as usize;
+        let quiet_ms = if n_clients > 20 {
+            r.range(12_000, 18_000)
+        } else {
+            r.range(15_000, 28_000)
+        };
+        let n_users = if features.multi_device {
+            (n_clients * r.range(40, 90) as usize / 100).max(1)
+        } else {
+            n_clients
+        };
+
+        let mut clients = Vec::with_capacity(n_clients);
+        for i in 0..n_clients {
+            let mut cr = SimRng::stream(seed, 100 + i as u64);
+            let user = format!("u{}", i % n_users);
+            clients.push(gen_client(
+                &mut cr, user, &features, &knobs, &rooms, n_clients, quiet_ms,
+            ));
+        }
+
+        thin_sends(&mut clients, &knobs, quiet_ms);
+
+        let mut raws = Vec::new();
+        let mut rr = SimRng::stream(seed, 2);
+        if features.slow_readers {
+            for j in 0..rr.range(1, 2) {
+                raws.push(RawSpec::SlowReader {
+                    user: format!("slow{j}"),
+                    room: rr.pick(&rooms).clone(),
+                    start_ms: rr.range(500, quiet_ms / 2),
+                    stall_after_ms: rr.range(200, 2_000),
+                    stall_ms: rr.range(2_000, 7_000),
+                });
+            }
+        }
+        if features.lurkers {
+            raws.push(RawSpec::Lurker {
+                start_ms: rr.range(0, quiet_ms.saturating_sub(knobs.auth_timeout_ms + 1_000)),
+            });
+        }
+
+        let mut fr = SimRng::stream(seed, 3);
+        let mut faults = Vec::new();
+        // Clients share a few network hosts ("sites"): turmoil's cost grows
+        // with the number of hosts, and a fault on a site hits every
+        // client there, as a real network outage would.
+        let client_hosts = n_clients.min(fr.range(3, 8) as usize);
+        let mut busy: Vec<Vec<(u64, u64)>> = vec![Vec::new(); client_hosts];
+        let mut fault_delay_max_ms = 0;
+        let window_for = |fr: &mut SimRng, busy: &mut Vec<Vec<(u64, u64)>>, max_ms: u64| {
+            // A free window on some client's link, ending before the quiet point.
+            for _ in 0..8 {
+                let c = fr.index(client_hosts);
+                let start = fr.range(1_000, quiet_ms.saturating_sub(1_500).max(1_001));
+                let end = (start + fr.range(100, max_ms)).min(quiet_ms - 200);
+                if end > start && busy[c].iter().all(|&(s, e)| end < s || start > e) {
+                    busy[c].push((start, end));
+                    return Some((format!("h{c}"), start, end));
+                }
+            }
+            None
+        };
+        if features.partitions {
+            for _ in 0..fr.range(1, 4) {
+                if let Some((h, s, e)) = window_for(&mut fr, &mut busy, 6_000) {
+                    faults.push((s, Fault::Partition(h.clone())));
+                    faults.push((e, Fault::Repair(h)));
+                }
+            }
+        }
+        if features.holds {
+            for _ in 0..fr.range(1, 3) {
+                if let Some((h, s, e)) = window_for(&mut fr, &mut busy, 2_000) {
+                    fault_delay_max_ms = fault_delay_max_ms.max(e - s);
+                    faults.push((s, Fault::Hold(h.clone())));
+                    faults.push((e, Fault::Release(h)));
+                }
+            }
+        }
+        if features.latency {
+            for _ in 0..fr.range(1, 3) {
+                let ms = fr.range(100, 800);
+                if let Some((h, s, e)) = window_for(&mut fr, &mut busy, 5_000) {
+                    fault_delay_max_ms = fault_delay_max_ms.max(ms);
+                    faults.push((s, Fault::Latency(h.clone(), ms)));
+                    faults.push((e, Fault::LatencyRestore(h)));
+                }
+            }
+        }
+        if features.restarts {
+            let mut t = 2_000;
+            for _ in 0..fr.range(1, 2) {
+                let latest = quiet_ms.saturating_sub(3_500);
+                if t >= latest {
+                    break;
+                }
+                let crash = fr.range(t, latest);
+                let restart = crash + fr.range(0, 3_000);
+                faults.push((crash, Fault::Crash));
+                faults.push((restart, Fault::Restart));
+                t = restart + 1_000;
+            }
+        }
+        faults.sort_by_key(|(t, _)| *t);
+        // turmoil panics when more connection attempts wait for `accept`
+        // than a socket holds (a real kernel would drop the SYN); every
+        // client has at most one attempt in flight.
+        let mut knobs = knobs;
+        knobs.tcp_capacity = knobs.tcp_capacity.max(n_clients + raws.len() + 2);
+
+        Scenario {
+            seed,
+            features,
+            knobs,
+            rooms,
+            clients,
+            raws,
+            faults,
+            quiet_ms,
+            end_ms: quiet_ms + SETTLE_MS,
+            fault_delay_max_ms,
+            client_hosts,
+        }
+    }
+
+    /// The host name of client `i` (library or raw).
+    pub fn host(&self, client: usize) -> String {
+        if client < self.clients.len() {
+            format!("h{}", client % self.client_hosts)
+        } else {
+            format!("x{}", client - self.clients.len())
+        }
+    }
+
+    /// One line describing the scenario.
+    pub fn summary(&self) -> String {
+        format!(
+            "seed {} clients {} raws {} rooms {} quiet {}ms end {}ms features [{}] knobs {:?}",
+            self.seed,
+            self.clients.len(),
+            self.raws.len(),
+            self.rooms.len(),
+            self.quiet_ms,
+            self.end_ms,
+            self.features,
+            self.knobs
+        )
+    }
+}
+
+fn gen_client(
+    r: &mut SimRng,
+    user: String,
+    features: &Features,
+    knobs: &Knobs,
+    rooms: &[String],
+    n_clients: usize,
+    quiet_ms: u64,
+) -> ClientSpec {
+    let token_ttl_s = if features.expiry {
+        r.range(3, 10)
+    } else {
+        3_600
+    };
+    let refresh = features.expiry && features.refresh && r.chance(70);
+    let mut actions = Vec::new();
+    let mut joined: BTreeSet<String> = BTreeSet::new();
+    let mut t = r.range(0, 1_000);
+    // Start in some rooms.
+    for room in rooms {
+        if joined.is_empty() || r.chance(50) {
+            actions.push((t, Action::Join(room.clone())));
+            joined.insert(room.clone());
+            t += r.range(0, 50);
+        }
+    }
+    let gap_scale = (n_clients as u64).div_ceil(6).max(1);
+    let last = quiet_ms.saturating_sub(500);
+    let burst_max = u64::from(knobs.rate_limit_messages) * 2;
+    loop {
+        t += r.range(100, 1_200) * gap_scale;
+        if t >= last {
+            break;
+        }
+        let roll = r.range(0, 99);
+        let in_room = |r: &mut SimRng, joined: &BTreeSet<String>| {
+            let v: Vec<&String> = joined.iter().collect();
+            (!v.is_empty()).then(|| (*r.pick(&v)).clone())
+        };
+        let action = match roll {
+            0..=44 => in_room(r, &joined).map(|room| Action::Send { room, count: 1 }),
+            45..=49 if features.bursts => in_room(r, &joined).map(|room| Action::Send {
+                room,
+                count: r.range(u64::from(knobs.rate_limit_messages) + 1, burst_max) as u32,
+            }),
+            50..=64 if features.typing => in_room(r, &joined).map(|room| Action::Typing {
+                room,
+                on: r.chance(75),
+            }),
+            65..=74 if features.churn => {
+                let out: Vec<&String> = rooms.iter().filter(|x| !joined.contains(*x)).collect();
+                if !joined.is_empty() && (out.is_empty() || r.chance(50)) {
+                    let room = in_room(r, &joined).expect("non-empty");
+                    joined.remove(&room);
+                    Some(Action::Leave(room))
+                } else if !out.is_empty() {
+                    let room = (*r.pick(&out)).clone();
+                    joined.insert(room.clone());
+                    Some(Action::Join(room))
+                } else {
+                    None
+                }
+            }
+            75..=82 if features.history => in_room(r, &joined).map(|room| Action::History {
+                room,
+                before_seq: r.chance(30).then(|| r.range(1, 40)),
+                limit: r.chance(50).then(|| r.range(1, 30) as u32),
+            }),
+            83..=86 if features.drops => Some(Action::Drop),
+            87..=88 if features.stalls => {
+                let ms = r.range(500, 4_000).min(last - t);
+                Some(Action::Stall { ms })
+            }
+            _ => None,
+        };
+        if let Some(a) = action {
+            actions.push((t, a));
+        }
+    }
+    if refresh {
+        // Refresh at about half the lifetime, before the server's deadline.
+        let every = token_ttl_s * 1_000 / 2;
+        let mut at = every;
+        while at < last {
+            actions.push((at + r.range(0, 200), Action::Refresh));
+            at += every;
+        }
+        actions.sort_by_key(|(t, _)| *t);
+    }
+    let idle_timeout_ms = r.range(knobs.ping_interval_ms * 2, knobs.ping_interval_ms * 3);
+    ClientSpec {
+        user,
+        seed: r.next_u64(),
+        token_ttl_s,
+        backoff_base_ms: r.range(20, 200),
+        backoff_max_ms: r.range(500, 2_000),
+        idle_timeout_ms,
+        actions,
+        final_rooms: joined,
+    }
+}
+
+/// Keeps each user's sends within what its bucket can pass by the middle of
+/// the liveness phase (a well-paced client then drains any backlog in
+/// time); the latest sends go first. Bursts still exceed the instantaneous
+/// limit.
+fn thin_sends(clients: &mut [ClientSpec], knobs: &Knobs, quiet_ms: u64) {
+    let c = u64::from(knobs.rate_limit_messages);
+    let budget = c * (quiet_ms + SETTLE_MS / 2) / knobs.rate_limit_window_ms;
+    let users: BTreeSet<String> = clients.iter().map(|c| c.user.clone()).collect();
+    for user in users {
+        // (time, client, action index, count), latest first.
+        let mut sends: Vec<(u64, usize, usize, u64)> = Vec::new();
+        for (ci, spec) in clients.iter().enumerate().filter(|(_, s)| s.user == user) {
+            for (ai, (t, a)) in spec.actions.iter().enumerate() {
+                if let Action::Send { count, .. } = a {
+                    sends.push((*t, ci, ai, u64::from(*count)));
+                }
+            }
+        }
+        sends.sort_by(|a, b| b.cmp(a));
+        let mut total: u64 = sends.iter().map(|s| s.3).sum();
+        let mut drop: BTreeSet<(usize, usize)> = BTreeSet::new();
+        for (_, ci, ai, n) in sends {
+            if total <= budget {
+                break;
+            }
+            total -= n;
+            drop.insert((ci, ai));
+        }
+        for (ci, spec) in clients.iter_mut().enumerate() {
+            let mut ai = 0;
+            spec.actions.retain(|_| {
+                let keep = !drop.contains(&(ci, ai));
+                ai += 1;
+                keep
+            });
+        }
+    }
+}

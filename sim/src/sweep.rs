@@ -1,0 +1,170 @@
+//! Many seeds over all cores: one turmoil simulation per seed, one seed at
+//! a time per thread.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::oracles::{Coverage, REQUIRED_COVERAGE};
+use crate::{SeedReport, run_seed};
+
+/// The outcome of a sweep.
+#[derive(Debug, Default)]
+pub struct Sweep {
+    /// Every seed's report (without traces), in seed order.
+    pub reports: Vec<SeedReport>,
+    /// Wall-clock time.
+    pub wall: Duration,
+    /// Coverage summed over all seeds.
+    pub coverage: Coverage,
+}
+
+impl Sweep {
+    /// Seeds that failed.
+    pub fn failed(&self) -> impl Iterator<Item = &SeedReport> {
+        self.reports.iter().filter(|r| !r.passed())
+    }
+
+    /// Simulated milliseconds covered.
+    pub fn sim_ms(&self) -> u64 {
+        self.reports.iter().map(|r| r.sim_ms).sum()
+    }
+
+    /// Required edges never reached.
+    pub fn missing_coverage(&self) -> Vec<&'static str> {
+        REQUIRED_COVERAGE
+            .iter()
+            .copied()
+            .filter(|k| self.coverage.get(k) == 0)
+            .collect()
+    }
+}
+
+/// Runs `seeds` in `threads` worker processes (`exe --worker`), so that a
+/// seed that hangs (see [`crate::watchdog`]) or crashes costs only its
+/// worker; `each` sees every report as it comes.
+pub fn sweep_processes(
+    exe: &std::path::Path,
+    seeds: std::ops::Range<u64>,
+    threads: usize,
+    each: &(dyn Fn(&SeedReport) + Sync),
+) -> Sweep {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+
+    let started = Instant::now();
+    let next = AtomicU64::new(seeds.start);
+    let reports = Mutex::new(Vec::new());
+    let done = |report: SeedReport| {
+        each(&report);
+        reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(report);
+    };
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                'worker: loop {
+                    let mut cmd = Command::new(exe);
+                    cmd.arg("--worker");
+                    let Ok(mut child) = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()
+                    else {
+                        let seed = next.fetch_add(1, Ordering::Relaxed);
+                        if seed < seeds.end {
+                            done(SeedReport::crashed(seed, "could not start a worker"));
+                        }
+                        return;
+                    };
+                    let mut stdin = child.stdin.take().expect("piped");
+                    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+                    loop {
+                        let seed = next.fetch_add(1, Ordering::Relaxed);
+                        if seed >= seeds.end {
+                            drop(stdin);
+                            let _ = child.wait();
+                            return;
+                        }
+                        let mut line = String::new();
+                        let answered = writeln!(stdin, "{seed}").is_ok()
+                            && stdin.flush().is_ok()
+                            && stdout.read_line(&mut line).is_ok_and(|n| n > 0);
+                        let report = answered.then(|| SeedReport::from_json(&line)).flatten();
+                        match report {
+                            Some(r) => {
+                                let hung = r.violations.iter().any(|v| v.oracle == "hang");
+                                done(r);
+                                if hung {
+                                    let _ = child.kill();
+                                    let _ = child.wait();
+                                    continue 'worker;
+                                }
+                            }
+                            None => {
+                                let _ = child.kill();
+                                let status = child.wait();
+                                done(SeedReport::crashed(seed, &format!("{status:?}")));
+                                continue 'worker;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let mut reports = reports.into_inner().unwrap_or_else(|e| e.into_inner());
+    reports.sort_by_key(|r| r.seed);
+    let mut coverage = Coverage::default();
+    for r in &reports {
+        coverage.merge(&r.coverage);
+    }
+    Sweep {
+        reports,
+        wall: started.elapsed(),
+        coverage,
+    }
+}
+
+/// Runs `seeds` on `threads` threads in this process (no hang protection:
+/// a seed that hangs hangs the sweep); `each` sees every report as it comes.
+pub fn sweep(
+    seeds: std::ops::Range<u64>,
+    threads: usize,
+    each: &(dyn Fn(&SeedReport) + Sync),
+) -> Sweep {
+    let started = Instant::now();
+    let next = AtomicU64::new(seeds.start);
+    let reports = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            std::thread::Builder::new()
+                .stack_size(32 * 1024 * 1024)
+                .spawn_scoped(s, || {
+                    loop {
+                        let seed = next.fetch_add(1, Ordering::Relaxed);
+                        if seed >= seeds.end {
+                            return;
+                        }
+                        let report = run_seed(seed, false);
+                        each(&report);
+                        reports
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(report);
+                    }
+                })
+                .expect("spawn a sweep thread");
+        }
+    });
+    let mut reports = reports.into_inner().unwrap_or_else(|e| e.into_inner());
+    reports.sort_by_key(|r| r.seed);
+    let mut coverage = Coverage::default();
+    for r in &reports {
+        coverage.merge(&r.coverage);
+    }
+    Sweep {
+        reports,
+        wall: started.elapsed(),
+        coverage,
+    }
+}
