@@ -3,7 +3,7 @@
 //! Declare it in a benchmark binary (not in this library, so that the load
 //! generator does not pay for the counters):
 //!
-//! ```ignore
+//! ```text
 //! #[global_allocator]
 //! static ALLOC: chat_flow_bench::alloc::CountingAlloc = chat_flow_bench::alloc::CountingAlloc::new();
 //! ```
