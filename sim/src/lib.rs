@@ -228,11 +228,17 @@ pub fn roster(scenario: &Scenario) -> Vec<RosterEntry> {
 
 /// Runs and checks one seed.
 pub fn run_seed(seed: u64, keep_trace: bool) -> SeedReport {
-    let scenario = Scenario::generate(seed);
+    run_scenario(&Scenario::generate(seed), keep_trace)
+}
+
+/// Runs and checks one scenario (generated from a seed, or written by hand
+/// for a targeted test).
+pub fn run_scenario(scenario: &Scenario, keep_trace: bool) -> SeedReport {
+    let seed = scenario.seed;
     let started = Instant::now();
-    let output = run::simulate(&scenario);
+    let output = run::simulate(scenario);
     let hash = obs::fingerprint(&output.records);
-    let mut checker = Checker::new(oracle_config(&scenario), roster(&scenario));
+    let mut checker = Checker::new(oracle_config(scenario), roster(scenario));
     // What happens at the end instant is the teardown (clients stop and
     // drop their connections), not part of the run.
     for r in output

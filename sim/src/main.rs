@@ -82,7 +82,9 @@ fn print_failure(r: &SeedReport) {
     println!("  replay: {}", replay_command(r.seed));
 }
 
-/// `--worker`: runs the seeds read from stdin, one JSON report per line.
+/// `--worker`: runs the one seed read from stdin and prints its report as
+/// one JSON line. One seed per process: no state of an earlier seed can
+/// leak into it (see `sim::sweep::sweep_processes`).
 fn worker() -> ExitCode {
     watchdog::spawn(HANG_LIMIT, |hang| {
         let r = hang_report(&hang, false);
@@ -91,16 +93,17 @@ fn worker() -> ExitCode {
         let _ = out.flush();
         std::process::exit(3);
     });
-    for line in std::io::stdin().lock().lines() {
-        let Ok(line) = line else { break };
-        let Ok(seed) = line.trim().parse::<u64>() else {
-            continue;
-        };
-        let r = run_seed(seed, false);
-        let mut out = std::io::stdout().lock();
-        if writeln!(out, "{}", r.to_json()).is_err() || out.flush().is_err() {
-            break;
-        }
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        return ExitCode::FAILURE;
+    }
+    let Ok(seed) = line.trim().parse::<u64>() else {
+        return ExitCode::FAILURE;
+    };
+    let r = run_seed(seed, false);
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{}", r.to_json()).is_err() || out.flush().is_err() {
+        return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }
@@ -173,6 +176,14 @@ fn main() -> ExitCode {
         s.sim_ms() as f64 / 1000.0,
         s.sim_ms() as f64 / 1000.0 / secs.max(1e-9)
     );
+    let mut slow: Vec<&SeedReport> = s.reports.iter().collect();
+    slow.sort_by_key(|r| std::cmp::Reverse(r.wall));
+    let slowest: Vec<String> = slow
+        .iter()
+        .take(3)
+        .map(|r| format!("{} ({:.2?})", r.seed, r.wall))
+        .collect();
+    println!("slowest seeds: {}", slowest.join(", "));
     println!("coverage:");
     for (k, v) in &s.coverage.0 {
         let mark = if REQUIRED_COVERAGE.contains(&k.as_str()) {

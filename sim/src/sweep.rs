@@ -40,9 +40,15 @@ impl Sweep {
     }
 }
 
-/// Runs `seeds` in `threads` worker processes (`exe --worker`), so that a
-/// seed that hangs (see [`crate::watchdog`]) or crashes costs only its
-/// worker; `each` sees every report as it comes.
+/// Runs `seeds` over `threads` cores, each seed in a fresh worker process
+/// (`exe --worker`): a seed that hangs (see [`crate::watchdog`]) or crashes
+/// costs only its process, and no state of an earlier seed can leak into a
+/// later one — which matters: tokio numbers tasks with a process-wide
+/// counter and shards a runtime's task list by that number, so the order in
+/// which a crashed server's tasks are dropped (and its sockets send FIN)
+/// would otherwise depend on how many tasks the process had created before,
+/// and a seed could behave differently in a sweep than in its replay.
+/// `each` sees every report as it comes.
 pub fn sweep_processes(
     exe: &std::path::Path,
     seeds: std::ops::Range<u64>,
@@ -62,52 +68,44 @@ pub fn sweep_processes(
             .unwrap_or_else(|e| e.into_inner())
             .push(report);
     };
+    let run_one = |seed: u64| -> SeedReport {
+        let child = Command::new(exe)
+            .arg("--worker")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn();
+        let Ok(mut child) = child else {
+            return SeedReport::crashed(seed, "could not start a worker");
+        };
+        let mut line = String::new();
+        {
+            let mut stdin = child.stdin.take().expect("piped");
+            let _ = writeln!(stdin, "{seed}");
+        }
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let answered = stdout.read_line(&mut line).is_ok_and(|n| n > 0);
+        let report = answered.then(|| SeedReport::from_json(&line)).flatten();
+        match report {
+            Some(r) => {
+                let _ = child.wait();
+                r
+            }
+            None => {
+                let _ = child.kill();
+                let status = child.wait();
+                SeedReport::crashed(seed, &format!("{status:?}"))
+            }
+        }
+    };
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
             s.spawn(|| {
-                'worker: loop {
-                    let mut cmd = Command::new(exe);
-                    cmd.arg("--worker");
-                    let Ok(mut child) = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()
-                    else {
-                        let seed = next.fetch_add(1, Ordering::Relaxed);
-                        if seed < seeds.end {
-                            done(SeedReport::crashed(seed, "could not start a worker"));
-                        }
+                loop {
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= seeds.end {
                         return;
-                    };
-                    let mut stdin = child.stdin.take().expect("piped");
-                    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
-                    loop {
-                        let seed = next.fetch_add(1, Ordering::Relaxed);
-                        if seed >= seeds.end {
-                            drop(stdin);
-                            let _ = child.wait();
-                            return;
-                        }
-                        let mut line = String::new();
-                        let answered = writeln!(stdin, "{seed}").is_ok()
-                            && stdin.flush().is_ok()
-                            && stdout.read_line(&mut line).is_ok_and(|n| n > 0);
-                        let report = answered.then(|| SeedReport::from_json(&line)).flatten();
-                        match report {
-                            Some(r) => {
-                                let hung = r.violations.iter().any(|v| v.oracle == "hang");
-                                done(r);
-                                if hung {
-                                    let _ = child.kill();
-                                    let _ = child.wait();
-                                    continue 'worker;
-                                }
-                            }
-                            None => {
-                                let _ = child.kill();
-                                let status = child.wait();
-                                done(SeedReport::crashed(seed, &format!("{status:?}")));
-                                continue 'worker;
-                            }
-                        }
                     }
+                    done(run_one(seed));
                 }
             });
         }
@@ -125,8 +123,10 @@ pub fn sweep_processes(
     }
 }
 
-/// Runs `seeds` on `threads` threads in this process (no hang protection:
-/// a seed that hangs hangs the sweep); `each` sees every report as it comes.
+/// Runs `seeds` on `threads` threads in this process, for library use. No
+/// hang protection (a seed that hangs hangs the sweep), and a seed's run may
+/// differ from its replay in a fresh process (see [`sweep_processes`]):
+/// prefer `sweep_processes`. `each` sees every report as it comes.
 pub fn sweep(
     seeds: std::ops::Range<u64>,
     threads: usize,

@@ -40,6 +40,7 @@ fn contiguous(
 /// written (the server accepted those before it read the request).
 #[allow(clippy::too_many_arguments)]
 fn not_stale(
+    oracle: &'static str,
     m: &Model,
     out: &mut Out,
     at: u64,
@@ -55,7 +56,7 @@ fn not_stale(
     };
     if newest < known {
         out.fail(
-            "history",
+            oracle,
             at,
             m.place_room(conn, room, Some(newest)),
             format!(
@@ -143,6 +144,7 @@ pub fn on_joined(
                 );
             }
             not_stale(
+                "recovery",
                 m,
                 out,
                 at,
@@ -194,6 +196,7 @@ pub fn on_joined(
             }
         }
         not_stale(
+            "history",
             m,
             out,
             at,
@@ -291,6 +294,7 @@ pub fn on_history(
     }
     if req.before_seq.is_none() {
         not_stale(
+            "history",
             m,
             out,
             at,

@@ -8,7 +8,13 @@
 //! the `seq` where it applies.
 //!
 //! Nothing here knows about turmoil: a fuzz target that drives the core
-//! directly can encode its outputs as the same records and reuse it all.
+//! directly can encode its outputs as the same records and reuse it all —
+//! `Hub::connect(conn)` as [`Obs::Dial`] then [`Obs::Open`], each request
+//! handed to `Hub::handle` as [`Obs::Sent`] (its JSON), each
+//! `Output::Frame` as [`Obs::Recv`], each `Output::Close` as
+//! [`Obs::CloseRecv`], `Hub::disconnect` as [`Obs::Ended`], with the core's
+//! `now` (minus [`OracleConfig::epoch_unix_ms`]) as the time, and an empty
+//! roster (no liveness phase) — then [`Checker::finish`].
 
 pub mod auth;
 pub mod client;
