@@ -5,8 +5,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::SeedReport;
 use crate::oracles::{Coverage, REQUIRED_COVERAGE};
-use crate::{SeedReport, run_seed};
 
 /// The outcome of a sweep.
 #[derive(Debug, Default)]
@@ -108,52 +108,6 @@ pub fn sweep_processes(
                     done(run_one(seed));
                 }
             });
-        }
-    });
-    let mut reports = reports.into_inner().unwrap_or_else(|e| e.into_inner());
-    reports.sort_by_key(|r| r.seed);
-    let mut coverage = Coverage::default();
-    for r in &reports {
-        coverage.merge(&r.coverage);
-    }
-    Sweep {
-        reports,
-        wall: started.elapsed(),
-        coverage,
-    }
-}
-
-/// Runs `seeds` on `threads` threads in this process, for library use. No
-/// hang protection (a seed that hangs hangs the sweep), and a seed's run may
-/// differ from its replay in a fresh process (see [`sweep_processes`]):
-/// prefer `sweep_processes`. `each` sees every report as it comes.
-pub fn sweep(
-    seeds: std::ops::Range<u64>,
-    threads: usize,
-    each: &(dyn Fn(&SeedReport) + Sync),
-) -> Sweep {
-    let started = Instant::now();
-    let next = AtomicU64::new(seeds.start);
-    let reports = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..threads.max(1) {
-            std::thread::Builder::new()
-                .stack_size(32 * 1024 * 1024)
-                .spawn_scoped(s, || {
-                    loop {
-                        let seed = next.fetch_add(1, Ordering::Relaxed);
-                        if seed >= seeds.end {
-                            return;
-                        }
-                        let report = run_seed(seed, false);
-                        each(&report);
-                        reports
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(report);
-                    }
-                })
-                .expect("spawn a sweep thread");
         }
     });
     let mut reports = reports.into_inner().unwrap_or_else(|e| e.into_inner());
