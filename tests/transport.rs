@@ -175,6 +175,31 @@ async fn a_message_over_the_size_limit_in_many_small_fragments_closes_with_1009(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_still_sending_an_oversized_frame_reads_the_1009_close() {
+    // The server stops reading at the frame header; if it then dropped the
+    // socket with the payload unread, the kernel would answer with a reset
+    // and the sender would get an error instead of the close frame (a
+    // lingering close drains what keeps arriving until the peer closes).
+    let server = start_with(|c| c.max_message_bytes = 1024).await;
+    let mut raw = RawWs::connect(server.addr).await;
+    const LEN: usize = 16 << 20;
+    let mut header = vec![0x81u8, 0x80 | 127];
+    header.extend_from_slice(&(LEN as u64).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    assert!(raw.try_write_frame_bytes(&header).await);
+    let chunk = vec![b'a'; 64 * 1024];
+    for i in 0..LEN / chunk.len() {
+        assert!(
+            raw.try_write_frame_bytes(&chunk).await,
+            "the server reset the connection after {} KiB of the payload",
+            i * 64
+        );
+    }
+    assert_eq!(raw.expect_close().await, Some(1009));
+    assert_eq!(raw.read_frame().await, None, "EOF after the close frame");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fragmented_message_is_reassembled() {
     let server = start().await;
     let mut raw = RawWs::connect(server.addr).await;

@@ -19,9 +19,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fastwebsockets::{
-    Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead, WebSocketWrite,
+    Frame, OpCode, Payload, Role, WebSocket, WebSocketError, WebSocketRead, WebSocketWrite,
+    after_handshake_split,
 };
-use tokio::io::{AsyncRead, AsyncWrite, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
@@ -109,13 +110,14 @@ pub async fn serve_with<S, H>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
+    // The halves stay ours (fastwebsockets borrows them), so that after a
+    // close the socket can still be drained: see [`linger`].
     // The write half gets a buffer in front, so that a batch of small frames
     // leaves in one write; payloads are copied into it rather than written
     // with a vectored write per frame.
-    let (mut rx, mut tx) = ws.split(|stream| {
-        let (r, w) = tokio::io::split(stream);
-        (r, BufWriter::with_capacity(WRITE_BUFFER_BYTES, w))
-    });
+    let (mut read_half, write_half) = tokio::io::split(ws.into_inner());
+    let mut write_half = BufWriter::with_capacity(WRITE_BUFFER_BYTES, write_half);
+    let (mut rx, mut tx) = after_handshake_split(&mut read_half, &mut write_half, Role::Server);
     tx.set_writev(false);
     rx.set_auto_close(false);
     rx.set_auto_pong(false);
@@ -127,6 +129,9 @@ pub async fn serve_with<S, H>(
     // before the handler is told that reading ended.
     let mut reader = Box::pin(read_loop(&mut rx, &outbox, &mut handler));
     let mut writer = Box::pin(write_loop(&mut tx, &outbox, ping_interval));
+    // Set when the reader stopped in the middle of the peer's input while
+    // the close frame went out: the socket is drained until this moment.
+    let mut linger_until = None;
     let end = tokio::select! {
         biased;
         sent = &mut writer => {
@@ -134,7 +139,10 @@ pub async fn serve_with<S, H>(
             // until the connection's last moment. Otherwise (the socket
             // failed, or the peer never read its close) drop it now.
             if let WriteEnd::CloseSent(last_moment) = sent {
-                let _ = tokio::time::timeout_at(last_moment, &mut reader).await;
+                let read = tokio::time::timeout_at(last_moment, &mut reader).await;
+                if let Ok(ReadEnd::Close(..)) = read {
+                    linger_until = Some(last_moment);
+                }
             }
             None
         }
@@ -150,10 +158,42 @@ pub async fn serve_with<S, H>(
             ReadEnd::Close(code, reason) => outbox.close(code, reason),
             ReadEnd::Gone | ReadEnd::Stopped => {}
         }
-        if end != ReadEnd::Gone {
-            let _ = writer.await;
+        if end != ReadEnd::Gone
+            && let WriteEnd::CloseSent(last_moment) = (&mut writer).await
+            && matches!(end, ReadEnd::Close(..))
+        {
+            linger_until = Some(last_moment);
         }
     }
+    drop(writer);
+    drop((rx, tx));
+    if let Some(until) = linger_until {
+        linger(&mut read_half, &mut write_half, until).await;
+    }
+}
+
+/// Bytes read (and discarded) at a time while lingering.
+const LINGER_READ_BYTES: usize = 4 * 1024;
+
+/// A lingering close. The reader stopped with the peer's input unread (a
+/// message over the limit, a protocol error, an idle timeout) and the close
+/// frame is out. Dropping the socket now would answer the unread bytes with
+/// a TCP reset, and a peer that is still sending gets that reset instead of
+/// reading the close frame and its code. So the write side is shut down
+/// (FIN after the close frame) and whatever arrives is read and thrown away
+/// until the peer closes, or until `until` (the close grace), whichever
+/// comes first. Memory stays at one small buffer however much is sent.
+async fn linger<R, W>(read: &mut R, write: &mut W, until: Instant)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let drain = async {
+        let _ = write.shutdown().await;
+        let mut scratch = vec![0u8; LINGER_READ_BYTES];
+        while let Ok(1..) = read.read(&mut scratch).await {}
+    };
+    let _ = tokio::time::timeout_at(until, drain).await;
 }
 
 /// Serves one upgraded chat connection until it is closed.
