@@ -35,11 +35,12 @@ fi
 declare -A dict=(
     [parse_client_message]=dict/protocol.dict
     [verify_token]=dict/jwt.dict
+    [core_operations]=
 )
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else
-    targets=(parse_client_message verify_token)
+    targets=(parse_client_message verify_token core_operations)
 fi
 for target in "${targets[@]}"; do
     if [ -z "${dict[$target]+set}" ]; then
@@ -61,9 +62,14 @@ for target in "${targets[@]}"; do
     # -max_len: a WebSocket message may be up to 64 KiB, but the interesting
     # structure is small; 16 KiB keeps the run fast and still reaches the
     # 4000-character content limit in 4-byte characters.
+    # A structured input (core_operations) has no dictionary.
+    dict_flag=()
+    if [ -n "${dict[$target]}" ]; then
+        dict_flag=(-dict="$here/${dict[$target]}")
+    fi
     if ! cargo +nightly fuzz run "$target" "$work" "$seeds" -- \
         -max_total_time="$seconds" \
-        -dict="$here/${dict[$target]}" \
+        "${dict_flag[@]}" \
         -max_len=16384 \
         -timeout=10 \
         -rss_limit_mb=2048 \

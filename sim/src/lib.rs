@@ -12,6 +12,7 @@
 //!
 //! Same seed, same trace: the trace's hash is the seed's fingerprint.
 
+pub mod core_ops;
 pub mod obs;
 pub mod oracles;
 pub mod raw;

@@ -11,6 +11,7 @@
 //! ranges) happens here, before any state is touched, so the core only ever
 //! sees well-formed requests ("parse, don't validate").
 
+pub mod client_encode;
 pub mod parse;
 pub mod server;
 pub mod time;

@@ -29,7 +29,7 @@ pub mod typing;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use chat_flow::protocol::server::{ServerFrame, ServerMessage};
+use chat_flow::protocol::server::{ServerFrame, ServerMessage, UserRef};
 
 use crate::obs::{ConnNo, Obs, Record};
 use model::{Conn, Model, Req};
@@ -389,7 +389,27 @@ impl Checker {
         let req = self.reply_to(at, conn, &frame);
         let m = &mut self.model;
         let out = &mut self.out;
-        match &frame.message {
+        // CREATE_ROOM joins the creator: its ROOM_CREATED is the ROOM_JOINED
+        // of a new room whose only member is the creator.
+        let created;
+        let message = match &frame.message {
+            ServerMessage::RoomCreated { room, epoch } => {
+                let me = m.user_of(conn).map(|u| UserRef {
+                    user_id: u.to_owned(),
+                    username: String::new(),
+                });
+                created = ServerMessage::RoomJoined {
+                    room: room.clone(),
+                    epoch: epoch.clone(),
+                    messages: Vec::new(),
+                    users: me.into_iter().collect(),
+                    recovered: None,
+                };
+                &created
+            }
+            other => other,
+        };
+        match message {
             ServerMessage::AuthSuccess { user_id, .. } => {
                 auth::on_auth_success(m, out, at, conn, user_id, req.as_ref());
             }
@@ -554,11 +574,20 @@ impl Checker {
     }
 
     /// Pairs a reply with the request it answers: replies come in request
-    /// order and echo the request's `requestId`.
+    /// order and echo the request's `requestId` (a `TYPING_STATUS` that
+    /// succeeds has no reply, so one that is skipped over was accepted).
     fn reply_to(&mut self, at: u64, conn: ConnNo, frame: &ServerFrame) -> Option<Req> {
         let rid = frame.request_id.as_deref()?;
         let c = self.model.conns.get_mut(&conn)?;
-        match c.pending.pop_front() {
+        let next = loop {
+            match c.pending.pop_front() {
+                // A TYPING_STATUS is answered only when it fails.
+                Some(req)
+                    if req.kind == "TYPING_STATUS" && req.request_id.as_deref() != Some(rid) => {}
+                next => break next,
+            }
+        };
+        match next {
             Some(req) if req.request_id.as_deref() == Some(rid) => Some(req),
             other => {
                 let expected = other.as_ref().and_then(|r| r.request_id.clone());

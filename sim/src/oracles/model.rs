@@ -55,7 +55,12 @@ impl Req {
                 .get("requestId")
                 .and_then(Value::as_str)
                 .map(str::to_owned),
-            room: s("roomId"),
+            // CREATE_ROOM names the room it wants `id`.
+            room: s("roomId").or_else(|| {
+                (v.get("type").and_then(Value::as_str) == Some("CREATE_ROOM"))
+                    .then(|| s("id"))
+                    .flatten()
+            }),
             since_seq: u("sinceSeq"),
             epoch: s("epoch"),
             before_seq: u("beforeSeq"),
