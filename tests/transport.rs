@@ -270,6 +270,25 @@ async fn invalid_utf8_in_a_text_message_closes_with_1007() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmasked_client_frame_closes_with_1002() {
+    let server = start().await;
+    // A masked PING is answered...
+    let mut raw = RawWs::connect(server.addr).await;
+    raw.text(r#"{"type":"PING","requestId":"m"}"#).await;
+    assert_eq!(raw.recv().await["type"], "ERROR", "unauthenticated PING");
+    // ...the same request without a mask closes the connection (RFC 6455 5.1).
+    let text = br#"{"type":"PING","requestId":"u"}"#;
+    let mut unmasked = vec![0x81, text.len() as u8];
+    unmasked.extend_from_slice(text);
+    assert!(raw.try_write_frame_bytes(&unmasked).await);
+    assert_eq!(raw.expect_close().await, Some(1002));
+    // An unmasked control frame too.
+    let mut raw = RawWs::connect(server.addr).await;
+    assert!(raw.try_write_frame_bytes(&[0x89, 0x00]).await);
+    assert_eq!(raw.expect_close().await, Some(1002));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_ping_is_answered_with_a_pong_carrying_its_payload() {
     let server = start().await;
     let mut raw = RawWs::connect(server.addr).await;

@@ -329,6 +329,13 @@ where
             Ok(Err(e)) => return read_error(e),
             Ok(Ok(frame)) => frame,
         };
+        // RFC 6455 5.1: a server must close the connection on a frame from
+        // the client that is not masked. fastwebsockets unmasks what is
+        // masked and says nothing otherwise, but the header it formats for
+        // a frame shows whether the frame had a mask.
+        if !is_masked(&mut frame) {
+            return ReadEnd::Close(CloseCode::ProtocolError, "unmasked frame");
+        }
         // RFC 6455 5.5: control frames carry at most 125 bytes
         // (fastwebsockets checks pings only).
         if matches!(frame.opcode, OpCode::Close | OpCode::Ping | OpCode::Pong)
@@ -427,6 +434,14 @@ fn read_error(e: WebSocketError) -> ReadEnd {
         | WebSocketError::ConnectionClosed => ReadEnd::Gone,
         _ => ReadEnd::Close(CloseCode::ProtocolError, "protocol error"),
     }
+}
+
+/// Whether `frame` arrived with a masking key (the mask bit of the header
+/// fastwebsockets formats for it; the payload is already unmasked).
+fn is_masked(frame: &mut Frame<'_>) -> bool {
+    let mut head = [0u8; 16];
+    frame.fmt_head(&mut head);
+    head[1] & 0x80 != 0
 }
 
 /// Validates a close frame from the peer (auto-close is off, so this is ours to do).
