@@ -19,10 +19,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fastwebsockets::{
-    Frame, OpCode, Payload, Role, WebSocket, WebSocketError, WebSocketRead, WebSocketWrite,
-    after_handshake_split,
+    Frame, OpCode, Payload, Role, WebSocket, WebSocketError, WebSocketRead, after_handshake_split,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
@@ -39,13 +38,20 @@ use std::future::Future;
 /// of tiny or empty continuation frames is bounded like the bytes are.
 pub const FRAGMENT_BYTES_MIN: usize = 64;
 
-/// Bytes of the write buffer that coalesces a batch of frames into few writes.
-const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+/// Most write buffers a worker thread keeps for reuse.
+const POOLED_BUFFERS_MAX: usize = 64;
+/// A write buffer that grew larger than this (a burst, a large echo) is
+/// freed after its batch instead of kept for reuse.
+const POOLED_BUFFER_BYTES_MAX: usize = 64 * 1024;
 
 thread_local! {
     /// simd-json scratch space, reused by every connection served on this
     /// worker thread.
     static PARSER: RefCell<Parser> = RefCell::new(Parser::new(ParseLimits::default()));
+    /// Buffers in which a batch of frames is laid out for one write, reused
+    /// by every connection served on this worker thread: a connection holds
+    /// one only while it writes, so an idle connection holds none.
+    static WRITE_BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Why the reader stopped.
@@ -110,15 +116,12 @@ pub async fn serve_with<S, H>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
-    // The halves stay ours (fastwebsockets borrows them), so that after a
-    // close the socket can still be drained: see [`linger`].
-    // The write half gets a buffer in front, so that a batch of small frames
-    // leaves in one write; payloads are copied into it rather than written
-    // with a vectored write per frame.
-    let (mut read_half, write_half) = tokio::io::split(ws.into_inner());
-    let mut write_half = BufWriter::with_capacity(WRITE_BUFFER_BYTES, write_half);
-    let (mut rx, mut tx) = after_handshake_split(&mut read_half, &mut write_half, Role::Server);
-    tx.set_writev(false);
+    // The halves stay ours (fastwebsockets borrows the read half), so that
+    // after a close the socket can still be drained: see [`linger`]. The
+    // writer lays out each batch of frames itself (headers formatted by
+    // fastwebsockets) and writes it at once: see [`write_batch`].
+    let (mut read_half, mut write_half) = tokio::io::split(ws.into_inner());
+    let (mut rx, _) = after_handshake_split(&mut read_half, tokio::io::sink(), Role::Server);
     rx.set_auto_close(false);
     rx.set_auto_pong(false);
     // fastwebsockets reserves a frame's declared length before reading it,
@@ -128,7 +131,7 @@ pub async fn serve_with<S, H>(
     // Boxed, so that the reader (which borrows the handler) can be dropped
     // before the handler is told that reading ended.
     let mut reader = Box::pin(read_loop(&mut rx, &outbox, &mut handler));
-    let mut writer = Box::pin(write_loop(&mut tx, &outbox, ping_interval));
+    let mut writer = Box::pin(write_loop(&mut write_half, &outbox, ping_interval));
     // Set when the reader stopped in the middle of the peer's input while
     // the close frame went out: the socket is drained until this moment.
     let mut linger_until = None;
@@ -166,7 +169,7 @@ pub async fn serve_with<S, H>(
         }
     }
     drop(writer);
-    drop((rx, tx));
+    drop(rx);
     if let Some(until) = linger_until {
         linger(&mut read_half, &mut write_half, until).await;
     }
@@ -472,11 +475,7 @@ enum WriteEnd {
     Abandoned,
 }
 
-async fn write_loop<W>(
-    tx: &mut WebSocketWrite<W>,
-    outbox: &Outbox,
-    ping_interval: Duration,
-) -> WriteEnd
+async fn write_loop<W>(tx: &mut W, outbox: &Outbox, ping_interval: Duration) -> WriteEnd
 where
     W: AsyncWrite + Unpin,
 {
@@ -509,24 +508,23 @@ where
     }
 }
 
-async fn write_batch<W>(
-    tx: &mut WebSocketWrite<W>,
-    batch: &Batch,
-    send_ping: bool,
-) -> Result<(), WebSocketError>
+/// Writes a batch: the ping if due, control frames, data frames, then the
+/// close frame, laid out in one buffer and written at once (one `write` for
+/// what the socket accepts; frames queued back to back leave together).
+async fn write_batch<W>(tx: &mut W, batch: &Batch, send_ping: bool) -> std::io::Result<()>
 where
     W: AsyncWrite + Unpin,
 {
+    let mut buf = WRITE_BUFFERS.with_borrow_mut(Vec::pop).unwrap_or_default();
     if send_ping {
-        tx.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[])))
-            .await?;
+        put_frame(
+            &mut buf,
+            Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[])),
+        );
     }
     for control in &batch.control {
         match control {
-            Control::Pong(payload) => {
-                tx.write_frame(Frame::pong(Payload::Borrowed(payload)))
-                    .await?;
-            }
+            Control::Pong(payload) => put_frame(&mut buf, Frame::pong(Payload::Borrowed(payload))),
         }
     }
     for frame in &batch.frames {
@@ -534,11 +532,55 @@ where
             OutFrame::Text(bytes) => Frame::text(Payload::Borrowed(bytes)),
             OutFrame::Binary(bytes) => Frame::binary(Payload::Borrowed(bytes)),
         };
-        tx.write_frame(out).await?;
+        put_frame(&mut buf, out);
     }
     if let Some(close) = batch.close {
-        tx.write_frame(Frame::close(close.code.code(), close.reason.as_bytes()))
-            .await?;
+        put_frame(
+            &mut buf,
+            Frame::close(close.code.code(), close.reason.as_bytes()),
+        );
     }
-    tx.flush().await
+    tx.write_all(&buf).await?;
+    tx.flush().await?;
+    if buf.capacity() <= POOLED_BUFFER_BYTES_MAX {
+        buf.clear();
+        WRITE_BUFFERS.with_borrow_mut(|pool| {
+            if pool.len() < POOLED_BUFFERS_MAX {
+                pool.push(buf);
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Appends `frame` as a server sends it (unmasked): its header, formatted
+/// by fastwebsockets, then its payload.
+fn put_frame(buf: &mut Vec<u8>, mut frame: Frame<'_>) {
+    let mut head = [0u8; 16];
+    let len = frame.fmt_head(&mut head);
+    buf.extend_from_slice(&head[..len]);
+    buf.extend_from_slice(&frame.payload);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_laid_out_as_a_server_sends_them() {
+        let mut buf = Vec::new();
+        put_frame(&mut buf, Frame::text(Payload::Borrowed(b"hi")));
+        put_frame(
+            &mut buf,
+            Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[])),
+        );
+        put_frame(&mut buf, Frame::close(1013, b"slow"));
+        let long = vec![b'x'; 300];
+        put_frame(&mut buf, Frame::text(Payload::Borrowed(&long)));
+        let mut expected = vec![0x81, 2, b'h', b'i', 0x89, 0, 0x88, 6, 0x03, 0xf5];
+        expected.extend_from_slice(b"slow");
+        expected.extend_from_slice(&[0x81, 126, 0x01, 0x2c]);
+        expected.extend_from_slice(&long);
+        assert_eq!(buf, expected);
+    }
 }
