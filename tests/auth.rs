@@ -2,31 +2,13 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use chat_flow::auth::TokenSpec;
-use chat_flow::config::{Config, DEV_JWT_SECRET};
 use chat_flow::server::RunningServer;
 use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-
-/// A token with arbitrary claims, signed with `alg` and the dev secret.
-fn hs(alg: Algorithm, claims: &Value) -> String {
-    jsonwebtoken::encode(
-        &Header::new(alg),
-        claims,
-        &EncodingKey::from_secret(DEV_JWT_SECRET.as_bytes()),
-    )
-    .expect("encode")
-}
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/jwt")
-        .join(name)
-}
 
 /// `AUTHENTICATE` with `token` must fail with UNAUTHORIZED (requestId echoed).
 async fn refused(c: &mut Client, token: &str) -> Value {
@@ -366,17 +348,9 @@ async fn issuer_and_audience_are_enforced_when_configured() {
 
 /// A server accepting only `alg` with the fixture public key `public`.
 async fn public_key_server(alg: &str, public: &str) -> RunningServer {
-    let key = fixture(public).to_string_lossy().into_owned();
-    let alg = alg.to_owned();
-    let config = Config::from_lookup(|var| match var {
-        "HOST" => Some("127.0.0.1".into()),
-        "PORT" => Some("0".into()),
-        "JWT_ALGORITHM" => Some(alg.clone()),
-        "JWT_PUBLIC_KEY_FILE" => Some(key.clone()),
-        _ => None,
-    })
-    .expect("config");
-    RunningServer::start(config).await.expect("start")
+    RunningServer::start(public_key_config(alg, public))
+        .await
+        .expect("start")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -87,41 +87,6 @@ async fn application_ping_counts_as_activity() {
     }
 }
 
-/// Reads frames until the acknowledgement carrying `request_id`; returns
-/// whether a `USER_LEFT` for `watch` was seen on the way.
-async fn read_until_ack(c: &mut Client, request_id: &str, watch: &str) -> bool {
-    let mut left = false;
-    loop {
-        let v = c.recv().await;
-        match v["type"].as_str() {
-            Some("NEW_MESSAGE") if v["requestId"] == request_id => return left,
-            Some("USER_LEFT") if v["payload"]["userId"] == watch => left = true,
-            Some("NEW_MESSAGE" | "USER_JOINED" | "USER_LEFT") => {}
-            _ => panic!("unexpected frame while flooding: {v}"),
-        }
-    }
-}
-
-/// The flooder sends large messages, each acknowledged in time (`recv`
-/// fails the test if one takes over 5 s), until `slow`'s `USER_LEFT` shows
-/// that it was closed. Returns how many messages were sent.
-async fn flood_until_gone(flooder: &mut Client, slow: &str, chars: usize) -> u64 {
-    const MAX_MESSAGES: u64 = 1_000;
-    let content = "x".repeat(chars);
-    let mut sent = 0;
-    while sent < MAX_MESSAGES {
-        sent += 1;
-        let id = format!("f{sent}");
-        flooder
-            .send(json!({"type": "SEND_MESSAGE", "payload": {"roomId": "general", "content": content}, "requestId": id}))
-            .await;
-        if read_until_ack(flooder, &id, slow).await {
-            return sent;
-        }
-    }
-    panic!("the slow consumer was never closed after {sent} messages of {chars} bytes");
-}
-
 fn slow_consumer_config(c: &mut chat_flow::config::Config, chars: usize) {
     c.outbound_queue_limit = 8;
     c.max_message_bytes = 256 * 1024;

@@ -9,8 +9,10 @@
 #![allow(dead_code)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use base64::Engine as _;
 use chat_flow::auth::{TokenSpec, mint_hs256};
 use chat_flow::config::{Config, DEV_JWT_SECRET};
 use chat_flow::protocol::server::ServerFrame;
@@ -82,6 +84,89 @@ pub fn token_rooms(sub: &str, rooms: &[&str]) -> String {
         rooms: &rooms,
         ..TokenSpec::new(sub, now_s(), 3600)
     })
+}
+
+/// A file under `tests/fixtures/jwt` (throwaway keys).
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/jwt")
+        .join(name)
+}
+
+/// A token with arbitrary claims, signed with `alg` and the dev secret.
+pub fn hs(alg: jsonwebtoken::Algorithm, claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(alg),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(DEV_JWT_SECRET.as_bytes()),
+    )
+    .expect("encode")
+}
+
+/// Unpadded base64url, as in a JWS.
+pub fn b64url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A compact JWS with exactly this `header` and these `claims` (nothing
+/// added: any `alg`, `kid` or `crit` the test wants), signed as `alg` with
+/// `key` whatever the header says.
+pub fn jws(
+    header: &Value,
+    claims: &Value,
+    alg: jsonwebtoken::Algorithm,
+    key: &jsonwebtoken::EncodingKey,
+) -> String {
+    let input = format!(
+        "{}.{}",
+        b64url(header.to_string().as_bytes()),
+        b64url(claims.to_string().as_bytes())
+    );
+    let signature = jsonwebtoken::crypto::sign(input.as_bytes(), key, alg).expect("sign");
+    format!("{input}.{signature}")
+}
+
+/// A configuration on 127.0.0.1:0 accepting only `alg` with the fixture
+/// public key `public` (as an operator would set it: through the variables).
+pub fn public_key_config(alg: &str, public: &str) -> Config {
+    let key = fixture(public).to_string_lossy().into_owned();
+    let alg = alg.to_owned();
+    Config::from_lookup(|var| match var {
+        "HOST" => Some("127.0.0.1".into()),
+        "PORT" => Some("0".into()),
+        "JWT_ALGORITHM" => Some(alg.clone()),
+        "JWT_PUBLIC_KEY_FILE" => Some(key.clone()),
+        _ => None,
+    })
+    .expect("config")
+}
+
+/// This process's resident set size in bytes (`VmRSS` in
+/// `/proc/self/status`); the server runs in-process in the tests.
+///
+/// Freed memory is first handed back to the kernel (glibc's `malloc_trim`),
+/// so that the figure follows what is live rather than what glibc's
+/// per-thread arenas happen to keep cached (which varies by hundreds of
+/// connections' worth from one measurement to the next).
+pub fn vm_rss_bytes() -> u64 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: malloc_trim only releases free heap memory; it is
+        // thread-safe and has no preconditions.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kib * 1024
 }
 
 /// What the client saw next.
@@ -541,7 +626,11 @@ pub struct RawWs {
 impl RawWs {
     /// Performs the upgrade by hand; panics unless the answer is 101.
     pub async fn connect(addr: SocketAddr) -> RawWs {
-        let mut stream = TcpStream::connect(addr).await.expect("tcp connect");
+        let stream = TcpStream::connect(addr).await.expect("tcp connect");
+        Self::upgrade(stream, addr).await
+    }
+
+    async fn upgrade(mut stream: TcpStream, addr: SocketAddr) -> RawWs {
         stream.set_nodelay(true).expect("nodelay");
         let request = format!(
             "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -573,6 +662,15 @@ impl RawWs {
         );
         buf.drain(..head_end);
         RawWs { stream, buf }
+    }
+
+    /// [`RawWs::connect`] with a small socket receive buffer, so that a
+    /// client that reads slowly backs up into the server quickly.
+    pub async fn connect_small_buffer(addr: SocketAddr) -> RawWs {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(16 * 1024).expect("SO_RCVBUF");
+        let stream = socket.connect(addr).await.expect("tcp connect");
+        Self::upgrade(stream, addr).await
     }
 
     /// Writes one masked frame.
@@ -740,4 +838,42 @@ where
         assert!(Instant::now() < deadline, "never happened: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+// ----- flooding a room ---------------------------------------------------
+
+/// Reads frames until the acknowledgement carrying `request_id`; returns
+/// whether a `USER_LEFT` for `watch` was seen on the way.
+pub async fn read_until_ack(c: &mut Client, request_id: &str, watch: &str) -> bool {
+    let mut left = false;
+    loop {
+        let v = c.recv().await;
+        match v["type"].as_str() {
+            Some("NEW_MESSAGE") if v["requestId"] == request_id => return left,
+            Some("USER_LEFT") if v["payload"]["userId"] == watch => left = true,
+            Some("NEW_MESSAGE" | "USER_JOINED" | "USER_LEFT") => {}
+            _ => panic!("unexpected frame while flooding: {v}"),
+        }
+    }
+}
+
+/// The flooder sends messages of `chars` characters to `general`, each
+/// acknowledged in time (`recv` fails the test if one takes over 5 s),
+/// until `slow`'s `USER_LEFT` shows that it was closed. Returns how many
+/// messages were sent.
+pub async fn flood_until_gone(flooder: &mut Client, slow: &str, chars: usize) -> u64 {
+    const MAX_MESSAGES: u64 = 1_000;
+    let content = "x".repeat(chars);
+    let mut sent = 0;
+    while sent < MAX_MESSAGES {
+        sent += 1;
+        let id = format!("f{sent}");
+        flooder
+            .send(json!({"type": "SEND_MESSAGE", "payload": {"roomId": "general", "content": content}, "requestId": id}))
+            .await;
+        if read_until_ack(flooder, &id, slow).await {
+            return sent;
+        }
+    }
+    panic!("the slow consumer was never closed after {sent} messages of {chars} bytes");
 }
