@@ -45,6 +45,9 @@ pub struct Metrics {
     pub rate_limited: Counter,
     /// Connections closed as slow consumers (1013).
     pub slow_consumers: Counter,
+    /// TCP connections closed on accept because the connection caps were
+    /// reached by connections still in HTTP.
+    pub refused_handshakes: Counter,
     /// Seconds from receiving a `SEND_MESSAGE` to its frames being queued to
     /// every member.
     pub fanout_seconds: Histogram,
@@ -71,6 +74,7 @@ impl Metrics {
             errors: Family::default(),
             rate_limited: Counter::default(),
             slow_consumers: Counter::default(),
+            refused_handshakes: Counter::default(),
             fanout_seconds: Histogram::new(exponential_buckets(0.000_01, 2.5, 14)),
             registry: Registry::default(),
         };
@@ -115,6 +119,11 @@ impl Metrics {
             "slow_consumer_closes",
             "Connections closed because their outbound queue was full",
             m.slow_consumers.clone(),
+        );
+        registry.register(
+            "refused_handshakes",
+            "TCP connections closed on accept: too many connections still in HTTP",
+            m.refused_handshakes.clone(),
         );
         registry.register(
             "message_fanout_seconds",

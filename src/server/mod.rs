@@ -43,6 +43,14 @@ use metrics::Metrics;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most header lines in one request.
 pub const HEADERS_MAX: usize = 64;
+/// Longest HTTP request head (request line and headers); a longer one is
+/// refused with 431.
+pub const HEAD_BYTES_MAX: usize = 16 * 1024;
+/// TCP connections that may be in HTTP at once (before an upgrade), as a
+/// multiple of `MAX_CONNECTIONS` in total and of `MAX_CONNECTIONS_PER_IP`
+/// per address. Beyond that a new connection is closed at once, unanswered;
+/// below it, an upgrade past the caps is answered 503.
+pub const HANDSHAKE_CAP_FACTOR: usize = 2;
 /// Commands that may wait for the hub before readers are held back.
 const HUB_QUEUE_CAPACITY: usize = 8192;
 
@@ -124,12 +132,61 @@ pub(crate) struct Shared {
     next_conn: AtomicU64,
 }
 
-/// Open WebSocket connections, in total and per peer address.
+/// Connections counted in total and per peer address.
 #[derive(Default)]
-struct Caps {
+struct Counter {
     total: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
-    /// Signalled whenever a connection ends (the drain waits on it).
+}
+
+impl Counter {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.per_ip.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts one more for `ip` unless that would pass either cap.
+    fn try_take(&self, ip: IpAddr, max_total: usize, max_per_ip: usize) -> bool {
+        let mut per_ip = self.lock();
+        let count = per_ip.get(&ip).copied().unwrap_or(0);
+        if count >= max_per_ip || self.total.load(Ordering::Relaxed) >= max_total {
+            return false;
+        }
+        per_ip.insert(ip, count + 1);
+        self.total.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Uncounts one taken for `ip`.
+    fn give_back(&self, ip: IpAddr) {
+        {
+            let mut per_ip = self.lock();
+            if let Some(n) = per_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
+        self.total.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn total(&self) -> usize {
+        self.total.load(Ordering::SeqCst)
+    }
+}
+
+/// The connection caps.
+#[derive(Default)]
+struct Caps {
+    /// Open WebSocket connections (`MAX_CONNECTIONS`,
+    /// `MAX_CONNECTIONS_PER_IP`).
+    open: Counter,
+    /// TCP connections still in HTTP (before an upgrade, or serving
+    /// `/healthz` and the like), at most [`HANDSHAKE_CAP_FACTOR`] times the
+    /// same caps, so that connections that never upgrade cannot take every
+    /// file descriptor (each also ends at the header timeout).
+    handshaking: Counter,
+    /// Signalled whenever a WebSocket connection ends (the drain waits on it).
     released: Notify,
 }
 
@@ -139,47 +196,58 @@ struct CapGuard {
     ip: IpAddr,
 }
 
-impl Caps {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
-        self.per_ip.lock().unwrap_or_else(|e| e.into_inner())
-    }
+/// A counted connection still in HTTP; uncounted when dropped.
+struct HandshakeGuard {
+    shared: Arc<Shared>,
+    ip: IpAddr,
 }
 
 impl Shared {
     fn try_admit(self: &Arc<Self>, ip: IpAddr) -> Option<CapGuard> {
         let config = self.config.load();
-        let mut per_ip = self.caps.lock();
-        let count = per_ip.get(&ip).copied().unwrap_or(0);
-        if count >= config.max_connections_per_ip
-            || self.caps.total.load(Ordering::Relaxed) >= config.max_connections
+        if !self
+            .caps
+            .open
+            .try_take(ip, config.max_connections, config.max_connections_per_ip)
         {
             return None;
         }
-        per_ip.insert(ip, count + 1);
-        self.caps.total.fetch_add(1, Ordering::Relaxed);
         self.metrics.connections.inc();
         Some(CapGuard {
             shared: self.clone(),
             ip,
         })
     }
+
+    fn try_handshake(self: &Arc<Self>, ip: IpAddr) -> Option<HandshakeGuard> {
+        let config = self.config.load();
+        let cap = |n: usize| n.saturating_mul(HANDSHAKE_CAP_FACTOR);
+        self.caps
+            .handshaking
+            .try_take(
+                ip,
+                cap(config.max_connections),
+                cap(config.max_connections_per_ip),
+            )
+            .then(|| HandshakeGuard {
+                shared: self.clone(),
+                ip,
+            })
+    }
 }
 
 impl Drop for CapGuard {
     fn drop(&mut self) {
         let caps = &self.shared.caps;
-        {
-            let mut per_ip = caps.lock();
-            if let Some(n) = per_ip.get_mut(&self.ip) {
-                *n -= 1;
-                if *n == 0 {
-                    per_ip.remove(&self.ip);
-                }
-            }
-        }
-        caps.total.fetch_sub(1, Ordering::Relaxed);
+        caps.open.give_back(self.ip);
         self.shared.metrics.connections.dec();
         caps.released.notify_waiters();
+    }
+}
+
+impl Drop for HandshakeGuard {
+    fn drop(&mut self) {
+        self.shared.caps.handshaking.give_back(self.ip);
     }
 }
 
@@ -254,7 +322,7 @@ pub async fn run_with_reloads<L: Listener>(
             let released = shared.caps.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
-            if shared.caps.total.load(Ordering::SeqCst) == 0 {
+            if shared.caps.open.total() == 0 {
                 return;
             }
             released.await;
@@ -269,7 +337,7 @@ pub async fn run_with_reloads<L: Listener>(
             () = &mut drained => break,
             () = &mut deadline => {
                 warn!(
-                    open = shared.caps.total.load(Ordering::SeqCst),
+                    open = shared.caps.open.total(),
                     "shutdown grace period over; dropping remaining connections"
                 );
                 break;
@@ -323,8 +391,17 @@ where
 {
     match accepted {
         Ok((io, peer)) => {
+            // Past the caps, a TCP connection is closed at once, before a
+            // byte of HTTP is read (an upgrade would get 503 anyway).
+            let Some(guard) = shared.try_handshake(peer.ip()) else {
+                shared.metrics.refused_handshakes.inc();
+                return;
+            };
             let shared = shared.clone();
-            tokio::spawn(serve_http(io, peer, shared, env));
+            tokio::spawn(async move {
+                serve_http(io, peer, shared, env).await;
+                drop(guard);
+            });
         }
         Err(e) => {
             // Out of file descriptors and the like: back off briefly rather
@@ -348,6 +425,7 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_headers(HEADERS_MAX)
+        .max_buf_size(HEAD_BYTES_MAX)
         .auto_date_header(env.http_date_header);
     let connection = builder
         .serve_connection(TokioIo::new(io), service)
