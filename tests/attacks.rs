@@ -1540,12 +1540,6 @@ async fn json_bombs_get_invalid_message_and_the_connection_stays_usable() {
 /// count below is exact.
 const NO_REFILL_MS: u64 = 3_600_000;
 
-fn retry_after(v: &Value) -> u64 {
-    v["payload"]["retryAfterMs"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("retryAfterMs must be a non-negative integer: {v}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flood_of_messages_is_rate_limited_then_closed_with_1008() {
     let mut arena = arena(|c| {

@@ -12,12 +12,6 @@ fn send(room: &str, content: &str) -> Value {
     json!({"roomId": room, "content": content})
 }
 
-fn retry_after(v: &Value) -> u64 {
-    v["payload"]["retryAfterMs"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("retryAfterMs must be a non-negative integer: {v}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_are_limited_per_user_across_connections() {
     let server = start_with(|c| {

@@ -169,6 +169,13 @@ pub fn vm_rss_bytes() -> u64 {
     kib * 1024
 }
 
+/// `retryAfterMs` of a `RATE_LIMIT_EXCEEDED` error.
+pub fn retry_after(v: &Value) -> u64 {
+    v["payload"]["retryAfterMs"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("retryAfterMs must be a non-negative integer: {v}"))
+}
+
 /// What the client saw next.
 #[derive(Debug)]
 pub enum Event {
