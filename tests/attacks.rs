@@ -477,7 +477,8 @@ async fn http_connection_storms_past_the_caps_get_503() {
         metric(&metrics(addr).await, "chatflow_connections"),
         Some(TOTAL as f64)
     );
-    // Plain HTTP is not capped.
+    // Plain HTTP still gets through (connections in HTTP have caps of their
+    // own, twice as large).
     assert_eq!(http_get(addr, "/healthz").await.0, 200);
     assert_eq!(http_get(addr, "/readyz").await.0, 200);
     arena.assert_bystanders_fine().await;
@@ -490,9 +491,9 @@ async fn http_connection_storms_past_the_caps_get_503() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_connections_that_never_upgrade_are_capped_per_address() {
     // Each address may hold twice MAX_CONNECTIONS_PER_IP connections in HTTP
-    // at once; the next is closed at once, unanswered, while other
-    // addresses are served.
-    const PER_IP: usize = 3;
+    // at once, and never fewer than 64; the next is closed at once,
+    // unanswered, while other addresses are served.
+    const PER_IP: usize = 40;
     let mut arena = arena(|c| c.max_connections_per_ip = PER_IP).await;
     let addr = arena.addr;
     let attacker = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
@@ -580,8 +581,11 @@ async fn http_connection_churn_keeps_memory_flat() {
         eprintln!("round {}: VmRSS {} KiB", round + 1, rss[round] / 1024);
     }
     let growth = rss[ROUNDS - 1].saturating_sub(rss[0]);
+    // Well under what one idle connection holds (about 11 KB), per
+    // connection churned: a connection that leaked whole would fail this.
+    let churned = (ROUNDS - 1) * PER_ROUND;
     assert!(
-        growth < 8 << 20,
+        growth < (churned * 4096) as u64,
         "RSS grew by {} KiB between round 1 and round {ROUNDS} ({rss:?})",
         growth / 1024
     );
@@ -815,34 +819,35 @@ async fn tokens_kid_is_ignored_not_used_to_pick_a_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_leeway_accepts_a_few_seconds_and_no_more() {
-    // JWT_LEEWAY_SECONDS 5 (the default).
-    let mut arena = arena(|_| {}).await;
+    // A leeway of 20 s, so that a loaded machine's pauses cannot move a
+    // token across its edge while the test looks.
+    let mut arena = arena(|c| c.jwt_leeway_seconds = 20).await;
     let now = now_s();
     refused_token(
         &arena,
-        "expired 10 s ago",
-        &mint(&TokenSpec::new("late", now - 70, 60)),
+        "expired 40 s ago",
+        &mint(&TokenSpec::new("late", now - 100, 60)),
     )
     .await;
     accepted_token(
         &arena,
-        "nbf 3 s ahead",
+        "nbf 10 s ahead",
         &hs(
             Algorithm::HS256,
-            &json!({"sub": "early", "exp": now + 600, "nbf": now + 3}),
+            &json!({"sub": "early", "exp": now + 600, "nbf": now + 10}),
         ),
         "early",
     )
     .await;
-    // Expired 2 s ago: accepted, but only until exp + leeway, then closed.
+    // Expired 12 s ago: accepted, but only until exp + leeway, then closed.
     let mut c = accepted_token(
         &arena,
-        "expired 2 s ago",
-        &mint(&TokenSpec::new("late", now - 62, 60)),
+        "expired 12 s ago",
+        &mint(&TokenSpec::new("late", now - 72, 60)),
         "late",
     )
     .await;
-    match c.next_event(Duration::from_secs(10)).await {
+    match c.next_event(Duration::from_secs(15)).await {
         Some(Event::Text(v)) => {
             assert_eq!(v["payload"]["code"], "UNAUTHORIZED", "{v}");
             assert_eq!(v["payload"]["message"], "token expired", "{v}");

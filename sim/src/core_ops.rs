@@ -401,13 +401,19 @@ impl Driver {
     /// A text frame from `conn`: recorded, parsed, verified and handled as
     /// the production shell does.
     fn send_text(&mut self, conn: ConnNo, text: String) {
-        let mut bytes = text.clone().into_bytes();
+        let mut bytes = text.into_bytes();
         let inbound = match self.parser.parse(&mut bytes) {
             Err(e) => {
-                // What the client wrote, as it wrote it.
+                // What the server read of it: the `requestId` its error will
+                // echo, if any (a JSON reader of the raw text could read
+                // another, e.g. from duplicate keys or with no `type`).
+                let understood = serde_json::json!({
+                    "type": "(invalid)",
+                    "requestId": e.request_id,
+                });
                 self.record(Obs::Sent {
                     conn,
-                    text: Arc::from(text),
+                    text: Arc::from(understood.to_string()),
                 });
                 Inbound::Invalid(e)
             }

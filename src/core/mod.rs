@@ -22,7 +22,10 @@
 //!    [`Output::Close`]. A connection whose queue is full is closed by the
 //!    driver (1013) and reported with [`Hub::disconnect`].
 //!
-//! `now` must never go backwards between calls.
+//! `now` must never go backwards between calls. Every call first fires the
+//! timers due at its `now`, so an input never overtakes a deadline that has
+//! passed (a message sent at the instant a token expires is not accepted,
+//! however late the driver gets round to [`Hub::tick`]).
 
 mod bucket;
 pub mod log;
@@ -427,7 +430,7 @@ impl Hub {
     /// evicts at once; buckets keep their level, capped at the new capacity;
     /// running auth and typing timers keep their deadlines.
     pub fn set_limits(&mut self, now: Timestamp, limits: Limits) {
-        self.advance(now);
+        self.tick(now);
         let history_limit = limits.history_limit;
         self.limits = limits;
         for room in self.rooms.values_mut() {
@@ -464,7 +467,7 @@ impl Hub {
 
     /// A WebSocket connection was established.
     pub fn connect(&mut self, now: Timestamp, conn: ConnId) {
-        self.advance(now);
+        self.tick(now);
         if self.conns.contains_key(&conn) {
             return;
         }
@@ -485,13 +488,13 @@ impl Hub {
     /// The connection is gone (closed by either side, or dropped). Leaves
     /// every room it had joined.
     pub fn disconnect(&mut self, now: Timestamp, conn: ConnId) {
-        self.advance(now);
+        self.tick(now);
         self.forget(conn);
     }
 
     /// Handles one message received on `conn`.
     pub fn handle(&mut self, now: Timestamp, conn: ConnId, inbound: Inbound) {
-        self.advance(now);
+        self.tick(now);
         let Some(c) = self.conns.get(&conn) else {
             return;
         };

@@ -855,6 +855,49 @@ fn token_expiry_closes_when_exp_plus_leeway_passes() {
     assert_eq!(broadcasts(t.frames(b)), [user_left("general", "alice")]);
 }
 
+/// A driver may be late to call `tick` (a batch of input is handled first):
+/// an input at or after a deadline still sees the deadline fire first.
+#[test]
+fn an_input_after_a_deadline_fires_the_deadline_first() {
+    let mut t = TestHub::new(small_limits());
+    let a = t.connect();
+    let mut tok = token("alice");
+    tok.expires_at_unix_ms = T0 + 5_000;
+    t.auth_with(a, Ok(tok), None, Some("a"));
+    t.one(a);
+    t.join(a, "general");
+    let b = t.user("bob");
+    t.join(b, "general");
+    t.frames(a);
+    // No tick between: the send arrives 1 ms after the token expired.
+    t.now = T0 + 5_001;
+    t.call(
+        a,
+        "SEND_MESSAGE",
+        json!({"roomId": "general", "content": "too late"}),
+        "late",
+    );
+    let events = t.events(a);
+    assert_eq!(events.len(), 2, "{events:?}");
+    let Ev::Frame(f) = &events[0] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(
+        assert_error(f, ErrorCode::Unauthorized, None),
+        "token expired"
+    );
+    assert_eq!(events[1], Ev::Close(1008));
+    // Bob sees alice leave, and no message.
+    assert_eq!(broadcasts(t.frames(b)), [user_left("general", "alice")]);
+    // The same for a connection that never authenticated.
+    let c = t.connect();
+    t.now += small_limits().auth_timeout_ms;
+    t.auth_with(c, Ok(token("carol")), None, Some("late"));
+    let events = t.events(c);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1], Ev::Close(1008));
+}
+
 #[test]
 fn token_refresh_for_the_same_sub_postpones_expiry() {
     let mut t = TestHub::new(small_limits());

@@ -34,8 +34,6 @@ pub const CLIENT_MESSAGE_ID_CHARS_MAX: usize = 64;
 pub const HISTORY_PAGE_MAX: u32 = 100;
 /// `limit` of a `GET_HISTORY` that does not give one.
 pub const HISTORY_PAGE_DEFAULT: u32 = 50;
-/// Largest token accepted; anything longer is refused before decoding.
-pub const TOKEN_BYTES_MAX: usize = 8 * 1024;
 
 /// One parsed client request with the `requestId` it carried.
 #[derive(Debug, Clone, PartialEq, Eq)]

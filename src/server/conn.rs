@@ -40,9 +40,11 @@ pub const FRAGMENT_BYTES_MIN: usize = 64;
 
 /// Most write buffers a worker thread keeps for reuse.
 const POOLED_BUFFERS_MAX: usize = 64;
-/// A write buffer that grew larger than this (a burst, a large echo) is
-/// freed after its batch instead of kept for reuse.
+/// A batch's buffer is written out whenever it holds this much.
 const POOLED_BUFFER_BYTES_MAX: usize = 64 * 1024;
+/// A payload this large is written from its own (shared) bytes rather than
+/// copied into the batch's buffer.
+const LARGE_PAYLOAD_BYTES: usize = 16 * 1024;
 
 thread_local! {
     /// simd-json scratch space, reused by every connection served on this
@@ -509,8 +511,11 @@ where
 }
 
 /// Writes a batch: the ping if due, control frames, data frames, then the
-/// close frame, laid out in one buffer and written at once (one `write` for
-/// what the socket accepts; frames queued back to back leave together).
+/// close frame. Small frames are laid out in one buffer and leave together
+/// (one `write` for what the socket accepts); the buffer is written out
+/// whenever it reaches [`POOLED_BUFFER_BYTES_MAX`], and a large payload is
+/// written from its own shared bytes, so a long queue of large broadcasts
+/// is never copied whole for one reader.
 async fn write_batch<W>(tx: &mut W, batch: &Batch, send_ping: bool) -> std::io::Result<()>
 where
     W: AsyncWrite + Unpin,
@@ -528,11 +533,22 @@ where
         }
     }
     for frame in &batch.frames {
-        let out = match frame {
-            OutFrame::Text(bytes) => Frame::text(Payload::Borrowed(bytes)),
-            OutFrame::Binary(bytes) => Frame::binary(Payload::Borrowed(bytes)),
+        let (mut out, payload) = match frame {
+            OutFrame::Text(bytes) => (Frame::text(Payload::Borrowed(bytes)), bytes),
+            OutFrame::Binary(bytes) => (Frame::binary(Payload::Borrowed(bytes)), bytes),
         };
+        if payload.len() >= LARGE_PAYLOAD_BYTES {
+            put_head(&mut buf, &mut out);
+            tx.write_all(&buf).await?;
+            buf.clear();
+            tx.write_all(payload).await?;
+            continue;
+        }
         put_frame(&mut buf, out);
+        if buf.len() >= POOLED_BUFFER_BYTES_MAX {
+            tx.write_all(&buf).await?;
+            buf.clear();
+        }
     }
     if let Some(close) = batch.close {
         put_frame(
@@ -542,7 +558,7 @@ where
     }
     tx.write_all(&buf).await?;
     tx.flush().await?;
-    if buf.capacity() <= POOLED_BUFFER_BYTES_MAX {
+    if buf.capacity() <= 2 * POOLED_BUFFER_BYTES_MAX {
         buf.clear();
         WRITE_BUFFERS.with_borrow_mut(|pool| {
             if pool.len() < POOLED_BUFFERS_MAX {
@@ -553,12 +569,17 @@ where
     Ok(())
 }
 
-/// Appends `frame` as a server sends it (unmasked): its header, formatted
-/// by fastwebsockets, then its payload.
-fn put_frame(buf: &mut Vec<u8>, mut frame: Frame<'_>) {
+/// Appends the header of `frame` as a server sends it (unmasked), as
+/// fastwebsockets formats it.
+fn put_head(buf: &mut Vec<u8>, frame: &mut Frame<'_>) {
     let mut head = [0u8; 16];
     let len = frame.fmt_head(&mut head);
     buf.extend_from_slice(&head[..len]);
+}
+
+/// Appends `frame` as a server sends it: its header, then its payload.
+fn put_frame(buf: &mut Vec<u8>, mut frame: Frame<'_>) {
+    put_head(buf, &mut frame);
     buf.extend_from_slice(&frame.payload);
 }
 
@@ -582,5 +603,38 @@ mod tests {
         expected.extend_from_slice(&[0x81, 126, 0x01, 0x2c]);
         expected.extend_from_slice(&long);
         assert_eq!(buf, expected);
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_small_and_large_frames_is_written_in_order() {
+        let small = Bytes::from_static(b"small");
+        let large = Bytes::from(vec![b'L'; LARGE_PAYLOAD_BYTES + 1]);
+        let batch = Batch {
+            control: vec![Control::Pong(Bytes::from_static(b"p"))],
+            frames: [
+                OutFrame::Text(small.clone()),
+                OutFrame::Text(large.clone()),
+                OutFrame::Binary(small.clone()),
+            ]
+            .into(),
+            close: Some(super::super::outbox::CloseRequest {
+                code: CloseCode::Normal,
+                reason: "",
+            }),
+        };
+        let mut sink = Vec::new();
+        write_batch(&mut sink, &batch, true).await.expect("write");
+        let mut expected = Vec::new();
+        put_frame(
+            &mut expected,
+            Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[])),
+        );
+        put_frame(&mut expected, Frame::pong(Payload::Borrowed(b"p")));
+        put_frame(&mut expected, Frame::text(Payload::Borrowed(&small)));
+        put_frame(&mut expected, Frame::text(Payload::Borrowed(&large)));
+        put_frame(&mut expected, Frame::binary(Payload::Borrowed(&small)));
+        put_frame(&mut expected, Frame::close(1000, b""));
+        assert_eq!(sink.len(), expected.len());
+        assert!(sink == expected, "frames out of order or malformed");
     }
 }

@@ -46,11 +46,17 @@ pub const HEADERS_MAX: usize = 64;
 /// Longest HTTP request head (request line and headers); a longer one is
 /// refused with 431.
 pub const HEAD_BYTES_MAX: usize = 16 * 1024;
-/// TCP connections that may be in HTTP at once (before an upgrade), as a
-/// multiple of `MAX_CONNECTIONS` in total and of `MAX_CONNECTIONS_PER_IP`
-/// per address. Beyond that a new connection is closed at once, unanswered;
-/// below it, an upgrade past the caps is answered 503.
+/// TCP connections that may be in HTTP at once (before an upgrade, or
+/// asking for `/healthz` and the like), as a multiple of `MAX_CONNECTIONS`
+/// in total and of `MAX_CONNECTIONS_PER_IP` per address, but never fewer
+/// than [`HANDSHAKES_MIN`] and [`HANDSHAKES_PER_IP_MIN`] (small caps must
+/// not starve health checks). Beyond that a new connection is closed at
+/// once, unanswered; below it, an upgrade past the caps is answered 503.
 pub const HANDSHAKE_CAP_FACTOR: usize = 2;
+/// The least total of connections that may be in HTTP at once.
+pub const HANDSHAKES_MIN: usize = 1024;
+/// The least number of connections one address may have in HTTP at once.
+pub const HANDSHAKES_PER_IP_MIN: usize = 64;
 /// Commands that may wait for the hub before readers are held back.
 const HUB_QUEUE_CAPACITY: usize = 8192;
 
@@ -221,13 +227,13 @@ impl Shared {
 
     fn try_handshake(self: &Arc<Self>, ip: IpAddr) -> Option<HandshakeGuard> {
         let config = self.config.load();
-        let cap = |n: usize| n.saturating_mul(HANDSHAKE_CAP_FACTOR);
+        let cap = |n: usize, min: usize| n.saturating_mul(HANDSHAKE_CAP_FACTOR).max(min);
         self.caps
             .handshaking
             .try_take(
                 ip,
-                cap(config.max_connections),
-                cap(config.max_connections_per_ip),
+                cap(config.max_connections, HANDSHAKES_MIN),
+                cap(config.max_connections_per_ip, HANDSHAKES_PER_IP_MIN),
             )
             .then(|| HandshakeGuard {
                 shared: self.clone(),

@@ -20,10 +20,6 @@ use super::Out;
 use super::model::{Model, Req};
 use crate::obs::ConnNo;
 
-/// The message of the server's `ERROR UNAUTHORIZED` at the authentication
-/// timeout (the contract fixes only "token expired"; this one is ours).
-pub const AUTH_TIMEOUT_MESSAGE: &str = "authentication timeout";
-
 fn fmt_ms(ms: u64) -> String {
     format!("{}.{:03}s", ms / 1000, ms % 1000)
 }
@@ -129,10 +125,6 @@ pub fn on_error(
                 "\"token expired\" on a connection that never authenticated".into(),
             ),
         }
-    } else if message != AUTH_TIMEOUT_MESSAGE {
-        // The answer to a request sent without a `requestId` (the contract
-        // echoes none): "authenticate first", a refused token. Not fatal.
-        return;
     } else {
         // The authentication timeout.
         if c.user.is_some() {

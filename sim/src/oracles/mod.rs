@@ -578,12 +578,31 @@ impl Checker {
     /// succeeds has no reply, so one that is skipped over was accepted).
     fn reply_to(&mut self, at: u64, conn: ConnNo, frame: &ServerFrame) -> Option<Req> {
         let rid = frame.request_id.as_deref()?;
+        let place = self.model.place(conn);
         let c = self.model.conns.get_mut(&conn)?;
         let next = loop {
             match c.pending.pop_front() {
-                // A TYPING_STATUS is answered only when it fails.
+                // A TYPING_STATUS is answered only when it fails, so one
+                // skipped over was accepted: it must have been acceptable
+                // (its connection authenticated and in the room).
                 Some(req)
-                    if req.kind == "TYPING_STATUS" && req.request_id.as_deref() != Some(rid) => {}
+                    if req.kind == "TYPING_STATUS" && req.request_id.as_deref() != Some(rid) =>
+                {
+                    let member = req.room.as_ref().is_some_and(|r| c.rooms.contains_key(r));
+                    if c.user.is_none() || !member {
+                        self.out.fail(
+                            "request-order",
+                            at,
+                            place.clone(),
+                            format!(
+                                "TYPING_STATUS {:?} for room {:?} got no error, but the connection is {}",
+                                req.request_id,
+                                req.room,
+                                if c.user.is_none() { "not authenticated" } else { "not in that room" }
+                            ),
+                        );
+                    }
+                }
                 next => break next,
             }
         };
@@ -591,7 +610,6 @@ impl Checker {
             Some(req) if req.request_id.as_deref() == Some(rid) => Some(req),
             other => {
                 let expected = other.as_ref().and_then(|r| r.request_id.clone());
-                let place = self.model.place(conn);
                 self.out.fail(
                     "request-order",
                     at,
