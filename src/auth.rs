@@ -380,7 +380,8 @@ impl<'a> TokenSpec<'a> {
 
 /// Signs an HS256 token with `secret` (for `chat-flow token`, tests and load
 /// generators). Refuses to mint what the verifier would reject for its
-/// content: an empty `sub`, an invalid `username`, an `exp` that overflows.
+/// content: an empty `sub`, an invalid `username`, an `exp` that overflows,
+/// a token longer than [`TOKEN_MAX_BYTES`] (e.g. too many `rooms`).
 pub fn mint_hs256(secret: &[u8], spec: &TokenSpec<'_>) -> Result<String, AuthError> {
     if spec.sub.is_empty() {
         return Err(AuthError::MissingSubject);
@@ -408,12 +409,16 @@ pub fn mint_hs256(secret: &[u8], spec: &TokenSpec<'_>) -> Result<String, AuthErr
     if let Some(audience) = spec.audience {
         claims.insert("aud".to_owned(), Value::from(audience));
     }
-    jsonwebtoken::encode(
+    let token = jsonwebtoken::encode(
         &Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
         &EncodingKey::from_secret(secret),
     )
-    .map_err(|_| AuthError::Signing)
+    .map_err(|_| AuthError::Signing)?;
+    if token.len() > TOKEN_MAX_BYTES {
+        return Err(AuthError::TooLong);
+    }
+    Ok(token)
 }
 
 #[cfg(test)]

@@ -25,7 +25,9 @@
 //! 3. A minted token verifies while unexpired (and the issuer / audience
 //!    match the configuration), with exactly its claims; it is `Expired`
 //!    from `(exp + leeway) * 1000` on; minting refuses exactly an empty
-//!    `sub`, an invalid `username` and an overflowing `exp`.
+//!    `sub`, an invalid `username`, an overflowing `exp`, and claims that
+//!    make the token longer than the verifier's cap (never minting a token
+//!    the verifier refuses for its length).
 //! 4. A minted token is refused by a verifier configured for another
 //!    algorithm (ES256: no HS256 / public-key confusion) and when signed with
 //!    another secret (`BadSignature`, before any claim is looked at).
@@ -40,7 +42,9 @@ use std::sync::OnceLock;
 use arbitrary::Arbitrary;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chat_flow::auth::{AuthError, TokenSpec, VerifiedToken, Verifier, mint_hs256, valid_username};
+use chat_flow::auth::{
+    AuthError, TOKEN_MAX_BYTES, TokenSpec, VerifiedToken, Verifier, mint_hs256, valid_username,
+};
 use chat_flow::config::{Config, JwtAlgorithm, JwtKeySource};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use libfuzzer_sys::fuzz_target;
@@ -528,7 +532,25 @@ fn check_minted(m: &Minted<'_>, config: &Config, verifier: &Verifier) {
         None
     };
     let token = match (minted, expected_refusal) {
-        (Ok(token), None) => token,
+        (Ok(token), None) => {
+            assert!(token.len() <= TOKEN_MAX_BYTES, "minted over the cap");
+            token
+        }
+        // Claims too large for the verifier's cap: refused, never minted.
+        // (Only plausible when the strings are long: JSON escapes at most
+        // sextuple a character and base64 adds a third.)
+        (Err(AuthError::TooLong), None) => {
+            let raw: usize = m.sub.len()
+                + m.username.map_or(0, str::len)
+                + m.rooms.iter().map(|r| r.len() + 3).sum::<usize>()
+                + issuer.map_or(0, str::len)
+                + audience.map_or(0, str::len);
+            assert!(
+                (6 * raw + 200) * 4 / 3 > TOKEN_MAX_BYTES - 100,
+                "a small token was refused as too long"
+            );
+            return;
+        }
         (Err(e), Some(expected)) => {
             assert_eq!(e, expected, "minting refused for the wrong reason");
             return;
