@@ -113,6 +113,7 @@ fn random_programs_break_no_oracle() {
     }
     eprintln!("coverage over 200 programs: {:?}", coverage.0);
     for edge in [
+        "auth_failures_close",
         "auth_timeout_close",
         "history_eviction",
         "rate_limited",

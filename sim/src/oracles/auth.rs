@@ -8,6 +8,9 @@
 //!   and nothing else; no message of its own is accepted from then on.
 //! - An unauthenticated connection gets `ERROR UNAUTHORIZED` and `1008`
 //!   once `AUTH_TIMEOUT_MS` have passed, never earlier.
+//! - The third `AUTHENTICATE` answered `UNAUTHORIZED` is followed by the
+//!   close `1008` and nothing else; a `1008` comes only for one of these
+//!   reasons or right after a `RATE_LIMIT_EXCEEDED` (a row of them).
 //!
 //! "Later than the deadline" is proven by the server itself: a frame that
 //! reaches the client after the deadline plus delivery slack was sent after
@@ -149,7 +152,27 @@ pub fn on_error(
     c.fatal = Some((at, message.to_owned()));
 }
 
-/// The close frame.
+/// Failed `AUTHENTICATE` attempts after which a connection is closed.
+pub const AUTH_FAILURES_MAX: u32 = 3;
+/// What the model calls the end after the last failed attempt.
+const TOO_MANY_FAILURES: &str = "too many failed authentications";
+
+/// An `AUTHENTICATE` answered `UNAUTHORIZED`: the third is the last frame
+/// before the close 1008.
+pub fn on_failed_authentication(m: &mut Model, at: u64, conn: ConnNo) {
+    let Some(c) = m.conns.get_mut(&conn) else {
+        return;
+    };
+    c.failed_auths += 1;
+    if c.failed_auths >= AUTH_FAILURES_MAX && c.fatal.is_none() {
+        c.fatal = Some((at, TOO_MANY_FAILURES.to_owned()));
+    }
+}
+
+/// The close frame. A 1008 has one of the contract's reasons: the auth
+/// timeout, the token's expiry, the third failed authentication (each
+/// announced by the frame before it), or a row of rate-limit rejections
+/// (the frame before it is `RATE_LIMIT_EXCEEDED`).
 pub fn on_close(m: &mut Model, out: &mut Out, at: u64, conn: ConnNo, code: Option<u16>) {
     let place = m.place(conn);
     let Some(c) = m.conns.get(&conn) else {
@@ -159,6 +182,8 @@ pub fn on_close(m: &mut Model, out: &mut Out, at: u64, conn: ConnNo, code: Optio
         (Some((_, why)), Some(1008)) => {
             if why == "token expired" {
                 out.coverage.hit("token_expiry_close");
+            } else if why == TOO_MANY_FAILURES {
+                out.coverage.hit("auth_failures_close");
             } else {
                 out.coverage.hit("auth_timeout_close");
             }
@@ -169,7 +194,20 @@ pub fn on_close(m: &mut Model, out: &mut Out, at: u64, conn: ConnNo, code: Optio
             place,
             format!("after \"{why}\" the close code is {code:?}, not 1008"),
         ),
-        (None, Some(1008)) => out.coverage.hit("policy_close"),
+        (None, Some(1008)) => {
+            out.coverage.hit("policy_close");
+            if c.last_error != Some(ErrorCode::RateLimitExceeded) {
+                out.fail(
+                    "auth",
+                    at,
+                    place,
+                    format!(
+                        "close 1008 without a reason (the frame before it: {:?}; {} failed authentications)",
+                        c.last_error, c.failed_auths
+                    ),
+                );
+            }
+        }
         (None, _) => {}
     }
 }

@@ -554,6 +554,11 @@ impl Checker {
                 retry_after_ms,
             } => {
                 auth::on_error(m, out, at, conn, *code, message, frame.request_id.is_some());
+                if *code == chat_flow::protocol::ErrorCode::Unauthorized
+                    && req.as_ref().is_some_and(|r| r.kind == "AUTHENTICATE")
+                {
+                    auth::on_failed_authentication(m, at, conn);
+                }
                 if *code == chat_flow::protocol::ErrorCode::RateLimitExceeded {
                     out.coverage.hit("rate_limited");
                     if retry_after_ms.is_none() {
@@ -570,6 +575,12 @@ impl Checker {
             ServerMessage::RoomCreated { .. }
             | ServerMessage::RoomList { .. }
             | ServerMessage::Pong {} => {}
+        }
+        if let Some(c) = m.conns.get_mut(&conn) {
+            c.last_error = match &frame.message {
+                ServerMessage::Error { code, .. } => Some(*code),
+                _ => None,
+            };
         }
     }
 

@@ -132,6 +132,10 @@ pub struct Conn {
     pub overdue_reported: bool,
     /// When the last frame from the server (any kind) arrived.
     pub last_recv_at: u64,
+    /// `AUTHENTICATE` requests answered `UNAUTHORIZED` (refreshes included).
+    pub failed_auths: u32,
+    /// The code of the last text frame, if it was an `ERROR`.
+    pub last_error: Option<chat_flow::protocol::ErrorCode>,
 }
 
 impl Conn {
@@ -152,6 +156,8 @@ impl Conn {
             fatal: None,
             overdue_reported: false,
             last_recv_at: at,
+            failed_auths: 0,
+            last_error: None,
         }
     }
 
