@@ -254,6 +254,7 @@ pub fn oracle_config(setup: &Setup) -> OracleConfig {
         typing_timeout_ms: limits.typing_timeout_ms,
         rate_limit_messages: limits.rate_limit_messages,
         rate_limit_window_ms: limits.rate_limit_window_ms,
+        rate_limit_requests: limits.rate_limit_requests,
         jwt_leeway_seconds: setup.leeway_s(),
         auth_timeout_ms: limits.auth_timeout_ms,
         // The core has no pings; nothing checks this without a roster.

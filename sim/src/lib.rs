@@ -201,6 +201,7 @@ pub fn oracle_config(scenario: &Scenario) -> OracleConfig {
         typing_timeout_ms: k.typing_timeout_ms,
         rate_limit_messages: u64::from(k.rate_limit_messages),
         rate_limit_window_ms: k.rate_limit_window_ms,
+        rate_limit_requests: u64::from(k.rate_limit_requests),
         jwt_leeway_seconds: k.jwt_leeway_seconds,
         auth_timeout_ms: k.auth_timeout_ms,
         ping_interval_ms: k.ping_interval_ms,

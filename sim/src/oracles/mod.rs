@@ -45,6 +45,8 @@ pub struct OracleConfig {
     pub rate_limit_messages: u64,
     /// `RATE_LIMIT_WINDOW_MS`.
     pub rate_limit_window_ms: u64,
+    /// `RATE_LIMIT_REQUESTS`: the per-connection bucket's capacity.
+    pub rate_limit_requests: u64,
     /// `JWT_LEEWAY_SECONDS`.
     pub jwt_leeway_seconds: u64,
     /// `AUTH_TIMEOUT_MS`.
@@ -216,6 +218,7 @@ pub struct Checker {
     model: Model,
     typing: typing::Typing,
     rate: rate::Rate,
+    requests: rate::RequestRate,
     clients: client::Clients,
     out: Out,
     last_at: u64,
@@ -228,11 +231,13 @@ impl Checker {
     pub fn new(cfg: OracleConfig, roster: Vec<RosterEntry>) -> Checker {
         let mut rate = rate::Rate::default();
         rate.configure(cfg.rate_limit_messages, cfg.rate_limit_window_ms);
+        let requests = rate::RequestRate::new(cfg.rate_limit_requests, cfg.rate_limit_window_ms);
         Checker {
             roster,
             model: Model::new(cfg),
             typing: typing::Typing::default(),
             rate,
+            requests,
             clients: client::Clients::default(),
             out: Out::default(),
             last_at: 0,
@@ -590,7 +595,21 @@ impl Checker {
     fn reply_to(&mut self, at: u64, conn: ConnNo, frame: &ServerFrame) -> Option<Req> {
         let rid = frame.request_id.as_deref()?;
         let place = self.model.place(conn);
+        let refused = matches!(
+            &frame.message,
+            ServerMessage::Error {
+                code: chat_flow::protocol::ErrorCode::RateLimitExceeded,
+                ..
+            }
+        );
         let c = self.model.conns.get_mut(&conn)?;
+        // What the connection's request bucket let through (a SEND_MESSAGE
+        // of an authenticated connection is charged to its user instead).
+        let run = c.run;
+        // When each request that passed was written.
+        let mut passed = Vec::new();
+        let charged_to_conn =
+            |req: &Req, c: &model::Conn| req.kind != "SEND_MESSAGE" || c.user.is_none();
         let next = loop {
             match c.pending.pop_front() {
                 // A TYPING_STATUS is answered only when it fails, so one
@@ -599,6 +618,7 @@ impl Checker {
                 Some(req)
                     if req.kind == "TYPING_STATUS" && req.request_id.as_deref() != Some(rid) =>
                 {
+                    passed.push(req.at);
                     let member = req.room.as_ref().is_some_and(|r| c.rooms.contains_key(r));
                     if c.user.is_none() || !member {
                         self.out.fail(
@@ -617,6 +637,17 @@ impl Checker {
                 next => break next,
             }
         };
+        if let Some(req) = &next
+            && req.request_id.as_deref() == Some(rid)
+            && !refused
+            && charged_to_conn(req, c)
+        {
+            passed.push(req.at);
+        }
+        for written in passed {
+            self.requests
+                .on_passed(&mut self.out, at, place.clone(), run, conn, written);
+        }
         match next {
             Some(req) if req.request_id.as_deref() == Some(rid) => Some(req),
             other => {
