@@ -713,13 +713,7 @@ fn auth_timeout_closes_at_exactly_the_deadline() {
     assert_eq!(t.closed(a), None);
     assert!(t.hub.is_connected(a));
     t.advance(1);
-    let events = t.events(a);
-    assert_eq!(events.len(), 2, "{events:?}");
-    let Ev::Frame(f) = &events[0] else {
-        panic!("{events:?}")
-    };
-    assert_error(f, ErrorCode::Unauthorized, None);
-    assert_eq!(events[1], Ev::Close(1008));
+    assert_unauthorized_then_closed(&mut t, a, "authentication timeout");
     // The authenticated connection stays; the later one has its own deadline.
     t.silent(b);
     assert_eq!(t.closed(b), None);
@@ -752,13 +746,8 @@ fn third_failed_authenticate_is_answered_then_closes() {
     t.error(a, ErrorCode::InvalidMessage, Some("bad"));
     assert_eq!(t.closed(a), None);
     t.auth_with(a, Err(refused_token()), None, Some("a3"));
-    let events = t.events(a);
-    assert_eq!(events.len(), 2, "{events:?}");
-    let Ev::Frame(f) = &events[0] else {
-        panic!("{events:?}")
-    };
-    assert_error(f, ErrorCode::Unauthorized, Some("a3"));
-    assert_eq!(events[1], Ev::Close(1008));
+    let f = frame_then_close_1008(&mut t, a);
+    assert_error(&f, ErrorCode::Unauthorized, Some("a3"));
     // The core has forgotten it.
     t.gone.remove(&a);
     t.hub.handle(Timestamp(t.now), a, Inbound::Binary);
@@ -822,11 +811,9 @@ fn username_precedence_claim_then_payload_then_user_id() {
     }
 }
 
-/// `expires_at_unix_ms` is `(exp + leeway) * 1000`, the first millisecond at
-/// which the token is no longer accepted (see `crate::auth::VerifiedToken`).
-#[test]
-fn token_expiry_closes_when_exp_plus_leeway_passes() {
-    let mut t = TestHub::new(small_limits());
+/// Alice (token expiring at `T0 + 5 s`) and bob, both in `general`, with
+/// every frame so far read.
+fn alice_expiring_with_bob(t: &mut TestHub) -> (ConnId, ConnId) {
     let a = t.connect();
     let mut tok = token("alice");
     tok.expires_at_unix_ms = T0 + 5_000;
@@ -836,21 +823,40 @@ fn token_expiry_closes_when_exp_plus_leeway_passes() {
     let b = t.user("bob");
     t.join(b, "general");
     t.frames(a);
+    (a, b)
+}
+
+/// What `conn` got since the last look: one frame, then the close 1008,
+/// and nothing else. Returns the frame.
+fn frame_then_close_1008(t: &mut TestHub, conn: ConnId) -> ServerFrame {
+    let mut events = t.events(conn);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1], Ev::Close(1008));
+    match events.swap_remove(0) {
+        Ev::Frame(f) => f,
+        other => panic!("a frame before the close, got {other:?}"),
+    }
+}
+
+/// `conn` got `ERROR UNAUTHORIZED` (`message`, no `requestId`), then the
+/// close 1008, and nothing else.
+fn assert_unauthorized_then_closed(t: &mut TestHub, conn: ConnId, message: &str) {
+    let f = frame_then_close_1008(t, conn);
+    assert_eq!(assert_error(&f, ErrorCode::Unauthorized, None), message);
+}
+
+/// `expires_at_unix_ms` is `(exp + leeway) * 1000`, the first millisecond at
+/// which the token is no longer accepted (see `crate::auth::VerifiedToken`).
+#[test]
+fn token_expiry_closes_when_exp_plus_leeway_passes() {
+    let mut t = TestHub::new(small_limits());
+    let (a, b) = alice_expiring_with_bob(&mut t);
     t.advance_to(T0 + 4_999);
     t.silent(a);
     assert_eq!(t.closed(a), None);
     t.ping_ok(a);
     t.advance(1);
-    let events = t.events(a);
-    assert_eq!(events.len(), 2, "{events:?}");
-    let Ev::Frame(f) = &events[0] else {
-        panic!("{events:?}")
-    };
-    assert_eq!(
-        assert_error(f, ErrorCode::Unauthorized, None),
-        "token expired"
-    );
-    assert_eq!(events[1], Ev::Close(1008));
+    assert_unauthorized_then_closed(&mut t, a, "token expired");
     // Leaving with the close: bob sees alice go.
     assert_eq!(broadcasts(t.frames(b)), [user_left("general", "alice")]);
 }
@@ -860,15 +866,7 @@ fn token_expiry_closes_when_exp_plus_leeway_passes() {
 #[test]
 fn an_input_after_a_deadline_fires_the_deadline_first() {
     let mut t = TestHub::new(small_limits());
-    let a = t.connect();
-    let mut tok = token("alice");
-    tok.expires_at_unix_ms = T0 + 5_000;
-    t.auth_with(a, Ok(tok), None, Some("a"));
-    t.one(a);
-    t.join(a, "general");
-    let b = t.user("bob");
-    t.join(b, "general");
-    t.frames(a);
+    let (a, b) = alice_expiring_with_bob(&mut t);
     // No tick between: the send arrives 1 ms after the token expired.
     t.now = T0 + 5_001;
     t.call(
@@ -877,25 +875,15 @@ fn an_input_after_a_deadline_fires_the_deadline_first() {
         json!({"roomId": "general", "content": "too late"}),
         "late",
     );
-    let events = t.events(a);
-    assert_eq!(events.len(), 2, "{events:?}");
-    let Ev::Frame(f) = &events[0] else {
-        panic!("{events:?}")
-    };
-    assert_eq!(
-        assert_error(f, ErrorCode::Unauthorized, None),
-        "token expired"
-    );
-    assert_eq!(events[1], Ev::Close(1008));
+    assert_unauthorized_then_closed(&mut t, a, "token expired");
     // Bob sees alice leave, and no message.
     assert_eq!(broadcasts(t.frames(b)), [user_left("general", "alice")]);
-    // The same for a connection that never authenticated.
+    // The same for a connection that never authenticated: its AUTHENTICATE
+    // comes after the auth deadline and is not answered.
     let c = t.connect();
     t.now += small_limits().auth_timeout_ms;
     t.auth_with(c, Ok(token("carol")), None, Some("late"));
-    let events = t.events(c);
-    assert_eq!(events.len(), 2, "{events:?}");
-    assert_eq!(events[1], Ev::Close(1008));
+    assert_unauthorized_then_closed(&mut t, c, "authentication timeout");
 }
 
 #[test]
@@ -2199,13 +2187,7 @@ fn persistent_rate_limit_abuse_closes_the_connection() {
     }
     assert_eq!(t.closed(a), None);
     t.call(a, "PING", json!({}), "r3");
-    let events = t.events(a);
-    assert_eq!(events.len(), 2, "{events:?}");
-    let Ev::Frame(f) = &events[0] else {
-        panic!("{events:?}")
-    };
-    retry_after(f, Some("r3"));
-    assert_eq!(events[1], Ev::Close(1008));
+    retry_after(&frame_then_close_1008(&mut t, a), Some("r3"));
     assert_eq!(broadcasts(t.frames(b)), [user_left("general", "alice")]);
     // Another connection of the same user is not affected.
     let a2 = t.user("alice");
