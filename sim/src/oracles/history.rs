@@ -82,15 +82,8 @@ pub fn on_joined(
     let limit = m.cfg.history_limit;
     let first = messages.first().map(|x| x.seq);
     let last = messages.last().map(|x| x.seq);
-    // ROOM_CREATED counts as a ROOM_JOINED (the creator joins); a
-    // CREATE_ROOM without an `id` lets the server pick it.
-    let answers = |req: &Req| match req.kind.as_str() {
-        "JOIN_ROOM" => req.room.as_deref() == Some(room),
-        "CREATE_ROOM" => req.room.as_deref().is_none_or(|id| id == room),
-        _ => false,
-    };
     if let Some(req) = req
-        && !answers(req)
+        && (req.kind != "JOIN_ROOM" || req.room.as_deref() != Some(room))
     {
         out.fail(
             "request-order",

@@ -29,7 +29,7 @@ pub mod typing;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use chat_flow::protocol::server::{ServerFrame, ServerMessage, UserRef};
+use chat_flow::protocol::server::{ServerFrame, ServerMessage};
 
 use crate::obs::{ConnNo, Obs, Record};
 use model::{Conn, Model, Req};
@@ -394,27 +394,7 @@ impl Checker {
         let req = self.reply_to(at, conn, &frame);
         let m = &mut self.model;
         let out = &mut self.out;
-        // CREATE_ROOM joins the creator: its ROOM_CREATED is the ROOM_JOINED
-        // of a new room whose only member is the creator.
-        let created;
-        let message = match &frame.message {
-            ServerMessage::RoomCreated { room, epoch } => {
-                let me = m.user_of(conn).map(|u| UserRef {
-                    user_id: u.to_owned(),
-                    username: String::new(),
-                });
-                created = ServerMessage::RoomJoined {
-                    room: room.clone(),
-                    epoch: epoch.clone(),
-                    messages: Vec::new(),
-                    users: me.into_iter().collect(),
-                    recovered: None,
-                };
-                &created
-            }
-            other => other,
-        };
-        match message {
+        match &frame.message {
             ServerMessage::AuthSuccess { user_id, .. } => {
                 auth::on_auth_success(m, out, at, conn, user_id, req.as_ref());
             }
@@ -426,14 +406,7 @@ impl Checker {
                 recovered,
             } => {
                 let last_before = m.conns[&conn].rooms.get(&room.id).map(|r| r.last);
-                // The epoch exists from now on, messages or not.
-                let run = m.conns[&conn].run;
-                m.logs
-                    .entry((room.id.clone(), epoch.clone()))
-                    .or_insert_with(|| model::RoomLog {
-                        run,
-                        ..model::RoomLog::default()
-                    });
+                m.open_epoch(conn, &room.id, epoch);
                 for msg in messages {
                     order::register(m, &mut self.rate, out, at, conn, epoch, msg);
                 }
@@ -535,12 +508,12 @@ impl Checker {
                 order::on_new_message(m, out, at, conn, msg, req.as_ref());
             }
             ServerMessage::UserJoined { room_id, user } => {
-                presence::on_user_joined(m, out, at, conn, room_id, &user.user_id);
+                presence::on_user_event(m, out, at, conn, room_id, &user.user_id, true);
             }
             ServerMessage::UserLeft {
                 room_id, user_id, ..
             } => {
-                presence::on_user_left(m, out, at, conn, room_id, user_id);
+                presence::on_user_event(m, out, at, conn, room_id, user_id, false);
                 self.typing.on_user_left(m, out, at, conn, room_id, user_id);
             }
             ServerMessage::TypingUpdate {
@@ -577,9 +550,43 @@ impl Checker {
                     }
                 }
             }
-            ServerMessage::RoomCreated { .. }
-            | ServerMessage::RoomList { .. }
-            | ServerMessage::Pong {} => {}
+            ServerMessage::RoomCreated { room, epoch } => {
+                // CREATE_ROOM makes a new, empty room and joins the creator.
+                let place = m.place_room(conn, &room.id, None);
+                let answers = req.as_ref().is_some_and(|r| {
+                    r.kind == "CREATE_ROOM" && r.room.as_deref().is_none_or(|id| id == room.id)
+                });
+                if !answers {
+                    out.fail(
+                        "request-order",
+                        at,
+                        place.clone(),
+                        format!(
+                            "ROOM_CREATED answers {:?}",
+                            req.as_ref().map(|r| (&r.kind, &r.room))
+                        ),
+                    );
+                }
+                if room.member_count != 1 {
+                    out.fail(
+                        "presence",
+                        at,
+                        place,
+                        format!("a new room with memberCount {}", room.member_count),
+                    );
+                }
+                m.open_epoch(conn, &room.id, epoch);
+                order::on_joined(m, out, at, conn, &room.id, epoch, &[], None, None);
+                let me = m.user_of(conn).map(str::to_owned);
+                if let Some(r) = m
+                    .conns
+                    .get_mut(&conn)
+                    .and_then(|c| c.rooms.get_mut(&room.id))
+                {
+                    r.users = me.into_iter().collect();
+                }
+            }
+            ServerMessage::RoomList { .. } | ServerMessage::Pong {} => {}
         }
         if let Some(c) = m.conns.get_mut(&conn) {
             c.last_error = match &frame.message {

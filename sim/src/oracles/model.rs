@@ -210,6 +210,20 @@ pub struct Model {
 }
 
 impl Model {
+    /// The epoch `epoch` of `room` exists from now on (announced to `conn`),
+    /// messages or not.
+    pub fn open_epoch(&mut self, conn: ConnNo, room: &str, epoch: &str) {
+        let Some(run) = self.conns.get(&conn).map(|c| c.run) else {
+            return;
+        };
+        self.logs
+            .entry((room.to_owned(), epoch.to_owned()))
+            .or_insert_with(|| RoomLog {
+                run,
+                ..RoomLog::default()
+            });
+    }
+
     /// An empty model.
     pub fn new(cfg: OracleConfig) -> Model {
         Model {

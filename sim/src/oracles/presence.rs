@@ -58,8 +58,19 @@ pub fn on_joined(
     }
 }
 
-/// `USER_JOINED`.
-pub fn on_user_joined(m: &mut Model, out: &mut Out, at: u64, conn: ConnNo, room: &str, user: &str) {
+/// `USER_JOINED` (`joined`) or `USER_LEFT` about `user` on `conn`: only
+/// for a room the connection is in, never about its own user, and only for
+/// someone absent (joined) or present (left).
+pub fn on_user_event(
+    m: &mut Model,
+    out: &mut Out,
+    at: u64,
+    conn: ConnNo,
+    room: &str,
+    user: &str,
+    joined: bool,
+) {
+    let kind = if joined { "USER_JOINED" } else { "USER_LEFT" };
     let place = m.place_room(conn, room, None);
     let me = m.user_of(conn).map(str::to_owned);
     let Some(r) = m.conns.get_mut(&conn).and_then(|c| c.rooms.get_mut(room)) else {
@@ -67,54 +78,23 @@ pub fn on_user_joined(m: &mut Model, out: &mut Out, at: u64, conn: ConnNo, room:
             "presence",
             at,
             place,
-            format!("USER_JOINED {user} for a room the connection has not joined"),
+            format!("{kind} {user} for a room the connection has not joined"),
         );
         return;
     };
-    if me.as_deref() == Some(user) {
-        out.fail(
-            "presence",
-            at,
-            place,
-            "USER_JOINED about the observer's own user, already present".into(),
-        );
-    } else if !r.users.insert(user.to_owned()) {
-        out.fail(
-            "presence",
-            at,
-            place,
-            format!("USER_JOINED {user}, who was already present"),
-        );
-    }
-}
-
-/// `USER_LEFT`.
-pub fn on_user_left(m: &mut Model, out: &mut Out, at: u64, conn: ConnNo, room: &str, user: &str) {
-    let place = m.place_room(conn, room, None);
-    let me = m.user_of(conn).map(str::to_owned);
-    let Some(r) = m.conns.get_mut(&conn).and_then(|c| c.rooms.get_mut(room)) else {
-        out.fail(
-            "presence",
-            at,
-            place,
-            format!("USER_LEFT {user} for a room the connection has not joined"),
-        );
-        return;
+    let problem = if me.as_deref() == Some(user) {
+        Some(format!(
+            "{kind} about the observer's own user while it is joined"
+        ))
+    } else if joined && !r.users.insert(user.to_owned()) {
+        Some(format!("{kind} {user}, who was already present"))
+    } else if !joined && !r.users.remove(user) {
+        Some(format!("{kind} {user}, who was not present"))
+    } else {
+        None
     };
-    if me.as_deref() == Some(user) {
-        out.fail(
-            "presence",
-            at,
-            place,
-            "USER_LEFT about the observer's own user while it is joined".into(),
-        );
-    } else if !r.users.remove(user) {
-        out.fail(
-            "presence",
-            at,
-            place,
-            format!("USER_LEFT {user}, who was not present"),
-        );
+    if let Some(detail) = problem {
+        out.fail("presence", at, place, detail);
     }
 }
 
