@@ -134,45 +134,44 @@ pub async fn serve_with<S, H>(
     // before the handler is told that reading ended.
     let mut reader = Box::pin(read_loop(&mut rx, &outbox, &mut handler));
     let mut writer = Box::pin(write_loop(&mut write_half, &outbox, ping_interval));
-    // Set when the reader stopped in the middle of the peer's input while
-    // the close frame went out: the socket is drained until this moment.
-    let mut linger_until = None;
-    let end = tokio::select! {
+    // How reading ended (if it did), and how writing ended (if it did).
+    let (read_end, mut write_end) = tokio::select! {
         biased;
         sent = &mut writer => {
             // The close frame is out: the peer may answer with its own close
             // until the connection's last moment. Otherwise (the socket
             // failed, or the peer never read its close) drop it now.
-            if let WriteEnd::CloseSent(last_moment) = sent {
-                let read = tokio::time::timeout_at(last_moment, &mut reader).await;
-                if let Ok(ReadEnd::Close(..)) = read {
-                    linger_until = Some(last_moment);
+            let read = match sent {
+                WriteEnd::CloseSent(last_moment) => {
+                    tokio::time::timeout_at(last_moment, &mut reader).await.ok()
                 }
-            }
-            None
+                WriteEnd::Abandoned => None,
+            };
+            (read, Some(sent))
         }
-        end = &mut reader => Some(end),
+        end = &mut reader => (Some(end), None),
     };
     drop(reader);
     // The handler hears of it at once (the chat core sees the connection
     // leave now), while the writer finishes.
     handler.reading_ended().await;
-    if let Some(end) = end {
+    if write_end.is_none()
+        && let Some(end) = read_end
+    {
         match end {
             ReadEnd::PeerClosed(code) => outbox.close(peer_close_echo(code), ""),
             ReadEnd::Close(code, reason) => outbox.close(code, reason),
             ReadEnd::Gone | ReadEnd::Stopped => {}
         }
-        if end != ReadEnd::Gone
-            && let WriteEnd::CloseSent(last_moment) = (&mut writer).await
-            && matches!(end, ReadEnd::Close(..))
-        {
-            linger_until = Some(last_moment);
+        if end != ReadEnd::Gone {
+            write_end = Some((&mut writer).await);
         }
     }
     drop(writer);
     drop(rx);
-    if let Some(until) = linger_until {
+    // The reader stopped in the middle of the peer's input and the close
+    // frame went out: drain until the connection's last moment.
+    if let (Some(ReadEnd::Close(..)), Some(WriteEnd::CloseSent(until))) = (read_end, write_end) {
         linger(&mut read_half, &mut write_half, until).await;
     }
 }
