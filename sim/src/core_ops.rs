@@ -29,11 +29,12 @@ use std::sync::Arc;
 use arbitrary::Arbitrary;
 use chat_flow::auth::{TokenSpec, Verifier, mint_hs256};
 use chat_flow::config::{Config, DEV_JWT_SECRET};
-use chat_flow::core::{ConnId, DefaultRoom, Hub, Inbound, Limits, Output, Timestamp};
+use chat_flow::core::{ConnId, Hub, Inbound, Limits, Output, Timestamp};
 use chat_flow::protocol::client_encode::encode;
 use chat_flow::protocol::parse::ParseLimits;
 use chat_flow::protocol::server::{ServerFrame, ServerMessage};
 use chat_flow::protocol::{ClientMessage, ClientRequest, MessageKind, Parser, RoomKind};
+use chat_flow::server::default_rooms;
 
 use crate::obs::{ConnNo, Obs, Record};
 use crate::oracles::{Checker, OracleConfig, Out};
@@ -71,7 +72,7 @@ impl Setup {
     pub fn limits(&self) -> Limits {
         Limits {
             auth_timeout_ms: 200 + 100 * u64::from(self.auth_timeout % 50),
-            auth_failures_max: 3,
+            auth_failures_max: chat_flow::core::AUTH_FAILURES_MAX,
             history_limit: 1 + usize::from(self.history_limit % 12),
             typing_timeout_ms: 100 + 100 * u64::from(self.typing_timeout % 50),
             rate_limit_messages: 1 + u64::from(self.rate_limit_messages % 10),
@@ -625,8 +626,4 @@ impl Driver {
             known.push(epoch);
         }
     }
-}
-
-fn default_rooms(config: &Config) -> Vec<DefaultRoom> {
-    chat_flow::server::default_rooms(config)
 }

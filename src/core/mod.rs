@@ -111,6 +111,10 @@ pub enum Output {
     },
 }
 
+/// Failed `AUTHENTICATE` attempts after which the contract closes a
+/// connection.
+pub const AUTH_FAILURES_MAX: u32 = 3;
+
 /// The limits of the contract that the core enforces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -138,7 +142,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             auth_timeout_ms: 10_000,
-            auth_failures_max: 3,
+            auth_failures_max: AUTH_FAILURES_MAX,
             history_limit: 100,
             typing_timeout_ms: 5_000,
             rate_limit_messages: 20,

@@ -34,7 +34,7 @@ use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
 use serde_json::json;
 
 use super::tests::{T0, TestHub, refused_token};
-use super::{ConnId, Limits, Output};
+use super::{AUTH_FAILURES_MAX, ConnId, Limits, Output};
 use crate::protocol::server::{ChatMessage, RoomInfo, ServerFrame, ServerMessage, UserRef};
 use crate::protocol::time::rfc3339_ms;
 use crate::protocol::{ErrorCode, MessageKind, RoomKind};
@@ -52,7 +52,6 @@ const WINDOW_MS: u64 = 2_000;
 const DISCONNECT_AFTER: u32 = 4;
 const AUTH_TIMEOUT_MS: u64 = 4_000;
 const TYPING_TIMEOUT_MS: u64 = 1_500;
-const AUTH_FAILURES_MAX: u32 = 3;
 
 fn limits(history_limit: usize) -> Limits {
     Limits {

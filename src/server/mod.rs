@@ -533,7 +533,7 @@ fn upgrade(req: &mut Request<Incoming>, peer: SocketAddr, shared: &Arc<Shared>) 
 pub fn core_limits(config: &Config) -> Limits {
     Limits {
         auth_timeout_ms: config.auth_timeout_ms,
-        auth_failures_max: 3,
+        auth_failures_max: crate::core::AUTH_FAILURES_MAX,
         history_limit: config.history_limit,
         typing_timeout_ms: config.typing_timeout_ms,
         rate_limit_messages: u64::from(config.rate_limit_messages),

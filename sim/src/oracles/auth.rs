@@ -152,8 +152,6 @@ pub fn on_error(
     c.fatal = Some((at, message.to_owned()));
 }
 
-/// Failed `AUTHENTICATE` attempts after which a connection is closed.
-pub const AUTH_FAILURES_MAX: u32 = 3;
 /// What the model calls the end after the last failed attempt.
 const TOO_MANY_FAILURES: &str = "too many failed authentications";
 
@@ -164,7 +162,7 @@ pub fn on_failed_authentication(m: &mut Model, at: u64, conn: ConnNo) {
         return;
     };
     c.failed_auths += 1;
-    if c.failed_auths >= AUTH_FAILURES_MAX && c.fatal.is_none() {
+    if c.failed_auths >= chat_flow::core::AUTH_FAILURES_MAX && c.fatal.is_none() {
         c.fatal = Some((at, TOO_MANY_FAILURES.to_owned()));
     }
 }
