@@ -1213,8 +1213,8 @@ async fn frames_control_frame_abuse_closes_with_1002() {
     ] {
         assert_eq!(closed_by(addr, &bytes).await, expected, "{what}");
     }
-    // A ping flood from a client that never reads: pongs are capped (at
-    // most 16 pending), the connection just stays up.
+    // A ping flood from a client that never reads: the connection stays up
+    // and keeps answering.
     let mut raw = RawWs::connect(addr).await;
     let pings: Vec<u8> = (0..20_000)
         .flat_map(|_| encode_frame(true, op::PING, &[b'x'; 125]))
@@ -1232,7 +1232,10 @@ async fn frames_control_frame_abuse_closes_with_1002() {
         }
     };
     assert_eq!(v["requestId"], "after-pings", "{v}");
-    assert!((1..=20_000).contains(&pongs));
+    // How many pongs get through depends on the socket buffers; the cap on
+    // pending ones is unit-tested (outbox::pending_pongs_are_capped). What
+    // matters here: pings are still answered and the connection still serves.
+    assert!(pongs >= 1, "no pong at all");
     arena.assert_bystanders_fine().await;
 }
 

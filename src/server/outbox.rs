@@ -24,6 +24,11 @@ use crate::protocol::CloseCode;
 /// queued before it) and to answer with its own; then it is dropped.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
+/// Control frames (pongs) that may wait to be written; a ping flood from a
+/// client that does not read gets no more answers than this until the
+/// writer catches up.
+pub const PENDING_CONTROL_MAX: usize = 16;
+
 /// Why a push was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushError {
@@ -140,7 +145,7 @@ impl Outbox {
     /// per frame received, and the reader is bounded by the rate limits).
     pub fn push_control(&self, control: Control) {
         let mut s = self.lock();
-        if s.close.is_some() || s.control.len() >= 16 {
+        if s.close.is_some() || s.control.len() >= PENDING_CONTROL_MAX {
             return;
         }
         s.control.push(control);
@@ -253,6 +258,21 @@ mod tests {
         o.batch_written();
         assert_eq!(o.push(Bytes::from_static(b"x")), Ok(()));
         assert_eq!(o.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn pending_pongs_are_capped() {
+        let o = Outbox::new(8);
+        for i in 0..PENDING_CONTROL_MAX + 5 {
+            o.push_control(Control::Pong(Bytes::from(vec![i as u8])));
+        }
+        let b = o.next_batch().await;
+        assert_eq!(b.control.len(), PENDING_CONTROL_MAX);
+        // The oldest are kept, in order.
+        assert_eq!(b.control[0], Control::Pong(Bytes::from(vec![0])));
+        o.batch_written();
+        o.push_control(Control::Pong(Bytes::from_static(b"again")));
+        assert_eq!(o.next_batch().await.control.len(), 1);
     }
 
     #[tokio::test]
