@@ -226,20 +226,24 @@ impl Shared {
     }
 
     fn try_handshake(self: &Arc<Self>, ip: IpAddr) -> Option<HandshakeGuard> {
-        let config = self.config.load();
-        let cap = |n: usize, min: usize| n.saturating_mul(HANDSHAKE_CAP_FACTOR).max(min);
+        let (total, per_ip) = handshake_caps(&self.config.load());
         self.caps
             .handshaking
-            .try_take(
-                ip,
-                cap(config.max_connections, HANDSHAKES_MIN),
-                cap(config.max_connections_per_ip, HANDSHAKES_PER_IP_MIN),
-            )
+            .try_take(ip, total, per_ip)
             .then(|| HandshakeGuard {
                 shared: self.clone(),
                 ip,
             })
     }
+}
+
+/// How many connections may be in HTTP at once: in total, and per address.
+fn handshake_caps(config: &Config) -> (usize, usize) {
+    let cap = |n: usize, min: usize| n.saturating_mul(HANDSHAKE_CAP_FACTOR).max(min);
+    (
+        cap(config.max_connections, HANDSHAKES_MIN),
+        cap(config.max_connections_per_ip, HANDSHAKES_PER_IP_MIN),
+    )
 }
 
 impl Drop for CapGuard {
@@ -614,5 +618,45 @@ impl RunningServer {
         self.task
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_caps_are_twice_the_connection_caps_with_floors() {
+        let caps = |total, per_ip| {
+            handshake_caps(&Config {
+                max_connections: total,
+                max_connections_per_ip: per_ip,
+                ..Config::default()
+            })
+        };
+        assert_eq!(caps(10_000, 100), (20_000, 200));
+        // Small caps do not starve health checks.
+        assert_eq!(caps(2, 1), (HANDSHAKES_MIN, HANDSHAKES_PER_IP_MIN));
+        assert_eq!(caps(usize::MAX, usize::MAX), (usize::MAX, usize::MAX));
+    }
+
+    #[test]
+    fn a_counter_caps_in_total_and_per_address_and_gives_back() {
+        let c = Counter::default();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!(c.try_take(a, 3, 2));
+        assert!(c.try_take(a, 3, 2));
+        assert!(!c.try_take(a, 3, 2), "per address");
+        assert!(c.try_take(b, 3, 2));
+        assert!(!c.try_take(b, 3, 2), "in total");
+        c.give_back(a);
+        assert!(c.try_take(b, 3, 2));
+        assert_eq!(c.total(), 3);
+        for ip in [a, b, b] {
+            c.give_back(ip);
+        }
+        assert_eq!(c.total(), 0);
+        assert!(c.lock().is_empty(), "no address left behind");
     }
 }
