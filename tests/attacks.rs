@@ -623,15 +623,6 @@ fn dev_key() -> EncodingKey {
     EncodingKey::from_secret(DEV_JWT_SECRET.as_bytes())
 }
 
-/// `header.claims.` with no signature.
-fn unsigned(header: &Value, claims: &Value) -> String {
-    format!(
-        "{}.{}.",
-        b64url(header.to_string().as_bytes()),
-        b64url(claims.to_string().as_bytes())
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_forged_or_malformed_are_unauthorized() {
     let mut arena = arena(|_| {}).await;

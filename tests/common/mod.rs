@@ -108,6 +108,16 @@ pub fn b64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// `header.claims.` with no signature (an `alg: none` token, or any other
+/// header left unsigned).
+pub fn unsigned(header: &Value, claims: &Value) -> String {
+    format!(
+        "{}.{}.",
+        b64url(header.to_string().as_bytes()),
+        b64url(claims.to_string().as_bytes())
+    )
+}
+
 /// A compact JWS with exactly this `header` and these `claims` (nothing
 /// added: any `alg`, `kid` or `crit` the test wants), signed as `alg` with
 /// `key` whatever the header says.
