@@ -7,9 +7,10 @@
 //! `read_frame` is not cancel-safe, so it is never raced against anything
 //! but the end of the connection.
 //!
-//! The writer owns the write half: it drains the connection's [`Outbox`] in
-//! batches (one flush per batch), sends the periodic ping, and finishes with
-//! the close frame. Once a close is requested, it has
+//! The write half lives in the connection's [`Outbox`]: the hub writes
+//! deliveries straight to it while it is idle, and the writer task takes it
+//! for everything else: what the socket did not take at once (one flush per
+//! batch), pongs, the periodic ping, and finally the close frame. Once a close is requested, it has
 //! [`CLOSE_GRACE`](super::outbox::CLOSE_GRACE) to get
 //! everything out; a client that does not read by then is dropped.
 
@@ -26,8 +27,9 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use super::Shared;
+use super::frames;
 use super::hub::HubCommand;
-use super::outbox::{Batch, Control, OutFrame, Outbox};
+use super::outbox::{Batch, Control, Outbox};
 use crate::core::{ConnId, Inbound};
 use crate::protocol::parse::ParseLimits;
 use crate::protocol::{ClientMessage, CloseCode, Parser};
@@ -38,22 +40,10 @@ use std::future::Future;
 /// of tiny or empty continuation frames is bounded like the bytes are.
 pub const FRAGMENT_BYTES_MIN: usize = 64;
 
-/// Most write buffers a worker thread keeps for reuse.
-const POOLED_BUFFERS_MAX: usize = 64;
-/// A batch's buffer is written out whenever it holds this much.
-const POOLED_BUFFER_BYTES_MAX: usize = 64 * 1024;
-/// A payload this large is written from its own (shared) bytes rather than
-/// copied into the batch's buffer.
-const LARGE_PAYLOAD_BYTES: usize = 16 * 1024;
-
 thread_local! {
     /// simd-json scratch space, reused by every connection served on this
     /// worker thread.
     static PARSER: RefCell<Parser> = RefCell::new(Parser::new(ParseLimits::default()));
-    /// Buffers in which a batch of frames is laid out for one write, reused
-    /// by every connection served on this worker thread: a connection holds
-    /// one only while it writes, so an idle connection holds none.
-    static WRITE_BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Why the reader stopped.
@@ -118,11 +108,12 @@ pub async fn serve_with<S, H>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
-    // The halves stay ours (fastwebsockets borrows the read half), so that
-    // after a close the socket can still be drained: see [`linger`]. The
-    // writer lays out each batch of frames itself (headers formatted by
-    // fastwebsockets) and writes it at once: see [`write_batch`].
-    let (mut read_half, mut write_half) = tokio::io::split(ws.into_inner());
+    // The read half stays ours (fastwebsockets borrows it) and the write
+    // half goes to the outbox until the end, so that after a close the
+    // socket can still be drained: see [`linger`]. Frames are laid out by
+    // [`frames`](super::frames) (headers formatted by fastwebsockets).
+    let (mut read_half, write_half) = tokio::io::split(ws.into_inner());
+    outbox.attach(Box::new(write_half));
     let (mut rx, _) = after_handshake_split(&mut read_half, tokio::io::sink(), Role::Server);
     rx.set_auto_close(false);
     rx.set_auto_pong(false);
@@ -133,7 +124,7 @@ pub async fn serve_with<S, H>(
     // Boxed, so that the reader (which borrows the handler) can be dropped
     // before the handler is told that reading ended.
     let mut reader = Box::pin(read_loop(&mut rx, &outbox, &mut handler));
-    let mut writer = Box::pin(write_loop(&mut write_half, &outbox, ping_interval));
+    let mut writer = Box::pin(write_loop(&outbox, ping_interval));
     // How reading ended (if it did), and how writing ended (if it did).
     let (read_end, mut write_end) = tokio::select! {
         biased;
@@ -169,9 +160,13 @@ pub async fn serve_with<S, H>(
     }
     drop(writer);
     drop(rx);
+    // The socket closes when this function returns, whoever keeps the outbox.
+    let write_half = outbox.detach();
     // The reader stopped in the middle of the peer's input and the close
     // frame went out: drain until the connection's last moment.
-    if let (Some(ReadEnd::Close(..)), Some(WriteEnd::CloseSent(until))) = (read_end, write_end) {
+    if let (Some(ReadEnd::Close(..)), Some(WriteEnd::CloseSent(until)), Some(mut write_half)) =
+        (read_end, write_end, write_half)
+    {
         linger(&mut read_half, &mut write_half, until).await;
     }
 }
@@ -476,10 +471,7 @@ enum WriteEnd {
     Abandoned,
 }
 
-async fn write_loop<W>(tx: &mut W, outbox: &Outbox, ping_interval: Duration) -> WriteEnd
-where
-    W: AsyncWrite + Unpin,
-{
+async fn write_loop(outbox: &Outbox, ping_interval: Duration) -> WriteEnd {
     let kill = async {
         let last_moment = outbox.closing().await;
         tokio::time::sleep_until(last_moment).await;
@@ -488,18 +480,24 @@ where
     let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let (batch, send_ping) = tokio::select! {
+        let (batch, sink) = tokio::select! {
             biased;
             () = &mut kill => return WriteEnd::Abandoned,
-            batch = outbox.next_batch() => (batch, false),
-            _ = ping.tick() => (Batch::default(), true),
+            batch = outbox.next_batch() => batch,
+            _ = ping.tick() => {
+                outbox.request_ping();
+                continue;
+            }
+        };
+        let Some(mut sink) = sink else {
+            return WriteEnd::Abandoned;
         };
         let written = tokio::select! {
             biased;
             () = &mut kill => return WriteEnd::Abandoned,
-            r = write_batch(tx, &batch, send_ping) => r,
+            r = write_batch(&mut sink, &batch) => r,
         };
-        outbox.batch_written();
+        outbox.batch_written(sink);
         if written.is_err() {
             return WriteEnd::Abandoned;
         }
@@ -512,105 +510,71 @@ where
 /// Writes a batch: the ping if due, control frames, data frames, then the
 /// close frame. Small frames are laid out in one buffer and leave together
 /// (one `write` for what the socket accepts); the buffer is written out
-/// whenever it reaches [`POOLED_BUFFER_BYTES_MAX`], and a large payload is
-/// written from its own shared bytes, so a long queue of large broadcasts
-/// is never copied whole for one reader.
-async fn write_batch<W>(tx: &mut W, batch: &Batch, send_ping: bool) -> std::io::Result<()>
+/// whenever it reaches [`frames::POOLED_BUFFER_BYTES_MAX`], and a large
+/// payload is written from its own shared bytes, so a long queue of large
+/// broadcasts is never copied whole for one reader.
+async fn write_batch<W>(tx: &mut W, batch: &Batch) -> std::io::Result<()>
 where
-    W: AsyncWrite + Unpin,
+    W: AsyncWrite + Unpin + ?Sized,
 {
-    let mut buf = WRITE_BUFFERS.with_borrow_mut(Vec::pop).unwrap_or_default();
-    if send_ping {
-        put_frame(
+    let mut buf = frames::take_buffer();
+    if batch.ping {
+        frames::put_frame(
             &mut buf,
             Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[])),
         );
     }
     for control in &batch.control {
         match control {
-            Control::Pong(payload) => put_frame(&mut buf, Frame::pong(Payload::Borrowed(payload))),
+            Control::Pong(payload) => {
+                frames::put_frame(&mut buf, Frame::pong(Payload::Borrowed(payload)));
+            }
         }
     }
     for frame in &batch.frames {
-        let (mut out, payload) = match frame {
-            OutFrame::Text(bytes) => (Frame::text(Payload::Borrowed(bytes)), bytes),
-            OutFrame::Binary(bytes) => (Frame::binary(Payload::Borrowed(bytes)), bytes),
-        };
-        if payload.len() >= LARGE_PAYLOAD_BYTES {
-            put_head(&mut buf, &mut out);
+        let payload = frame.bytes();
+        if payload.len() >= frames::LARGE_PAYLOAD_BYTES {
+            if let Some(mut out) = frames::data_frame(frame) {
+                frames::put_head(&mut buf, &mut out);
+            }
             tx.write_all(&buf).await?;
             buf.clear();
             tx.write_all(payload).await?;
             continue;
         }
-        put_frame(&mut buf, out);
-        if buf.len() >= POOLED_BUFFER_BYTES_MAX {
+        frames::put_out_frame(&mut buf, frame);
+        if buf.len() >= frames::POOLED_BUFFER_BYTES_MAX {
             tx.write_all(&buf).await?;
             buf.clear();
         }
     }
     if let Some(close) = batch.close {
-        put_frame(
+        frames::put_frame(
             &mut buf,
             Frame::close(close.code.code(), close.reason.as_bytes()),
         );
     }
     tx.write_all(&buf).await?;
     tx.flush().await?;
-    if buf.capacity() <= 2 * POOLED_BUFFER_BYTES_MAX {
-        buf.clear();
-        WRITE_BUFFERS.with_borrow_mut(|pool| {
-            if pool.len() < POOLED_BUFFERS_MAX {
-                pool.push(buf);
-            }
-        });
-    }
+    frames::give_back(buf);
     Ok(())
-}
-
-/// Appends the header of `frame` as a server sends it (unmasked), as
-/// fastwebsockets formats it.
-fn put_head(buf: &mut Vec<u8>, frame: &mut Frame<'_>) {
-    let mut head = [0u8; 16];
-    let len = frame.fmt_head(&mut head);
-    buf.extend_from_slice(&head[..len]);
-}
-
-/// Appends `frame` as a server sends it: its header, then its payload.
-fn put_frame(buf: &mut Vec<u8>, mut frame: Frame<'_>) {
-    put_head(buf, &mut frame);
-    buf.extend_from_slice(&frame.payload);
 }
 
 #[cfg(test)]
 mod tests {
+    use super::frames::put_frame;
     use super::*;
-
-    #[test]
-    fn frames_are_laid_out_as_a_server_sends_them() {
-        let mut buf = Vec::new();
-        put_frame(&mut buf, Frame::text(Payload::Borrowed(b"hi")));
-        put_frame(
-            &mut buf,
-            Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[])),
-        );
-        put_frame(&mut buf, Frame::close(1013, b"slow"));
-        let long = vec![b'x'; 300];
-        put_frame(&mut buf, Frame::text(Payload::Borrowed(&long)));
-        let mut expected = vec![0x81, 2, b'h', b'i', 0x89, 0, 0x88, 6, 0x03, 0xf5];
-        expected.extend_from_slice(b"slow");
-        expected.extend_from_slice(&[0x81, 126, 0x01, 0x2c]);
-        expected.extend_from_slice(&long);
-        assert_eq!(buf, expected);
-    }
+    use crate::server::outbox::OutFrame;
 
     #[tokio::test]
     async fn a_batch_of_small_and_large_frames_is_written_in_order() {
         let small = Bytes::from_static(b"small");
-        let large = Bytes::from(vec![b'L'; LARGE_PAYLOAD_BYTES + 1]);
+        let large = Bytes::from(vec![b'L'; frames::LARGE_PAYLOAD_BYTES + 1]);
         let batch = Batch {
+            ping: true,
             control: vec![Control::Pong(Bytes::from_static(b"p"))],
             frames: [
+                OutFrame::Rest(Bytes::from_static(b"rest of a frame")),
                 OutFrame::Text(small.clone()),
                 OutFrame::Text(large.clone()),
                 OutFrame::Binary(small.clone()),
@@ -622,13 +586,14 @@ mod tests {
             }),
         };
         let mut sink = Vec::new();
-        write_batch(&mut sink, &batch, true).await.expect("write");
+        write_batch(&mut sink, &batch).await.expect("write");
         let mut expected = Vec::new();
         put_frame(
             &mut expected,
             Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[])),
         );
         put_frame(&mut expected, Frame::pong(Payload::Borrowed(b"p")));
+        expected.extend_from_slice(b"rest of a frame");
         put_frame(&mut expected, Frame::text(Payload::Borrowed(&small)));
         put_frame(&mut expected, Frame::text(Payload::Borrowed(&large)));
         put_frame(&mut expected, Frame::binary(Payload::Borrowed(&small)));

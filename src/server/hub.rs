@@ -6,6 +6,7 @@
 //! readers) rather than growing memory.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -82,11 +83,16 @@ struct Driver {
     hub: Hub,
     clock: Clock,
     metrics: Arc<Metrics>,
-    outboxes: HashMap<ConnId, Arc<Outbox>>,
+    /// Each connection's queue (and socket write half). A fixed hasher: the
+    /// order in which a crashed hub drops them (closing their sockets) is
+    /// the same in every run of a simulation seed.
+    outboxes: HashMap<ConnId, Arc<Outbox>, BuildHasherDefault<DefaultHasher>>,
     published: Stats,
     shutting_down: bool,
     /// Messages accepted in this batch, with when they arrived.
     sends: Vec<Instant>,
+    /// Connections with frames queued in this batch, to flush at its end.
+    dirty: Vec<ConnId>,
 }
 
 /// Runs the hub until every sender of `commands` is gone.
@@ -101,10 +107,11 @@ pub async fn run(
         hub,
         clock,
         metrics,
-        outboxes: HashMap::new(),
+        outboxes: HashMap::default(),
         published,
         shutting_down: false,
         sends: Vec::new(),
+        dirty: Vec::new(),
     };
     d.finish_batch();
     loop {
@@ -128,6 +135,7 @@ pub async fn run(
         }
         d.hub.tick(d.clock.now());
         d.route();
+        d.flush();
         d.finish_batch();
     }
 }
@@ -194,8 +202,12 @@ impl Driver {
                         let Some(outbox) = self.outboxes.get(&conn) else {
                             continue;
                         };
-                        match outbox.push(frame) {
-                            Ok(()) => {}
+                        match outbox.queue(frame) {
+                            Ok(first) => {
+                                if first {
+                                    self.dirty.push(conn);
+                                }
+                            }
                             Err(PushError::Full) => {
                                 outbox.close_discarding(CloseCode::TryAgainLater, "slow consumer");
                                 self.outboxes.remove(&conn);
@@ -218,6 +230,17 @@ impl Driver {
             let now = self.clock.now();
             for conn in slow {
                 self.hub.disconnect(now, conn);
+            }
+        }
+    }
+
+    /// Sends what the batch queued: one write per connection, straight from
+    /// here when its socket is idle and takes it all (see [`Outbox::flush`]).
+    fn flush(&mut self) {
+        for conn in self.dirty.drain(..) {
+            // A connection closed since has its writer woken by the close.
+            if let Some(outbox) = self.outboxes.get(&conn) {
+                outbox.flush();
             }
         }
     }

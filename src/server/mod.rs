@@ -9,6 +9,7 @@
 //! `GET /metrics`; anything else is 404.
 
 pub mod conn;
+mod frames;
 pub mod hub;
 pub mod metrics;
 pub mod outbox;

@@ -1,24 +1,42 @@
-//! A connection's bounded outbound queue.
+//! A connection's bounded outbound queue, and the socket's write half.
 //!
 //! The hub pushes frames without ever waiting: when a connection's queue is
 //! full the push fails and the hub closes that connection with 1013, so a
 //! slow reader never slows the room down and never grows the server's
-//! memory. The connection's writer takes everything queued in one go and
-//! writes it as one batch (one flush, so frames queued back to back leave in
-//! as few syscalls as the socket allows).
+//! memory.
 //!
-//! The lock is per connection and held only to push or to swap the queue out:
-//! no lock is shared by all connections on the delivery path.
+//! Two ways out. After each batch of commands the hub [`flush`]es the
+//! connections it queued frames for: when no writer is using the socket,
+//! everything queued is laid out in one buffer and written at once without
+//! waiting (a poll with a no-op waker), so a delivery costs one `write` and
+//! no task wake-up. Whatever the socket does not take — and every pong,
+//! ping and close — goes to the connection's writer task, which takes
+//! everything queued in one go, waits for the socket as long as it must,
+//! and gives the write half back when done.
+//!
+//! The lock is per connection and held only to push, to swap the queue out,
+//! or for one non-blocking write: no lock is shared by all connections on the
+//! delivery path.
+//!
+//! [`flush`]: Outbox::flush
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::io::AsyncWrite;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::frames;
 use crate::protocol::CloseCode;
+
+/// A connection's write half, shared by the hub (non-blocking writes while
+/// the writer is idle) and the connection's writer task.
+pub type Sink = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Time a closing connection gets to take its close frame (and what was
 /// queued before it) and to answer with its own; then it is dropped.
@@ -45,6 +63,18 @@ pub enum OutFrame {
     Text(Bytes),
     /// A binary frame (test tools such as the Autobahn echo server).
     Binary(Bytes),
+    /// The bytes of a frame the socket took only part of: they go out as
+    /// they are, before anything else.
+    Rest(Bytes),
+}
+
+impl OutFrame {
+    /// The payload (or, for [`OutFrame::Rest`], the remaining bytes).
+    pub fn bytes(&self) -> &Bytes {
+        match self {
+            OutFrame::Text(b) | OutFrame::Binary(b) | OutFrame::Rest(b) => b,
+        }
+    }
 }
 
 /// A control frame the writer sends ahead of queued data.
@@ -66,7 +96,9 @@ pub struct CloseRequest {
 /// What the writer should do next.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// Control frames first.
+    /// A ping first, if one is due.
+    pub ping: bool,
+    /// Then control frames.
     pub control: Vec<Control>,
     /// Then these data frames, in order.
     pub frames: VecDeque<OutFrame>,
@@ -74,8 +106,36 @@ pub struct Batch {
     pub close: Option<CloseRequest>,
 }
 
+/// Where the write half is.
+#[derive(Default)]
+enum SinkSlot {
+    /// Not attached yet, or detached for good.
+    #[default]
+    None,
+    /// Idle: the hub may write to it without waiting.
+    Parked(Sink),
+    /// Taken by the writer task.
+    Taken,
+}
+
+impl std::fmt::Debug for SinkSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SinkSlot::None => "None",
+            SinkSlot::Parked(_) => "Parked",
+            SinkSlot::Taken => "Taken",
+        })
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
+    sink: SinkSlot,
+    /// A ping is due.
+    ping: bool,
+    /// Bytes were written straight to the sink and its flush did not
+    /// complete: the writer must flush it.
+    unflushed: bool,
     frames: VecDeque<OutFrame>,
     control: Vec<Control>,
     /// Frames taken by the writer and not yet written: they still count
@@ -118,13 +178,43 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a text frame.
+    /// Gives the outbox the socket's write half. Until then, and after
+    /// [`detach`](Outbox::detach), nothing can be written.
+    pub fn attach(&self, sink: Sink) {
+        self.lock().sink = SinkSlot::Parked(sink);
+    }
+
+    /// Takes the write half back for good (once the writer is done with it),
+    /// so that the socket closes when its owner drops it, however long the
+    /// hub keeps this outbox.
+    pub fn detach(&self) -> Option<Sink> {
+        match std::mem::take(&mut self.lock().sink) {
+            SinkSlot::Parked(sink) => Some(sink),
+            SinkSlot::None | SinkSlot::Taken => None,
+        }
+    }
+
+    /// Queues a text frame and wakes the writer.
     pub fn push(&self, frame: Bytes) -> Result<(), PushError> {
         self.push_frame(OutFrame::Text(frame))
     }
 
-    /// Queues a data frame of either kind.
+    /// Queues a data frame of either kind and wakes the writer.
     pub fn push_frame(&self, frame: OutFrame) -> Result<(), PushError> {
+        if self.enqueue(frame)? {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queues a text frame without sending it yet: the caller
+    /// [`flush`](Outbox::flush)es once its batch of pushes is done. `true`
+    /// when the queue was empty (this connection needs that flush).
+    pub fn queue(&self, frame: Bytes) -> Result<bool, PushError> {
+        self.enqueue(OutFrame::Text(frame))
+    }
+
+    fn enqueue(&self, frame: OutFrame) -> Result<bool, PushError> {
         let mut s = self.lock();
         if s.close.is_some() {
             return Err(PushError::Closed);
@@ -134,11 +224,40 @@ impl Outbox {
         }
         let was_empty = s.frames.is_empty();
         s.frames.push_back(frame);
+        Ok(was_empty)
+    }
+
+    /// Sends what is queued. When no writer is using the socket (and no
+    /// control frame or close is pending), everything queued is laid out in
+    /// one buffer and written without waiting; what the socket does not take
+    /// stays queued, in order, and the writer is woken for it.
+    pub fn flush(&self) {
+        let mut s = self.lock();
+        if s.frames.is_empty() {
+            return;
+        }
+        if s.close.is_none() && s.control.is_empty() && !s.ping && !s.unflushed {
+            let State {
+                sink,
+                frames,
+                unflushed,
+                ..
+            } = &mut *s;
+            if let SinkSlot::Parked(sink) = sink {
+                *unflushed = write_now(sink, frames);
+            }
+        }
+        let wake = !s.frames.is_empty() || s.unflushed;
         drop(s);
-        if was_empty {
+        if wake {
             self.ready.notify_one();
         }
-        Ok(())
+    }
+
+    /// Asks the writer to send a ping.
+    pub fn request_ping(&self) {
+        self.lock().ping = true;
+        self.ready.notify_one();
     }
 
     /// Queues a control frame (not counted against the limit: at most one
@@ -173,7 +292,13 @@ impl Outbox {
         s.close = Some(request);
         s.close_requested_at = Some(Instant::now());
         if discard {
-            s.frames = VecDeque::new();
+            // Only the rest of a frame the socket took part of stays: the
+            // close frame must not land in the middle of it.
+            let rest = match s.frames.pop_front() {
+                Some(rest @ OutFrame::Rest(_)) => Some(rest),
+                _ => None,
+            };
+            s.frames = rest.into_iter().collect();
         }
         drop(s);
         self.ready.notify_one();
@@ -197,8 +322,9 @@ impl Outbox {
         }
     }
 
-    /// Waits for work and takes all of it.
-    pub async fn next_batch(&self) -> Batch {
+    /// Waits for work and takes all of it, with the write half (`None` once
+    /// it is detached).
+    pub async fn next_batch(&self) -> (Batch, Option<Sink>) {
         loop {
             {
                 let mut s = self.lock();
@@ -208,23 +334,41 @@ impl Outbox {
                 } else {
                     None
                 };
-                if close.is_some() || !s.frames.is_empty() || !s.control.is_empty() {
+                if close.is_some()
+                    || !s.frames.is_empty()
+                    || !s.control.is_empty()
+                    || s.ping
+                    || s.unflushed
+                {
                     let frames = std::mem::take(&mut s.frames);
                     s.in_flight = frames.len();
-                    return Batch {
+                    s.unflushed = false;
+                    let sink = match std::mem::replace(&mut s.sink, SinkSlot::Taken) {
+                        SinkSlot::Parked(sink) => Some(sink),
+                        other => {
+                            s.sink = other;
+                            None
+                        }
+                    };
+                    let batch = Batch {
+                        ping: std::mem::take(&mut s.ping),
                         control: std::mem::take(&mut s.control),
                         frames,
                         close,
                     };
+                    return (batch, sink);
                 }
             }
             self.ready.notified().await;
         }
     }
 
-    /// The writer finished writing the last batch's frames.
-    pub fn batch_written(&self) {
-        self.lock().in_flight = 0;
+    /// The writer finished writing the last batch's frames and gives the
+    /// write half back.
+    pub fn batch_written(&self, sink: Sink) {
+        let mut s = self.lock();
+        s.in_flight = 0;
+        s.sink = SinkSlot::Parked(sink);
     }
 
     /// Frames queued or being written.
@@ -239,23 +383,99 @@ impl Outbox {
     }
 }
 
+/// Writes the queued frames to `sink` without waiting (a poll with a no-op
+/// waker: a socket that is not ready is the writer's to wait for). Frames
+/// written whole leave the queue; a frame written in part is replaced by its
+/// remaining bytes. Returns whether a flush is still owed.
+fn write_now(sink: &mut Sink, queue: &mut VecDeque<OutFrame>) -> bool {
+    let mut buf = frames::take_buffer();
+    for frame in queue.iter() {
+        if frame.bytes().len() >= frames::LARGE_PAYLOAD_BYTES
+            || buf.len() >= frames::POOLED_BUFFER_BYTES_MAX
+        {
+            break;
+        }
+        frames::put_out_frame(&mut buf, frame);
+    }
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut written = 0;
+    while written < buf.len() {
+        match Pin::new(&mut *sink).poll_write(&mut cx, &buf[written..]) {
+            Poll::Ready(Ok(n)) if n > 0 => written += n,
+            // Not ready, or failed: the writer waits, or finds the error.
+            _ => break,
+        }
+    }
+    let mut start = 0;
+    while start < written {
+        let Some(front) = queue.front_mut() else {
+            break;
+        };
+        let end = start + frames::wire_len(front);
+        if end > written {
+            *front = OutFrame::Rest(Bytes::copy_from_slice(&buf[written..end]));
+            break;
+        }
+        queue.pop_front();
+        start = end;
+    }
+    let unflushed = written > 0
+        && !matches!(
+            Pin::new(&mut *sink).poll_flush(&mut cx),
+            Poll::Ready(Ok(()))
+        );
+    frames::give_back(buf);
+    unflushed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, DuplexStream};
+
+    fn idle_sink() -> Sink {
+        Box::new(tokio::io::sink())
+    }
+
+    /// An outbox whose socket takes at most `room` bytes until they are
+    /// read from the returned end.
+    fn attached(limit: usize, room: usize) -> (Outbox, DuplexStream) {
+        let (ours, theirs) = tokio::io::duplex(room);
+        let o = Outbox::new(limit);
+        o.attach(Box::new(ours));
+        (o, theirs)
+    }
+
+    /// What the peer has received so far.
+    async fn received(peer: &mut DuplexStream) -> Vec<u8> {
+        let mut got = vec![0; 1 << 16];
+        let n = peer.read(&mut got).await.expect("read");
+        got.truncate(n);
+        got
+    }
+
+    fn wire(frames: &[OutFrame]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for f in frames {
+            frames::put_out_frame(&mut buf, f);
+        }
+        buf
+    }
 
     #[tokio::test]
     async fn bounded_and_batched() {
         let o = Outbox::new(3);
+        o.attach(idle_sink());
         for i in 0..3 {
             o.push(Bytes::from(vec![i])).unwrap();
         }
         assert_eq!(o.push(Bytes::from_static(b"x")), Err(PushError::Full));
-        let b = o.next_batch().await;
+        let (b, sink) = o.next_batch().await;
         assert_eq!(b.frames.len(), 3);
         // Still in flight: the limit counts them.
         assert_eq!(o.len(), 3);
         assert_eq!(o.push(Bytes::from_static(b"x")), Err(PushError::Full));
-        o.batch_written();
+        o.batch_written(sink.expect("the sink goes with the batch"));
         assert_eq!(o.push(Bytes::from_static(b"x")), Ok(()));
         assert_eq!(o.len(), 1);
     }
@@ -263,16 +483,17 @@ mod tests {
     #[tokio::test]
     async fn pending_pongs_are_capped() {
         let o = Outbox::new(8);
+        o.attach(idle_sink());
         for i in 0..PENDING_CONTROL_MAX + 5 {
             o.push_control(Control::Pong(Bytes::from(vec![i as u8])));
         }
-        let b = o.next_batch().await;
+        let (b, sink) = o.next_batch().await;
         assert_eq!(b.control.len(), PENDING_CONTROL_MAX);
         // The oldest are kept, in order.
         assert_eq!(b.control[0], Control::Pong(Bytes::from(vec![0])));
-        o.batch_written();
+        o.batch_written(sink.expect("sink"));
         o.push_control(Control::Pong(Bytes::from_static(b"again")));
-        assert_eq!(o.next_batch().await.control.len(), 1);
+        assert_eq!(o.next_batch().await.0.control.len(), 1);
     }
 
     #[tokio::test]
@@ -281,7 +502,7 @@ mod tests {
         o.push(Bytes::from_static(b"a")).unwrap();
         o.close(CloseCode::Policy, "bye");
         assert_eq!(o.push(Bytes::from_static(b"b")), Err(PushError::Closed));
-        let b = o.next_batch().await;
+        let (b, _) = o.next_batch().await;
         assert_eq!(b.frames.len(), 1);
         assert_eq!(b.close.unwrap().code, CloseCode::Policy);
 
@@ -289,9 +510,107 @@ mod tests {
         o.push(Bytes::from_static(b"a")).unwrap();
         o.close_discarding(CloseCode::TryAgainLater, "slow");
         o.close(CloseCode::Policy, "ignored: first close wins");
-        let b = o.next_batch().await;
+        let (b, _) = o.next_batch().await;
         assert!(b.frames.is_empty());
         assert_eq!(b.close.unwrap().code, CloseCode::TryAgainLater);
         o.closing().await;
+    }
+
+    #[tokio::test]
+    async fn flush_writes_an_idle_socket_at_once_without_the_writer() {
+        let (o, mut peer) = attached(8, 4096);
+        let frames = [
+            OutFrame::Text(Bytes::from_static(b"one")),
+            OutFrame::Text(Bytes::from(vec![b'2'; 300])),
+        ];
+        for f in &frames {
+            o.queue(f.bytes().clone()).expect("queued");
+        }
+        // Queued, not sent, until the flush.
+        assert_eq!(o.len(), 2);
+        o.flush();
+        assert!(o.is_empty(), "everything went out in the flush");
+        assert_eq!(received(&mut peer).await, wire(&frames));
+        // Nothing was left for the writer: no batch is waiting.
+        let idle = tokio::time::timeout(Duration::from_millis(20), o.next_batch()).await;
+        assert!(idle.is_err(), "the writer was woken for nothing");
+    }
+
+    #[tokio::test]
+    async fn what_the_socket_does_not_take_goes_to_the_writer_in_order() {
+        // Room for the first frame and half of the second.
+        let frames: Vec<OutFrame> = (0..3)
+            .map(|i| OutFrame::Text(Bytes::from(vec![b'a' + i; 100])))
+            .collect();
+        let room = 102 + 51;
+        let (o, mut peer) = attached(8, room);
+        for f in &frames {
+            o.queue(f.bytes().clone()).expect("queued");
+        }
+        o.flush();
+        // The second frame's rest, then the third, are the writer's.
+        assert_eq!(o.len(), 2);
+        let (batch, sink) = o.next_batch().await;
+        assert!(matches!(batch.frames[0], OutFrame::Rest(_)));
+        let mut got = received(&mut peer).await;
+        assert_eq!(got.len(), room);
+        // The hub must not write past the writer while it holds the socket.
+        o.queue(Bytes::from_static(b"later")).expect("queued");
+        o.flush();
+        assert_eq!(
+            o.len(),
+            3,
+            "the flush wrote while the writer held the socket"
+        );
+        let mut sink = sink.expect("sink");
+        let mut rest = Vec::new();
+        for f in &batch.frames {
+            frames::put_out_frame(&mut rest, f);
+        }
+        let (_, written) = tokio::join!(
+            async {
+                tokio::io::AsyncWriteExt::write_all(&mut sink, &rest)
+                    .await
+                    .expect("write")
+            },
+            async {
+                while got.len() < wire(&frames).len() {
+                    got.extend(received(&mut peer).await);
+                }
+            }
+        );
+        let () = written;
+        o.batch_written(sink);
+        assert_eq!(got, wire(&frames));
+        assert_eq!(o.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_slow_consumer_close_never_cuts_a_frame() {
+        let frames: Vec<OutFrame> = (0..3)
+            .map(|i| OutFrame::Text(Bytes::from(vec![b'a' + i; 100])))
+            .collect();
+        let (o, _peer) = attached(8, 150);
+        for f in &frames {
+            o.queue(f.bytes().clone()).expect("queued");
+        }
+        o.flush();
+        o.close_discarding(CloseCode::TryAgainLater, "slow");
+        let (batch, _) = o.next_batch().await;
+        // The partly written frame is finished; the unwritten one is dropped.
+        assert_eq!(batch.frames.len(), 1);
+        assert_eq!(batch.frames[0].bytes().len(), 2 * 102 - 150);
+        assert!(matches!(batch.frames[0], OutFrame::Rest(_)));
+    }
+
+    #[tokio::test]
+    async fn a_detached_outbox_writes_nothing() {
+        let (o, _peer) = attached(8, 4096);
+        assert!(o.detach().is_some());
+        o.queue(Bytes::from_static(b"x")).expect("queued");
+        o.flush();
+        assert_eq!(o.len(), 1);
+        let (_, sink) = o.next_batch().await;
+        assert!(sink.is_none());
     }
 }
