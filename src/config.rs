@@ -85,6 +85,11 @@ pub const DEFAULT_RATE_LIMIT_REQUESTS: u32 = 100;
 pub const DEFAULT_RATE_LIMIT_DISCONNECT_AFTER: u32 = 50;
 /// Default for `ROOMS_PER_USER_MAX`: rooms one user may create.
 pub const DEFAULT_ROOMS_PER_USER_MAX: usize = 100;
+/// Default for `WORKER_THREADS`: `0`, one runtime worker thread per core.
+pub const DEFAULT_WORKER_THREADS: usize = 0;
+/// Most runtime worker threads `WORKER_THREADS` may ask for.
+pub const WORKER_THREADS_MAX: u64 = 1024;
+
 /// Default for `PING_INTERVAL_MS`: WebSocket ping period.
 pub const DEFAULT_PING_INTERVAL_MS: u64 = 30_000;
 /// Default for `IDLE_TIMEOUT_MS`: silence after which a connection is dropped.
@@ -383,6 +388,8 @@ pub struct Config {
     /// `SHUTDOWN_GRACE_MS`: how long shutdown waits for clients to go after
     /// the `1001` close frames (`0`: do not wait).
     pub shutdown_grace_ms: u64,
+    /// `WORKER_THREADS`: runtime worker threads; `0` for one per core.
+    pub worker_threads: usize,
     /// `LOG_LEVEL`: a `tracing_subscriber::EnvFilter` directive string,
     /// checked to parse.
     pub log_level: String,
@@ -421,6 +428,7 @@ impl Default for Config {
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
             outbound_queue_limit: DEFAULT_OUTBOUND_QUEUE_LIMIT,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+            worker_threads: DEFAULT_WORKER_THREADS,
             log_level: DEFAULT_LOG_LEVEL.to_owned(),
             log_format: DEFAULT_LOG_FORMAT,
             app_env: DEFAULT_APP_ENV,
@@ -613,6 +621,8 @@ serve_args! {
     outbound_queue_limit = "OUTBOUND_QUEUE_LIMIT";
     /// Shutdown wait for clients in milliseconds [default: 10000]
     shutdown_grace_ms = "SHUTDOWN_GRACE_MS";
+    /// Runtime worker threads; 0 for one per core [default: 0]
+    worker_threads = "WORKER_THREADS";
     /// Log filter directives, e.g. `info` or `chat_flow=debug,info` [default: info]
     log_level = "LOG_LEVEL";
     /// Log format: json or pretty [default: json]
@@ -740,6 +750,12 @@ impl Config {
         )?;
         let shutdown_grace_ms =
             vars.duration_ms("SHUTDOWN_GRACE_MS", DEFAULT_SHUTDOWN_GRACE_MS, 0)?;
+        let worker_threads = vars.int(
+            "WORKER_THREADS",
+            DEFAULT_WORKER_THREADS,
+            0,
+            WORKER_THREADS_MAX,
+        )?;
         let log_level = vars.parse("LOG_LEVEL", DEFAULT_LOG_LEVEL.to_owned(), |raw| {
             let directives = raw.trim();
             tracing_subscriber::EnvFilter::try_new(directives)
@@ -780,6 +796,7 @@ impl Config {
             idle_timeout_ms,
             outbound_queue_limit,
             shutdown_grace_ms,
+            worker_threads,
             log_level,
             log_format,
             app_env,
@@ -1202,6 +1219,7 @@ mod tests {
             ("IDLE_TIMEOUT_MS", "8"),
             ("OUTBOUND_QUEUE_LIMIT", "9"),
             ("SHUTDOWN_GRACE_MS", "0"),
+            ("WORKER_THREADS", "3"),
             ("LOG_LEVEL", "chat_flow=debug,warn"),
             ("LOG_FORMAT", "Pretty"),
             ("APP_ENV", "development"),
@@ -1239,6 +1257,7 @@ mod tests {
             idle_timeout_ms: 8,
             outbound_queue_limit: 9,
             shutdown_grace_ms: 0,
+            worker_threads: 3,
             log_level: "chat_flow=debug,warn".to_owned(),
             log_format: LogFormat::Pretty,
             app_env: AppEnv::Development,
@@ -1260,6 +1279,10 @@ mod tests {
         assert_eq!(
             error_for("MAX_CONNECTIONS", "-1").to_string(),
             r#"invalid value "-1" for MAX_CONNECTIONS: expected an integer >= 1"#
+        );
+        assert_eq!(
+            error_for("WORKER_THREADS", "1025").to_string(),
+            r#"invalid value "1025" for WORKER_THREADS: expected an integer 0-1024"#
         );
         let e = error_for("HOST", "localhost");
         assert_eq!(e.variable(), Some("HOST"));
@@ -1297,6 +1320,7 @@ mod tests {
             "JWT_LEEWAY_SECONDS",
             "ROOMS_PER_USER_MAX",
             "SHUTDOWN_GRACE_MS",
+            "WORKER_THREADS",
         ] {
             load(&[(var, "0")]).unwrap_or_else(|e| panic!("{var}=0 rejected: {e}"));
         }
@@ -1542,7 +1566,7 @@ mod tests {
         for var in ServeArgs::VARIABLES {
             assert_eq!(args.value(var), None);
         }
-        assert_eq!(ServeArgs::VARIABLES.len(), 29);
+        assert_eq!(ServeArgs::VARIABLES.len(), 30);
         args.port = Some("4000".to_owned());
         args.log_format = Some("pretty".to_owned());
         let config = Config::from_args(&args).expect("valid");

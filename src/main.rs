@@ -41,10 +41,11 @@ fn main() -> ExitCode {
 
 fn serve(config: Config, source: ConfigSource) -> ExitCode {
     init_logging(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.worker_threads > 0 {
+        runtime.worker_threads(config.worker_threads);
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("chat-flow: cannot start the runtime: {e}");

@@ -314,3 +314,53 @@ async fn a_retry_after_the_original_was_evicted_is_a_new_message() {
     assert_eq!(v["payload"]["seq"], 4);
     assert_ne!(v["payload"]["id"], first["payload"]["id"]);
 }
+
+/// A room large enough that each message's deliveries are written by the
+/// flush lanes on both worker threads: every member still gets every
+/// message once, in order, with nothing between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_room_fed_back_to_back_gets_every_message_in_order() {
+    const MESSAGES: u64 = 60;
+    let members = chat_flow::server::hub::PARALLEL_FLUSH_MIN + 8;
+    let server = start_with(|c| c.rate_limit_messages = 1_000).await;
+    let mut sender = Client::authed(server.addr, "sender").await;
+    sender.join("general").await;
+    let mut room = Vec::new();
+    for i in 0..members {
+        let mut c = Client::authed(server.addr, &format!("member{i}")).await;
+        c.join("general").await;
+        room.push(c);
+    }
+    // Back to back, without waiting for acknowledgements: the hub takes
+    // many per batch, and each batch is flushed to every member at once.
+    let content = "x".repeat(180);
+    for n in 0..MESSAGES {
+        sender
+            .send(json!({
+                "type": "SEND_MESSAGE",
+                "payload": {"roomId": "general", "content": content, "type": "text"},
+                "requestId": format!("m{n}")
+            }))
+            .await;
+    }
+    for (i, member) in room.iter_mut().enumerate() {
+        let mut next_seq = None;
+        let mut got = 0;
+        while got < MESSAGES {
+            let v = member.recv().await;
+            match v["type"].as_str() {
+                // Later members joining.
+                Some("USER_JOINED") => continue,
+                Some("NEW_MESSAGE") => {}
+                _ => panic!("member{i}: unexpected {v}"),
+            }
+            let seq = v["payload"]["seq"].as_u64().expect("seq");
+            if let Some(expected) = next_seq {
+                assert_eq!(seq, expected, "member{i}: gap or reorder");
+            }
+            next_seq = Some(seq + 1);
+            got += 1;
+        }
+        member.expect_silence(10).await;
+    }
+}

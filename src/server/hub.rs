@@ -79,6 +79,68 @@ impl Clock {
 /// Most commands handled before outputs are routed and metrics published.
 const BATCH_COMMANDS_MAX: usize = 256;
 
+/// Connections a batch must have queued frames for before their writes are
+/// spread over the runtime's worker threads; fewer are written by the hub
+/// itself.
+pub const PARALLEL_FLUSH_MIN: usize = 32;
+
+/// Chunks of flushes that may wait for one lane; beyond, the hub writes
+/// them itself (so a lane that falls behind slows the hub, and nothing
+/// piles up).
+const LANE_CHUNKS_MAX: usize = 16;
+
+/// Tasks that write a batch's deliveries in parallel, one per worker thread
+/// of a multi-threaded runtime (none on a single thread). A delivery's cost
+/// is mostly the kernel's work behind one `write`, so this is what lets the
+/// fan-out use more than one core while the core itself stays on one task.
+struct FlushLanes {
+    lanes: Vec<mpsc::Sender<Vec<Arc<Outbox>>>>,
+}
+
+impl FlushLanes {
+    fn start(workers: usize) -> FlushLanes {
+        let lanes = if workers > 1 {
+            (0..workers)
+                .map(|_| {
+                    let (tx, mut rx) = mpsc::channel::<Vec<Arc<Outbox>>>(LANE_CHUNKS_MAX);
+                    tokio::spawn(async move {
+                        while let Some(chunk) = rx.recv().await {
+                            for outbox in chunk {
+                                outbox.flush();
+                            }
+                        }
+                    });
+                    tx
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        FlushLanes { lanes }
+    }
+
+    /// Whether `n` flushes are worth spreading over the lanes.
+    fn spread_worth(&self, n: usize) -> bool {
+        !self.lanes.is_empty() && n >= PARALLEL_FLUSH_MIN
+    }
+
+    /// Splits the flushes of `outboxes` over the lanes (a chunk whose lane is
+    /// backed up is flushed here).
+    fn spread(&self, outboxes: Vec<Arc<Outbox>>) {
+        let per_lane = outboxes.len().div_ceil(self.lanes.len());
+        let mut rest = outboxes;
+        for lane in &self.lanes {
+            let tail = rest.split_off(per_lane.min(rest.len()));
+            let chunk = std::mem::replace(&mut rest, tail);
+            if let Err(e) = lane.try_send(chunk) {
+                let (mpsc::error::TrySendError::Full(chunk)
+                | mpsc::error::TrySendError::Closed(chunk)) = e;
+                chunk.iter().for_each(|o| o.flush());
+            }
+        }
+    }
+}
+
 struct Driver {
     hub: Hub,
     clock: Clock,
@@ -93,6 +155,7 @@ struct Driver {
     sends: Vec<Instant>,
     /// Connections with frames queued in this batch, to flush at its end.
     dirty: Vec<ConnId>,
+    lanes: FlushLanes,
 }
 
 /// Runs the hub until every sender of `commands` is gone.
@@ -112,6 +175,7 @@ pub async fn run(
         shutting_down: false,
         sends: Vec::new(),
         dirty: Vec::new(),
+        lanes: FlushLanes::start(tokio::runtime::Handle::current().metrics().num_workers()),
     };
     d.finish_batch();
     loop {
@@ -234,14 +298,17 @@ impl Driver {
         }
     }
 
-    /// Sends what the batch queued: one write per connection, straight from
-    /// here when its socket is idle and takes it all (see [`Outbox::flush`]).
+    /// Sends what the batch queued: one write per connection when its
+    /// socket is idle and takes it all (see [`Outbox::flush`]), from here or
+    /// from the flush lanes.
     fn flush(&mut self) {
-        for conn in self.dirty.drain(..) {
-            // A connection closed since has its writer woken by the close.
-            if let Some(outbox) = self.outboxes.get(&conn) {
-                outbox.flush();
-            }
+        // A connection closed since has its writer woken by the close.
+        let spread = self.lanes.spread_worth(self.dirty.len());
+        let open = self.dirty.drain(..).filter_map(|c| self.outboxes.get(&c));
+        if spread {
+            self.lanes.spread(open.cloned().collect());
+        } else {
+            open.for_each(|o| o.flush());
         }
     }
 

@@ -376,6 +376,10 @@ async fn apply_reload(shared: &Shared, config: Config) {
         ("DEFAULT_ROOMS", old.default_rooms != config.default_rooms),
         ("LOG_LEVEL", old.log_level != config.log_level),
         ("LOG_FORMAT", old.log_format != config.log_format),
+        (
+            "WORKER_THREADS",
+            old.worker_threads != config.worker_threads,
+        ),
     ];
     for (var, changed) in restart_only {
         if changed {
