@@ -537,7 +537,11 @@ async fn http_connections_that_never_upgrade_are_capped_per_address() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_connection_churn_keeps_memory_flat() {
-    const ROUNDS: usize = 3;
+    const ROUNDS: usize = 8;
+    /// Rounds before the measurement starts: the allocator's arenas and
+    /// caches grow over the first rounds (by up to a few MiB, differently
+    /// from run to run) and then level off; a leak keeps growing.
+    const WARM_UP: usize = 4;
     const PER_ROUND: usize = 300;
     let mut config = test_config();
     config
@@ -580,13 +584,13 @@ async fn http_connection_churn_keeps_memory_flat() {
         rss.push(vm_rss_bytes());
         eprintln!("round {}: VmRSS {} KiB", round + 1, rss[round] / 1024);
     }
-    let growth = rss[ROUNDS - 1].saturating_sub(rss[0]);
-    // Well under what one idle connection holds (about 11 KB), per
-    // connection churned: a connection that leaked whole would fail this.
-    let churned = (ROUNDS - 1) * PER_ROUND;
+    let growth = rss[ROUNDS - 1].saturating_sub(rss[WARM_UP - 1]);
+    // Under what one idle connection holds (about 5 KB), per connection
+    // churned: a connection that leaked whole would fail this.
+    let churned = (ROUNDS - WARM_UP) * PER_ROUND;
     assert!(
         growth < (churned * 4096) as u64,
-        "RSS grew by {} KiB between round 1 and round {ROUNDS} ({rss:?})",
+        "RSS grew by {} KiB between round {WARM_UP} and round {ROUNDS} ({rss:?})",
         growth / 1024
     );
     arena.assert_bystanders_fine().await;
@@ -1169,12 +1173,12 @@ async fn frames_control_frame_abuse_closes_with_1002() {
         (
             "ping of 126 bytes",
             frames(&[(true, op::PING, &[b'p'; 126])]),
-            protocol("protocol error"),
+            protocol("control frame too long"),
         ),
         (
             "fragmented ping",
             frames(&[(false, op::PING, b"a"), (true, op::CONTINUATION, b"b")]),
-            protocol("protocol error"),
+            protocol("fragmented control frame"),
         ),
         (
             "pong of 126 bytes",
@@ -1273,14 +1277,14 @@ async fn frames_reserved_bits_and_opcodes_close_with_1002() {
         bytes[0] |= rsv;
         assert_eq!(
             closed_by(addr, &bytes).await,
-            (1002, "protocol error".to_owned()),
+            (1002, "reserved bits set".to_owned()),
             "RSV bit {rsv:#x}"
         );
     }
     for opcode in (0x3u8..=0x7).chain(0xB..=0xF) {
         assert_eq!(
             closed_by(addr, &encode_frame(true, opcode, ping)).await,
-            (1002, "protocol error".to_owned()),
+            (1002, "unknown opcode".to_owned()),
             "opcode {opcode:#x}"
         );
     }

@@ -1,27 +1,26 @@
 //! One WebSocket connection: a reader and a writer, polled concurrently.
 //!
-//! The reader owns the read half: it reassembles fragmented messages
-//! (counting the reassembled bytes itself, since fastwebsockets only limits
-//! single frames), answers pings, enforces the idle timeout, parses each
-//! message, verifies tokens, and hands the result to the hub. fastwebsockets'
-//! `read_frame` is not cancel-safe, so it is never raced against anything
-//! but the end of the connection.
+//! The reader owns the read half: it reads frames with a
+//! [`FrameReader`] (no buffer held while idle), reassembles fragmented
+//! messages (counting the reassembled bytes, since a frame is limited on its
+//! own), answers pings, enforces the idle timeout, parses each message,
+//! verifies tokens, and hands the result to the hub. Reading a frame is not
+//! cancel-safe, so it is never raced against anything but the end of the
+//! connection.
 //!
 //! The write half lives in the connection's [`Outbox`]: the hub writes
 //! deliveries straight to it while it is idle, and the writer task takes it
 //! for everything else: what the socket did not take at once (one flush per
-//! batch), pongs, the periodic ping, and finally the close frame. Once a close is requested, it has
-//! [`CLOSE_GRACE`](super::outbox::CLOSE_GRACE) to get
-//! everything out; a client that does not read by then is dropped.
+//! batch), pongs, the periodic ping, and finally the close frame. Once a
+//! close is requested, it has [`CLOSE_GRACE`](super::outbox::CLOSE_GRACE) to
+//! get everything out; a client that does not read by then is dropped.
 
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fastwebsockets::{
-    Frame, OpCode, Payload, Role, WebSocket, WebSocketError, WebSocketRead, after_handshake_split,
-};
+use fastwebsockets::{Frame, OpCode, Payload, WebSocket};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::{debug, info};
@@ -30,6 +29,7 @@ use super::Shared;
 use super::frames;
 use super::hub::HubCommand;
 use super::outbox::{Batch, Control, Outbox};
+use super::reader::{FrameError, FrameReader};
 use crate::core::{ConnId, Inbound};
 use crate::protocol::parse::ParseLimits;
 use crate::protocol::{ClientMessage, CloseCode, Parser};
@@ -108,22 +108,21 @@ pub async fn serve_with<S, H>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
-    // The read half stays ours (fastwebsockets borrows it) and the write
-    // half goes to the outbox until the end, so that after a close the
+    // The read half stays ours and the write half goes to the outbox until the end, so that after a close the
     // socket can still be drained: see [`linger`]. Frames are laid out by
     // [`frames`](super::frames) (headers formatted by fastwebsockets).
     let (mut read_half, write_half) = tokio::io::split(ws.into_inner());
     outbox.attach(Box::new(write_half));
-    let (mut rx, _) = after_handshake_split(&mut read_half, tokio::io::sink(), Role::Server);
-    rx.set_auto_close(false);
-    rx.set_auto_pong(false);
-    // fastwebsockets reserves a frame's declared length before reading it,
-    // so its own per-frame limit stays at the message limit too.
-    rx.set_max_message_size(handler.limits().max_message_bytes + 1);
+    let mut frames_in = FrameReader::default();
 
     // Boxed, so that the reader (which borrows the handler) can be dropped
     // before the handler is told that reading ended.
-    let mut reader = Box::pin(read_loop(&mut rx, &outbox, &mut handler));
+    let mut reader = Box::pin(read_loop(
+        &mut frames_in,
+        &mut read_half,
+        &outbox,
+        &mut handler,
+    ));
     let mut writer = Box::pin(write_loop(&outbox, ping_interval));
     // How reading ended (if it did), and how writing ended (if it did).
     let (read_end, mut write_end) = tokio::select! {
@@ -159,7 +158,6 @@ pub async fn serve_with<S, H>(
         }
     }
     drop(writer);
-    drop(rx);
     // The socket closes when this function returns, whoever keeps the outbox.
     let write_half = outbox.detach();
     // The reader stopped in the middle of the peer's input and the close
@@ -310,37 +308,35 @@ fn peer_close_echo(code: u16) -> CloseCode {
     }
 }
 
-async fn read_loop<R, H>(rx: &mut WebSocketRead<R>, outbox: &Outbox, handler: &mut H) -> ReadEnd
+async fn read_loop<R, H>(
+    frames_in: &mut FrameReader,
+    stream: &mut R,
+    outbox: &Outbox,
+    handler: &mut H,
+) -> ReadEnd
 where
     R: AsyncRead + Unpin,
     H: Handler,
 {
     let mut assembling: Option<(OpCode, Vec<u8>, usize)> = None;
     loop {
-        let idle = handler.limits().idle_timeout;
-        // Auto-close and auto-pong are off, so fastwebsockets never asks
-        // this callback to send anything: pongs and closes go through the
-        // outbox, in order with everything else.
-        let mut no_obligated_sends = |_: Frame<'_>| async { Ok::<(), std::io::Error>(()) };
-        let read = rx.read_frame(&mut no_obligated_sends);
-        let mut frame = match tokio::time::timeout(idle, read).await {
+        let limits = handler.limits();
+        let read = frames_in.read_frame(stream, limits.max_message_bytes);
+        let frame = match tokio::time::timeout(limits.idle_timeout, read).await {
             Err(_) => return ReadEnd::Close(CloseCode::GoingAway, "idle timeout"),
-            Ok(Err(e)) => return read_error(e),
+            Ok(Err(FrameError::Gone)) => return ReadEnd::Gone,
+            Ok(Err(FrameError::TooBig)) => {
+                return ReadEnd::Close(CloseCode::TooBig, "message too big");
+            }
+            Ok(Err(FrameError::Protocol(reason))) => {
+                return ReadEnd::Close(CloseCode::ProtocolError, reason);
+            }
             Ok(Ok(frame)) => frame,
         };
         // RFC 6455 5.1: a server must close the connection on a frame from
-        // the client that is not masked. fastwebsockets unmasks what is
-        // masked and says nothing otherwise, but the header it formats for
-        // a frame shows whether the frame had a mask.
-        if !is_masked(&mut frame) {
+        // the client that is not masked.
+        if !frame.masked {
             return ReadEnd::Close(CloseCode::ProtocolError, "unmasked frame");
-        }
-        // RFC 6455 5.5: control frames carry at most 125 bytes
-        // (fastwebsockets checks pings only).
-        if matches!(frame.opcode, OpCode::Close | OpCode::Ping | OpCode::Pong)
-            && frame.payload.len() > 125
-        {
-            return ReadEnd::Close(CloseCode::ProtocolError, "control frame too long");
         }
         if outbox.is_closing() {
             // Keep reading only to see the peer's close.
@@ -350,9 +346,8 @@ where
             continue;
         }
         let received = Instant::now();
-        let max_bytes = handler.limits().max_message_bytes;
-        // (opcode, payload, reassembled from fragments)
-        let message: Option<(OpCode, Payload<'_>, bool)> = match frame.opcode {
+        let max_bytes = limits.max_message_bytes;
+        let message: Option<(OpCode, Vec<u8>)> = match frame.opcode {
             OpCode::Text | OpCode::Binary if frame.fin => {
                 if assembling.is_some() {
                     return ReadEnd::Close(
@@ -360,8 +355,7 @@ where
                         "expected a continuation frame",
                     );
                 }
-                let payload = std::mem::replace(&mut frame.payload, Payload::Borrowed(&[]));
-                Some((frame.opcode, payload, false))
+                Some((frame.opcode, frame.payload))
             }
             OpCode::Text | OpCode::Binary => {
                 if assembling.is_some() {
@@ -370,7 +364,7 @@ where
                         "expected a continuation frame",
                     );
                 }
-                assembling = Some((frame.opcode, frame.payload.to_vec(), 1));
+                assembling = Some((frame.opcode, frame.payload, 1));
                 None
             }
             OpCode::Continuation => {
@@ -388,59 +382,38 @@ where
                     return ReadEnd::Close(CloseCode::TooBig, "too many fragments");
                 }
                 buf.extend_from_slice(&frame.payload);
-                if frame.fin {
-                    let (opcode, buf, _) = assembling.take().expect("checked above");
-                    Some((opcode, Payload::Owned(buf), true))
-                } else {
-                    None
+                match assembling.take() {
+                    Some((opcode, buf, _)) if frame.fin => Some((opcode, buf)),
+                    unfinished => {
+                        assembling = unfinished;
+                        None
+                    }
                 }
             }
             OpCode::Close => return peer_close(&frame.payload),
             OpCode::Ping => {
-                outbox.push_control(Control::Pong(Bytes::copy_from_slice(&frame.payload)));
+                outbox.push_control(Control::Pong(Bytes::from(frame.payload)));
                 None
             }
             OpCode::Pong => None,
         };
-        let Some((opcode, mut payload, reassembled)) = message else {
+        let Some((opcode, mut payload)) = message else {
             continue;
         };
-        if payload.len() > max_bytes {
-            return ReadEnd::Close(CloseCode::TooBig, "message too big");
-        }
         let kind = if opcode == OpCode::Binary {
             DataKind::Binary
         } else {
-            // fastwebsockets validates single text frames; a reassembled
-            // message is validated here, as a whole.
-            if reassembled && std::str::from_utf8(&payload).is_err() {
+            // A text message is valid UTF-8 as a whole (RFC 6455 8.1);
+            // fragments are checked once reassembled.
+            if std::str::from_utf8(&payload).is_err() {
                 return ReadEnd::Close(CloseCode::InvalidPayload, "invalid UTF-8");
             }
             DataKind::Text
         };
-        if let Err((code, reason)) = handler.message(kind, payload.to_mut(), received).await {
+        if let Err((code, reason)) = handler.message(kind, &mut payload, received).await {
             return ReadEnd::Close(code, reason);
         }
     }
-}
-
-fn read_error(e: WebSocketError) -> ReadEnd {
-    match e {
-        WebSocketError::FrameTooLarge => ReadEnd::Close(CloseCode::TooBig, "message too big"),
-        WebSocketError::InvalidUTF8 => ReadEnd::Close(CloseCode::InvalidPayload, "invalid UTF-8"),
-        WebSocketError::IoError(_)
-        | WebSocketError::UnexpectedEOF
-        | WebSocketError::ConnectionClosed => ReadEnd::Gone,
-        _ => ReadEnd::Close(CloseCode::ProtocolError, "protocol error"),
-    }
-}
-
-/// Whether `frame` arrived with a masking key (the mask bit of the header
-/// fastwebsockets formats for it; the payload is already unmasked).
-fn is_masked(frame: &mut Frame<'_>) -> bool {
-    let mut head = [0u8; 16];
-    frame.fmt_head(&mut head);
-    head[1] & 0x80 != 0
 }
 
 /// Validates a close frame from the peer (auto-close is off, so this is ours to do).

@@ -13,6 +13,7 @@ mod frames;
 pub mod hub;
 pub mod metrics;
 pub mod outbox;
+pub mod reader;
 
 use std::collections::HashMap;
 use std::convert::Infallible;

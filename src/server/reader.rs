@@ -1,0 +1,331 @@
+//! Reading client frames, holding no buffer while a connection is idle.
+//!
+//! fastwebsockets' reader gives every connection an 8 KiB buffer when the
+//! connection opens and keeps it: most of what an idle connection costs the
+//! server. This reader holds nothing between frames. It reads into a small
+//! inline array until a frame's header says how long the frame is, then
+//! into a buffer of exactly that size (a frame longer than the message limit
+//! is refused before anything of it is buffered); bytes of the next frame
+//! that arrived with this one are kept, and the buffer is released once
+//! everything read is consumed. Headers are checked as RFC 6455 5.2 asks:
+//! reserved bits, known opcodes, unfragmented control frames of at most
+//! 125 bytes, a 64-bit length with its top bit clear.
+
+use fastwebsockets::OpCode;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Bytes read at once while no frame needs more: a typical chat message
+/// arrives in one read, and this is all an idle connection holds for reading.
+const INLINE_READ_BYTES: usize = 256;
+
+/// A frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// The final fragment of its message.
+    pub fin: bool,
+    /// What the frame is.
+    pub opcode: OpCode,
+    /// The masking key, if the frame had one.
+    pub mask: Option<[u8; 4]>,
+    /// Payload length.
+    pub len: usize,
+    /// Header length: 2 to 14 bytes.
+    pub head_len: usize,
+}
+
+/// Why no frame could be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameError {
+    /// The socket ended or failed.
+    Gone,
+    /// A frame longer than the limit.
+    TooBig,
+    /// A malformed header (the close reason).
+    Protocol(&'static str),
+}
+
+/// Parses the frame header at the start of `bytes`; `Ok(None)` until all of
+/// it is there. A payload longer than `max_payload` is [`FrameError::TooBig`].
+pub fn parse_head(bytes: &[u8], max_payload: usize) -> Result<Option<Head>, FrameError> {
+    let [b0, b1, ..] = *bytes else {
+        return Ok(None);
+    };
+    if b0 & 0x70 != 0 {
+        return Err(FrameError::Protocol("reserved bits set"));
+    }
+    let opcode = OpCode::try_from(b0 & 0x0f).map_err(|_| FrameError::Protocol("unknown opcode"))?;
+    let fin = b0 & 0x80 != 0;
+    let masked = b1 & 0x80 != 0;
+    let code = b1 & 0x7f;
+    let ext = match code {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    if matches!(opcode, OpCode::Close | OpCode::Ping | OpCode::Pong) {
+        if !fin {
+            return Err(FrameError::Protocol("fragmented control frame"));
+        }
+        if code > 125 {
+            return Err(FrameError::Protocol("control frame too long"));
+        }
+    }
+    let Some(length) = bytes.get(..2 + ext) else {
+        return Ok(None);
+    };
+    let len = match *length {
+        [_, _, a, b] => u64::from(u16::from_be_bytes([a, b])),
+        [_, _, a, b, c, d, e, f, g, h] => u64::from_be_bytes([a, b, c, d, e, f, g, h]),
+        _ => u64::from(code),
+    };
+    if len >> 63 != 0 {
+        return Err(FrameError::Protocol("invalid frame length"));
+    }
+    // Refused before the rest of the header, let alone the payload, is read.
+    let len = match usize::try_from(len) {
+        Ok(len) if len <= max_payload => len,
+        _ => return Err(FrameError::TooBig),
+    };
+    let head_len = 2 + ext + if masked { 4 } else { 0 };
+    let Some(head) = bytes.get(..head_len) else {
+        return Ok(None);
+    };
+    let mask = match *head {
+        [.., a, b, c, d] if masked => Some([a, b, c, d]),
+        _ => None,
+    };
+    Ok(Some(Head {
+        fin,
+        opcode,
+        mask,
+        len,
+        head_len,
+    }))
+}
+
+/// A frame as read: the payload unmasked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InFrame {
+    /// The final fragment of its message.
+    pub fin: bool,
+    /// What the frame is.
+    pub opcode: OpCode,
+    /// Whether the frame had a masking key (RFC 6455 5.1: a client's must).
+    pub masked: bool,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// Reads frames off one connection.
+#[derive(Debug)]
+pub struct FrameReader {
+    /// Bytes read and not yet consumed; no allocation between frames unless
+    /// the peer has already sent part of the next one.
+    buf: Vec<u8>,
+    inline: [u8; INLINE_READ_BYTES],
+}
+
+impl Default for FrameReader {
+    fn default() -> Self {
+        FrameReader {
+            buf: Vec::new(),
+            inline: [0; INLINE_READ_BYTES],
+        }
+    }
+}
+
+impl FrameReader {
+    /// Reads the next frame, refusing one longer than `max_payload`. Not
+    /// cancel-safe: a read abandoned half way leaves the stream mid-frame.
+    pub async fn read_frame<R>(
+        &mut self,
+        stream: &mut R,
+        max_payload: usize,
+    ) -> Result<InFrame, FrameError>
+    where
+        R: AsyncRead + Unpin,
+    {
+        let head = loop {
+            if let Some(head) = parse_head(&self.buf, max_payload)? {
+                break head;
+            }
+            self.read_more(stream, 0).await?;
+        };
+        let total = head.head_len + head.len;
+        while self.buf.len() < total {
+            self.read_more(stream, total - self.buf.len()).await?;
+        }
+        let mut payload = if self.buf.len() == total {
+            // The common case: the buffer holds this frame alone.
+            let mut frame = std::mem::take(&mut self.buf);
+            frame.drain(..head.head_len);
+            frame
+        } else {
+            let payload = self.buf[head.head_len..total].to_vec();
+            self.buf.drain(..total);
+            payload
+        };
+        if let Some(mask) = head.mask {
+            fastwebsockets::unmask(&mut payload, mask);
+        }
+        Ok(InFrame {
+            fin: head.fin,
+            opcode: head.opcode,
+            masked: head.mask.is_some(),
+            payload,
+        })
+    }
+
+    /// Reads what is available: into the inline array while the frame in
+    /// progress needs at most that much, else straight into the buffer,
+    /// grown to what the frame still needs.
+    async fn read_more<R>(&mut self, stream: &mut R, missing: usize) -> Result<(), FrameError>
+    where
+        R: AsyncRead + Unpin,
+    {
+        let read = if missing > INLINE_READ_BYTES {
+            self.buf.reserve_exact(missing);
+            stream.read_buf(&mut self.buf).await
+        } else {
+            match stream.read(&mut self.inline).await {
+                Ok(n) => {
+                    self.buf.extend_from_slice(&self.inline[..n]);
+                    Ok(n)
+                }
+                Err(e) => Err(e),
+            }
+        };
+        match read {
+            Ok(1..) => Ok(()),
+            Ok(0) | Err(_) => Err(FrameError::Gone),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client frame: masked with `mask`, or unmasked when `None`.
+    fn client_frame(b0: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+        let mut out = vec![b0];
+        let m = if mask.is_some() { 0x80 } else { 0 };
+        match payload.len() {
+            n if n < 126 => out.push(m | n as u8),
+            n if n <= 0xffff => {
+                out.push(m | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(m | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        let mut body = payload.to_vec();
+        if let Some(mask) = mask {
+            out.extend_from_slice(&mask);
+            for (i, b) in body.iter_mut().enumerate() {
+                *b ^= mask[i % 4];
+            }
+        }
+        out.extend_from_slice(&body);
+        out
+    }
+
+    const MASK: Option<[u8; 4]> = Some([1, 2, 3, 4]);
+
+    #[test]
+    fn headers_are_checked() {
+        let max = 1000;
+        assert_eq!(parse_head(&[0x81], max), Ok(None));
+        // Masked, 2 bytes of the 4-byte key so far.
+        assert_eq!(parse_head(&[0x81, 0x85, 1, 2], max), Ok(None));
+        let head = parse_head(&[0x81, 0x85, 1, 2, 3, 4], max).unwrap().unwrap();
+        assert_eq!(
+            head,
+            Head {
+                fin: true,
+                opcode: OpCode::Text,
+                mask: Some([1, 2, 3, 4]),
+                len: 5,
+                head_len: 6
+            }
+        );
+        let bad = |bytes: &[u8]| parse_head(bytes, max).unwrap_err();
+        assert_eq!(
+            bad(&[0xc1, 0x80]),
+            FrameError::Protocol("reserved bits set")
+        );
+        assert_eq!(bad(&[0x83, 0x80]), FrameError::Protocol("unknown opcode"));
+        assert_eq!(
+            bad(&[0x09, 0x80]),
+            FrameError::Protocol("fragmented control frame")
+        );
+        assert_eq!(
+            bad(&[0x89, 0xfe, 0, 126]),
+            FrameError::Protocol("control frame too long")
+        );
+        let mut huge = vec![0x82, 0xff];
+        huge.extend_from_slice(&(1u64 << 63).to_be_bytes());
+        assert_eq!(bad(&huge), FrameError::Protocol("invalid frame length"));
+        assert_eq!(bad(&[0x82, 0xfe, 0x03, 0xe9]), FrameError::TooBig);
+        assert!(parse_head(&[0x82, 0xfe, 0x03, 0xe8, 0, 0, 0, 0], max).is_ok());
+    }
+
+    #[tokio::test]
+    async fn frames_of_every_length_arriving_together_or_apart() {
+        let payloads: Vec<Vec<u8>> = [0, 1, 125, 126, 255, 256, 257, 300, 65_535, 65_536, 70_000]
+            .iter()
+            .map(|&n| (0..n).map(|i| (i % 251) as u8).collect())
+            .collect();
+        let mut wire = Vec::new();
+        for p in &payloads {
+            wire.extend(client_frame(0x82, p, MASK));
+        }
+        wire.extend(client_frame(0x81, b"unmasked", None));
+        // All at once, and a few bytes at a time.
+        for chunk in [wire.len(), 3, 1000] {
+            let (mut client, mut server) = tokio::io::duplex(chunk.max(64));
+            let sent = wire.clone();
+            let writer = tokio::spawn(async move {
+                for piece in sent.chunks(chunk) {
+                    tokio::io::AsyncWriteExt::write_all(&mut client, piece)
+                        .await
+                        .expect("write");
+                }
+                client
+            });
+            let mut reader = FrameReader::default();
+            for p in &payloads {
+                let f = reader.read_frame(&mut server, 70_000).await.expect("frame");
+                assert_eq!((f.fin, f.opcode, f.masked), (true, OpCode::Binary, true));
+                assert!(f.payload == *p, "{} bytes, chunk {chunk}", p.len());
+            }
+            let f = reader.read_frame(&mut server, 70_000).await.expect("frame");
+            assert_eq!((f.masked, f.payload.as_slice()), (false, &b"unmasked"[..]));
+            // Everything consumed: nothing is held while idle.
+            assert_eq!(reader.buf.capacity(), 0);
+            drop(writer.await.expect("writer"));
+            assert_eq!(
+                reader.read_frame(&mut server, 70_000).await,
+                Err(FrameError::Gone)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_oversized_frame_is_refused_before_its_payload_is_read() {
+        let wire = client_frame(0x82, &[7; 5000], MASK);
+        // Only the header arrives.
+        let (mut client, mut server) = tokio::io::duplex(64);
+        tokio::io::AsyncWriteExt::write_all(&mut client, &wire[..8])
+            .await
+            .expect("write");
+        let mut reader = FrameReader::default();
+        assert_eq!(
+            reader.read_frame(&mut server, 4999).await,
+            Err(FrameError::TooBig)
+        );
+        assert!(reader.buf.capacity() < 5000);
+    }
+}
