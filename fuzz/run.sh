@@ -36,11 +36,12 @@ declare -A dict=(
     [parse_client_message]=dict/protocol.dict
     [verify_token]=dict/jwt.dict
     [core_operations]=
+    [read_frames]=
 )
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else
-    targets=(parse_client_message verify_token core_operations)
+    targets=(parse_client_message verify_token core_operations read_frames)
 fi
 for target in "${targets[@]}"; do
     if [ -z "${dict[$target]+set}" ]; then
