@@ -29,6 +29,7 @@
 
 mod bucket;
 pub mod log;
+mod sorted_set;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -37,6 +38,7 @@ use bytes::Bytes;
 
 pub use bucket::{Bucket, BucketLimit};
 use log::MemoryLog;
+use sorted_set::SortedSet;
 
 use crate::auth::{AuthError, VerifiedToken};
 use crate::protocol::server::{
@@ -241,7 +243,7 @@ struct Conn {
     /// Failed `AUTHENTICATE` attempts on this connection.
     failed_auths: u32,
     /// Rooms this connection has joined.
-    rooms: BTreeSet<RoomId>,
+    rooms: SortedSet<RoomId>,
 }
 
 impl Conn {
@@ -256,7 +258,7 @@ impl Conn {
 #[derive(Debug)]
 struct User {
     /// Live connections of this user.
-    conns: BTreeSet<ConnId>,
+    conns: SortedSet<ConnId>,
     /// The per-user `SEND_MESSAGE` bucket, kept after the last connection
     /// goes until it is full again, so reconnecting never resets it.
     sends: Bucket,
@@ -266,7 +268,7 @@ struct User {
 struct Member {
     /// The name presence shows: that of the user's first connection to join.
     username: Arc<str>,
-    conns: BTreeSet<ConnId>,
+    conns: SortedSet<ConnId>,
 }
 
 #[derive(Debug)]
@@ -483,7 +485,7 @@ impl Hub {
                 requests: Bucket::full(self.limits.request_bucket(), self.now),
                 rejected_in_row: 0,
                 failed_auths: 0,
-                rooms: BTreeSet::new(),
+                rooms: SortedSet::default(),
             },
         );
         self.timers.insert((deadline, Timer::AuthDeadline(conn)));
@@ -736,7 +738,7 @@ impl Hub {
                 let send_limit = self.limits.send_bucket();
                 let now = self.now;
                 let user = self.users.entry(user_id.clone()).or_insert_with(|| User {
-                    conns: BTreeSet::new(),
+                    conns: SortedSet::default(),
                     sends: Bucket::full(send_limit, now),
                 });
                 user.conns.insert(conn);
@@ -1030,7 +1032,7 @@ impl Hub {
             .entry(user.clone())
             .or_insert_with(|| Member {
                 username: username.clone(),
-                conns: BTreeSet::new(),
+                conns: SortedSet::default(),
             })
             .conns
             .insert(conn);

@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, Payload, WebSocket};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
@@ -99,20 +100,44 @@ pub trait Handler: Send {
 /// Serves one upgraded connection until it is closed: complete messages go
 /// to `handler`, frames queued in `outbox` go to the peer, a ping every
 /// `ping_interval`.
-pub async fn serve_with<S, H>(
+pub fn serve_with<S, H>(
     ws: WebSocket<S>,
+    outbox: Arc<Outbox>,
+    ping_interval: Duration,
+    handler: H,
+) -> impl Future<Output = ()> + Send
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
+{
+    let read_half = split(ws, &outbox);
+    serve_split(read_half, outbox, ping_interval, handler)
+}
+
+/// Splits the socket before any future holds it (an async fn keeps its
+/// arguments for its whole life: a connection would carry the handshake's
+/// `WebSocket` for as long as it is open). The read half stays with the
+/// reader and the write half goes to the outbox until the end, so that after
+/// a close the socket can still be drained: see [`linger`]. Frames are laid
+/// out by [`frames`](super::frames) (headers formatted by fastwebsockets).
+fn split<S>(ws: WebSocket<S>, outbox: &Outbox) -> ReadHalf<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (read_half, write_half) = tokio::io::split(ws.into_inner());
+    outbox.attach(Box::new(write_half));
+    read_half
+}
+
+async fn serve_split<R, H>(
+    mut read_half: R,
     outbox: Arc<Outbox>,
     ping_interval: Duration,
     mut handler: H,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: AsyncRead + Unpin + Send,
     H: Handler,
 {
-    // The read half stays ours and the write half goes to the outbox until the end, so that after a close the
-    // socket can still be drained: see [`linger`]. Frames are laid out by
-    // [`frames`](super::frames) (headers formatted by fastwebsockets).
-    let (mut read_half, write_half) = tokio::io::split(ws.into_inner());
-    outbox.attach(Box::new(write_half));
     let mut frames_in = FrameReader::default();
 
     // Boxed, so that the reader (which borrows the handler) can be dropped
@@ -165,7 +190,8 @@ pub async fn serve_with<S, H>(
     if let (Some(ReadEnd::Close(..)), Some(WriteEnd::CloseSent(until)), Some(mut write_half)) =
         (read_end, write_end, write_half)
     {
-        linger(&mut read_half, &mut write_half, until).await;
+        // Boxed: only a connection that lingers pays for the state.
+        Box::pin(linger(&mut read_half, &mut write_half, until)).await;
     }
 }
 
@@ -194,30 +220,59 @@ where
 }
 
 /// Serves one upgraded chat connection until it is closed.
-pub(crate) async fn serve<S>(ws: WebSocket<S>, conn: ConnId, shared: Arc<Shared>)
+pub(crate) fn serve<S>(
+    ws: WebSocket<S>,
+    conn: ConnId,
+    shared: Arc<Shared>,
+) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let config = shared.config.load_full();
     let outbox = Arc::new(Outbox::new(config.outbound_queue_limit));
-    let connect = HubCommand::Connect {
-        conn,
-        outbox: outbox.clone(),
-    };
-    if shared.hub.send(connect).await.is_err() {
-        return;
-    }
-    info!("connected");
+    let read_half = split(ws, &outbox);
     let ping_interval = Duration::from_millis(config.ping_interval_ms);
-    let handler = ChatHandler {
-        conn,
-        shared: shared.clone(),
-        outbox: outbox.clone(),
+    async move {
+        let connect = HubCommand::Connect {
+            conn,
+            outbox: outbox.clone(),
+        };
+        if to_hub(&shared, connect).await.is_err() {
+            return;
+        }
+        info!("connected");
+        let handler = ChatHandler {
+            conn,
+            shared: shared.clone(),
+            outbox: outbox.clone(),
+        };
+        serve_split(read_half, outbox, ping_interval, handler).await;
+        // Idempotent: the core may already have forgotten the connection.
+        let _ = to_hub(&shared, HubCommand::Disconnect { conn }).await;
+        info!("disconnected");
+    }
+}
+
+/// Hands a command to the hub, waiting while its channel is full. The
+/// command is handed over at once when there is room; only a wait is
+/// boxed: `Sender::send`'s future (several hundred bytes, with the command
+/// in it) would otherwise be part of every connection's task for its whole
+/// life.
+fn to_hub(
+    shared: &Shared,
+    command: HubCommand,
+) -> impl Future<Output = Result<(), ()>> + Send + '_ {
+    let waiting = match shared.hub.try_send(command) {
+        Ok(()) => Ok(None),
+        Err(TrySendError::Full(command)) => Ok(Some(Box::pin(shared.hub.send(command)))),
+        Err(TrySendError::Closed(_)) => Err(()),
     };
-    serve_with(ws, outbox, ping_interval, handler).await;
-    // Idempotent: the core may already have forgotten the connection.
-    let _ = shared.hub.send(HubCommand::Disconnect { conn }).await;
-    info!("disconnected");
+    async move {
+        match waiting? {
+            None => Ok(()),
+            Some(send) => send.await.map_err(|_| ()),
+        }
+    }
 }
 
 /// Parses each message, verifies tokens, and hands the result to the hub.
@@ -284,19 +339,13 @@ impl Handler for ChatHandler {
             inbound,
             received,
         };
-        self.shared
-            .hub
-            .send(command)
+        to_hub(&self.shared, command)
             .await
-            .map_err(|_| (CloseCode::Internal, "server error"))
+            .map_err(|()| (CloseCode::Internal, "server error"))
     }
 
     async fn reading_ended(&mut self) {
-        let _ = self
-            .shared
-            .hub
-            .send(HubCommand::Disconnect { conn: self.conn })
-            .await;
+        let _ = to_hub(&self.shared, HubCommand::Disconnect { conn: self.conn }).await;
     }
 }
 

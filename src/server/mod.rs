@@ -528,11 +528,17 @@ fn upgrade(req: &mut Request<Incoming>, peer: SocketAddr, shared: &Arc<Shared>) 
     let shared = shared.clone();
     tokio::spawn(
         async move {
-            let _guard = guard;
-            match fut.await {
-                Ok(ws) => conn::serve(ws, conn, shared).await,
-                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-            }
+            // Written so that nothing is held twice across the awaits (the
+            // task's future is part of every connection's memory).
+            let serving = match fut.await {
+                Ok(ws) => conn::serve(ws, conn, shared),
+                Err(e) => {
+                    tracing::debug!(error = %e, "upgrade failed");
+                    return;
+                }
+            };
+            serving.await;
+            drop(guard);
         }
         .instrument(span),
     );

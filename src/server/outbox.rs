@@ -419,6 +419,10 @@ fn write_now(sink: &mut Sink, queue: &mut VecDeque<OutFrame>) -> bool {
         queue.pop_front();
         start = end;
     }
+    if queue.is_empty() {
+        // An idle connection keeps no queue storage.
+        *queue = VecDeque::new();
+    }
     let unflushed = written > 0
         && !matches!(
             Pin::new(&mut *sink).poll_flush(&mut cx),

@@ -2,21 +2,32 @@
 //!
 //! fastwebsockets' reader gives every connection an 8 KiB buffer when the
 //! connection opens and keeps it: most of what an idle connection costs the
-//! server. This reader holds nothing between frames. It reads into a small
-//! inline array until a frame's header says how long the frame is, then
-//! into a buffer of exactly that size (a frame longer than the message limit
-//! is refused before anything of it is buffered); bytes of the next frame
-//! that arrived with this one are kept, and the buffer is released once
-//! everything read is consumed. Headers are checked as RFC 6455 5.2 asks:
+//! server. This reader holds nothing between frames. It reads into a
+//! per-worker-thread scratch buffer (borrowed only inside one poll) until a
+//! frame's header says how long the frame is, then into a buffer of exactly
+//! that size (a frame longer than the message limit is refused before
+//! anything of it is buffered); bytes of the next frame that arrived with
+//! this one are kept, and the buffer is released once everything read is
+//! consumed. Headers are checked as RFC 6455 5.2 asks:
 //! reserved bits, known opcodes, unfragmented control frames of at most
 //! 125 bytes, a 64-bit length with its top bit clear.
 
-use fastwebsockets::OpCode;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::task::Poll;
 
-/// Bytes read at once while no frame needs more: a typical chat message
-/// arrives in one read, and this is all an idle connection holds for reading.
-const INLINE_READ_BYTES: usize = 256;
+use fastwebsockets::OpCode;
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+
+/// Bytes read at once into the thread's scratch buffer while no frame needs
+/// more: a chat message, or several, arrive in one read.
+const SCRATCH_BYTES: usize = 4096;
+
+thread_local! {
+    /// Where every connection served on this worker thread reads while it
+    /// has no frame in progress that needs more than this.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice());
+}
 
 /// A frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,21 +128,11 @@ pub struct InFrame {
 }
 
 /// Reads frames off one connection.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct FrameReader {
     /// Bytes read and not yet consumed; no allocation between frames unless
     /// the peer has already sent part of the next one.
     buf: Vec<u8>,
-    inline: [u8; INLINE_READ_BYTES],
-}
-
-impl Default for FrameReader {
-    fn default() -> Self {
-        FrameReader {
-            buf: Vec::new(),
-            inline: [0; INLINE_READ_BYTES],
-        }
-    }
 }
 
 impl FrameReader {
@@ -176,24 +177,32 @@ impl FrameReader {
         })
     }
 
-    /// Reads what is available: into the inline array while the frame in
-    /// progress needs at most that much, else straight into the buffer,
-    /// grown to what the frame still needs.
+    /// Reads what is available: through the thread's scratch buffer while
+    /// the frame in progress needs at most that much, else straight into the
+    /// buffer, grown to what the frame still needs.
     async fn read_more<R>(&mut self, stream: &mut R, missing: usize) -> Result<(), FrameError>
     where
         R: AsyncRead + Unpin,
     {
-        let read = if missing > INLINE_READ_BYTES {
+        let read = if missing > SCRATCH_BYTES {
             self.buf.reserve_exact(missing);
             stream.read_buf(&mut self.buf).await
         } else {
-            match stream.read(&mut self.inline).await {
-                Ok(n) => {
-                    self.buf.extend_from_slice(&self.inline[..n]);
-                    Ok(n)
-                }
-                Err(e) => Err(e),
-            }
+            let buf = &mut self.buf;
+            std::future::poll_fn(|cx| {
+                SCRATCH.with_borrow_mut(|scratch| {
+                    let mut read = ReadBuf::new(scratch);
+                    match Pin::new(&mut *stream).poll_read(cx, &mut read) {
+                        Poll::Ready(Ok(())) => {
+                            buf.extend_from_slice(read.filled());
+                            Poll::Ready(Ok(read.filled().len()))
+                        }
+                        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                        Poll::Pending => Poll::Pending,
+                    }
+                })
+            })
+            .await
         };
         match read {
             Ok(1..) => Ok(()),
