@@ -1057,9 +1057,17 @@ impl Hub {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if !c.rooms.remove(room_id) {
-            return;
+        if c.rooms.remove(room_id) {
+            self.left(conn, room_id);
         }
+    }
+
+    /// The rest of [`leave`](Hub::leave), once the room is off the
+    /// connection's list.
+    fn left(&mut self, conn: ConnId, room_id: &RoomId) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
         self.memberships -= 1;
         let user = c
             .session()
@@ -1099,12 +1107,14 @@ impl Hub {
 
     /// Forgets a connection entirely: its rooms, its timers, its user entry.
     fn forget(&mut self, conn: ConnId) {
-        let Some(c) = self.conns.get(&conn) else {
+        let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let rooms: Vec<RoomId> = c.rooms.iter().cloned().collect();
+        // Taken whole (removing each from the front would be quadratic in
+        // the rooms joined), left in the same order.
+        let rooms = std::mem::take(&mut c.rooms);
         for room in &rooms {
-            self.leave(conn, room);
+            self.left(conn, room);
         }
         let c = self.conns.remove(&conn).expect("checked above");
         match c.state {

@@ -29,7 +29,7 @@ use tracing::{debug, info};
 use super::Shared;
 use super::frames;
 use super::hub::HubCommand;
-use super::outbox::{Batch, Control, Outbox};
+use super::outbox::{Batch, Control, OutFrame, Outbox};
 use super::reader::{FrameError, FrameReader};
 use crate::core::{ConnId, Inbound};
 use crate::protocol::parse::ParseLimits;
@@ -370,7 +370,13 @@ where
     let mut assembling: Option<(OpCode, Vec<u8>, usize)> = None;
     loop {
         let limits = handler.limits();
-        let read = frames_in.read_frame(stream, limits.max_message_bytes);
+        // A fragment may only be as long as what is left of its message (a
+        // control frame between fragments is at most 125 bytes anyway).
+        let frame_max = match &assembling {
+            Some((_, buf, _)) => limits.max_message_bytes.saturating_sub(buf.len()).max(125),
+            None => limits.max_message_bytes,
+        };
+        let read = frames_in.read_frame(stream, frame_max);
         let frame = match tokio::time::timeout(limits.idle_timeout, read).await {
             Err(_) => return ReadEnd::Close(CloseCode::GoingAway, "idle timeout"),
             Ok(Err(FrameError::Gone)) => return ReadEnd::Gone,
@@ -540,6 +546,15 @@ where
     W: AsyncWrite + Unpin + ?Sized,
 {
     let mut buf = frames::take_buffer();
+    // The rest of a frame the socket took part of comes first: the peer is
+    // in the middle of it, so nothing (not even a pong) may come between.
+    let rest = match batch.frames.front() {
+        Some(rest @ OutFrame::Rest(_)) => {
+            frames::put_out_frame(&mut buf, rest);
+            1
+        }
+        _ => 0,
+    };
     if batch.ping {
         frames::put_frame(
             &mut buf,
@@ -553,7 +568,7 @@ where
             }
         }
     }
-    for frame in &batch.frames {
+    for frame in batch.frames.iter().skip(rest) {
         let payload = frame.bytes();
         if payload.len() >= frames::LARGE_PAYLOAD_BYTES {
             if let Some(mut out) = frames::data_frame(frame) {
@@ -586,7 +601,6 @@ where
 mod tests {
     use super::frames::put_frame;
     use super::*;
-    use crate::server::outbox::OutFrame;
 
     #[tokio::test]
     async fn a_batch_of_small_and_large_frames_is_written_in_order() {
@@ -609,18 +623,69 @@ mod tests {
         };
         let mut sink = Vec::new();
         write_batch(&mut sink, &batch).await.expect("write");
-        let mut expected = Vec::new();
+        // The rest of a partly written frame first, then the ping and the
+        // pong: nothing may land inside a frame the peer is reading.
+        let mut expected = b"rest of a frame".to_vec();
         put_frame(
             &mut expected,
             Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[])),
         );
         put_frame(&mut expected, Frame::pong(Payload::Borrowed(b"p")));
-        expected.extend_from_slice(b"rest of a frame");
         put_frame(&mut expected, Frame::text(Payload::Borrowed(&small)));
         put_frame(&mut expected, Frame::text(Payload::Borrowed(&large)));
         put_frame(&mut expected, Frame::binary(Payload::Borrowed(&small)));
         put_frame(&mut expected, Frame::close(1000, b""));
         assert_eq!(sink.len(), expected.len());
         assert!(sink == expected, "frames out of order or malformed");
+    }
+
+    /// What a peer reads: the frames in `wire`, as (opcode, payload).
+    fn frames_on(mut wire: &[u8]) -> Vec<(OpCode, Vec<u8>)> {
+        let mut out = Vec::new();
+        while !wire.is_empty() {
+            let head = crate::server::reader::parse_head(wire, usize::MAX)
+                .expect("a well-formed header")
+                .expect("a whole header");
+            let end = head.head_len + head.len;
+            out.push((head.opcode, wire[head.head_len..end].to_vec()));
+            wire = &wire[end..];
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_pong_never_lands_inside_a_partly_written_frame() {
+        use tokio::io::AsyncReadExt;
+        let (ours, mut peer) = tokio::io::duplex(150);
+        let outbox = Outbox::new(8);
+        outbox.attach(Box::new(ours));
+        let texts: Vec<Bytes> = (0..3u8).map(|i| Bytes::from(vec![b'a' + i; 100])).collect();
+        for t in &texts {
+            outbox.queue(t.clone()).expect("queued");
+        }
+        // The socket takes the first frame and half of the second ...
+        outbox.flush();
+        // ... and a ping arrives before the writer runs.
+        outbox.push_control(Control::Pong(Bytes::from_static(b"pp")));
+        let (batch, sink) = outbox.next_batch().await;
+        let mut sink = sink.expect("sink");
+        let mut wire = Vec::new();
+        let read_all = async {
+            let mut chunk = vec![0; 4096];
+            while wire.len() < 3 * 102 + 4 {
+                let n = peer.read(&mut chunk).await.expect("read");
+                wire.extend_from_slice(&chunk[..n]);
+            }
+        };
+        let (written, ()) = tokio::join!(write_batch(&mut sink, &batch), read_all);
+        written.expect("write");
+        let got = frames_on(&wire);
+        let expected: Vec<(OpCode, Vec<u8>)> = vec![
+            (OpCode::Text, texts[0].to_vec()),
+            (OpCode::Text, texts[1].to_vec()),
+            (OpCode::Pong, b"pp".to_vec()),
+            (OpCode::Text, texts[2].to_vec()),
+        ];
+        assert_eq!(got, expected);
     }
 }

@@ -127,7 +127,8 @@ impl Metrics {
         );
         registry.register(
             "message_fanout_seconds",
-            "Time from receiving a message to queuing it to every member",
+            "Time from receiving a message to its frames being written or queued for every member \
+             (writes handed to the flush lanes are not waited for)",
             m.fanout_seconds.clone(),
         );
         for code in ErrorCode::ALL {

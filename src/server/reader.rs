@@ -4,11 +4,11 @@
 //! connection opens and keeps it: most of what an idle connection costs the
 //! server. This reader holds nothing between frames. It reads into a
 //! per-worker-thread scratch buffer (borrowed only inside one poll) until a
-//! frame's header says how long the frame is, then into a buffer of exactly
-//! that size (a frame longer than the message limit is refused before
-//! anything of it is buffered); bytes of the next frame that arrived with
-//! this one are kept, and the buffer is released once everything read is
-//! consumed. Headers are checked as RFC 6455 5.2 asks:
+//! frame's header says how long the frame is, then into a buffer grown as
+//! the payload arrives, at most 16 KiB at a time, up to that size (a frame
+//! longer than the limit is refused before anything of it is buffered);
+//! bytes of the next frame that arrived with this one are kept, and the
+//! buffer is released once everything read is consumed. Headers are checked as RFC 6455 5.2 asks:
 //! reserved bits, known opcodes, unfragmented control frames of at most
 //! 125 bytes, a 64-bit length with its top bit clear.
 
@@ -22,6 +22,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 /// Bytes read at once into the thread's scratch buffer while no frame needs
 /// more: a chat message, or several, arrive in one read.
 const SCRATCH_BYTES: usize = 4096;
+
+/// Most the buffer grows by for one read of a large frame.
+const GROW_BYTES_MAX: usize = 16 * 1024;
 
 thread_local! {
     /// Where every connection served on this worker thread reads while it
@@ -163,7 +166,9 @@ impl FrameReader {
             frame
         } else {
             let payload = self.buf[head.head_len..total].to_vec();
-            self.buf.drain(..total);
+            // Keep what arrived of the next frame, not the storage this
+            // frame needed.
+            self.buf = self.buf[total..].to_vec();
             payload
         };
         if let Some(mask) = head.mask {
@@ -185,7 +190,9 @@ impl FrameReader {
         R: AsyncRead + Unpin,
     {
         let read = if missing > SCRATCH_BYTES {
-            self.buf.reserve_exact(missing);
+            // Grown as bytes arrive, not on the header's word: a peer that
+            // announces a large frame and sends nothing holds no memory.
+            self.buf.reserve_exact(missing.min(GROW_BYTES_MAX));
             stream.read_buf(&mut self.buf).await
         } else {
             let buf = &mut self.buf;
@@ -336,5 +343,27 @@ mod tests {
             Err(FrameError::TooBig)
         );
         assert!(reader.buf.capacity() < 5000);
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_announced_but_not_sent_holds_little() {
+        let mut wire = client_frame(0x82, &[7; 60_000], MASK);
+        wire.truncate(14 + 100);
+        let (mut client, mut server) = tokio::io::duplex(1 << 17);
+        tokio::io::AsyncWriteExt::write_all(&mut client, &wire)
+            .await
+            .expect("write");
+        let mut reader = FrameReader::default();
+        let waiting = tokio::time::timeout(
+            std::time::Duration::from_millis(20),
+            reader.read_frame(&mut server, 65_536),
+        )
+        .await;
+        assert!(waiting.is_err(), "the frame is not all there");
+        assert!(
+            reader.buf.capacity() <= GROW_BYTES_MAX + 200,
+            "{} bytes reserved on the header's word",
+            reader.buf.capacity()
+        );
     }
 }
