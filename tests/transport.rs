@@ -340,3 +340,29 @@ async fn one_bad_connection_does_not_affect_another() {
     good.say("general", "still here").await;
     good.expect_silence(100).await;
 }
+
+/// Frames a client sends right behind its upgrade request, before it has
+/// read the answer, arrive with the handshake's bytes: they are served,
+/// in order, like any others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_sent_with_the_upgrade_request_are_served() {
+    let server = start().await;
+    let auth =
+        json!({"type": "AUTHENTICATE", "payload": {"token": token("early")}, "requestId": "a"});
+    let join = json!({"type": "JOIN_ROOM", "payload": {"roomId": "general"}, "requestId": "j"});
+    let mut early = encode_frame(true, op::TEXT, auth.to_string().as_bytes());
+    early.extend(encode_frame(true, op::TEXT, join.to_string().as_bytes()));
+    let mut raw = RawWs::connect_with_early(server.addr, &early).await;
+    let first = raw.recv().await;
+    assert_eq!(
+        (first["type"].as_str(), first["requestId"].as_str()),
+        (Some("AUTH_SUCCESS"), Some("a")),
+        "{first}"
+    );
+    let second = raw.recv().await;
+    assert_eq!(
+        (second["type"].as_str(), second["requestId"].as_str()),
+        (Some("ROOM_JOINED"), Some("j")),
+        "{second}"
+    );
+}

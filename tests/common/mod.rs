@@ -644,17 +644,24 @@ impl RawWs {
     /// Performs the upgrade by hand; panics unless the answer is 101.
     pub async fn connect(addr: SocketAddr) -> RawWs {
         let stream = TcpStream::connect(addr).await.expect("tcp connect");
-        Self::upgrade(stream, addr).await
+        Self::upgrade(stream, addr, &[]).await
     }
 
-    async fn upgrade(mut stream: TcpStream, addr: SocketAddr) -> RawWs {
+    /// [`RawWs::connect`], with `early` (e.g. encoded frames) sent in the
+    /// same write as the upgrade request, before its answer.
+    pub async fn connect_with_early(addr: SocketAddr, early: &[u8]) -> RawWs {
+        let stream = TcpStream::connect(addr).await.expect("tcp connect");
+        Self::upgrade(stream, addr, early).await
+    }
+
+    async fn upgrade(mut stream: TcpStream, addr: SocketAddr, early: &[u8]) -> RawWs {
         stream.set_nodelay(true).expect("nodelay");
         let request = format!(
             "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
         stream
-            .write_all(request.as_bytes())
+            .write_all(&[request.as_bytes(), early].concat())
             .await
             .expect("write upgrade");
         let mut buf = Vec::new();
@@ -687,7 +694,7 @@ impl RawWs {
         let socket = TcpSocket::new_v4().expect("socket");
         socket.set_recv_buffer_size(16 * 1024).expect("SO_RCVBUF");
         let stream = socket.connect(addr).await.expect("tcp connect");
-        Self::upgrade(stream, addr).await
+        Self::upgrade(stream, addr, &[]).await
     }
 
     /// Writes one masked frame.
