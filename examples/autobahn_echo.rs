@@ -25,14 +25,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use chat_flow::config::Config;
 use chat_flow::protocol::CloseCode;
-use chat_flow::server::conn::{DataKind, Handler, ReadLimits, UpgradedWs, serve_with};
+use chat_flow::server::conn::{DataKind, Handler, ReadLimits, serve_with};
 use chat_flow::server::outbox::{OutFrame, Outbox, PushError};
 use chat_flow::server::{HEADER_READ_TIMEOUT, HEADERS_MAX};
+use fastwebsockets::WebSocket;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 /// What a connection needs from the configuration.
@@ -174,7 +176,10 @@ impl Handler for Echo {
 }
 
 /// The production connection layer with the echo handler.
-async fn serve(ws: UpgradedWs, limits: Limits) {
+async fn serve<S>(ws: WebSocket<S>, limits: Limits)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let outbox = Arc::new(Outbox::new(limits.outbound_queue_limit));
     let echo = Echo {
         limits,

@@ -21,10 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, Payload, WebSocket};
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 use tracing::{debug, info};
@@ -100,63 +97,49 @@ pub trait Handler: Send {
     fn reading_ended(&mut self) -> impl Future<Output = ()> + Send;
 }
 
-/// A WebSocket as the upgrade hands it over: hyper's upgraded connection.
-pub type UpgradedWs = WebSocket<TokioIo<Upgraded>>;
-
 /// Serves one upgraded connection until it is closed: complete messages go
 /// to `handler`, frames queued in `outbox` go to the peer, a ping every
 /// `ping_interval`.
-pub fn serve_with<H>(
-    ws: UpgradedWs,
+pub fn serve_with<S, H>(
+    ws: WebSocket<S>,
     outbox: Arc<Outbox>,
     ping_interval: Duration,
     handler: H,
 ) -> impl Future<Output = ()> + Send
 where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
-    let (read_half, frames_in) = split(ws, &outbox);
-    serve_split(read_half, frames_in, outbox, ping_interval, handler)
+    let read_half = split(ws, &outbox);
+    serve_split(read_half, outbox, ping_interval, handler)
 }
 
-/// The read half of a connection's socket.
-type ReadSide = Box<dyn AsyncRead + Send + Unpin>;
-
-/// Takes the socket apart before any future holds it (an async fn keeps its
+/// Splits the socket before any future holds it (an async fn keeps its
 /// arguments for its whole life: a connection would carry the handshake's
-/// `WebSocket` for as long as it is open). A TCP connection is taken back
-/// from hyper whole and split into owned halves: no lock between reading
-/// and writing and no boxed layers on each write; bytes the client sent
-/// right behind its handshake go to the frame reader first. Any other
-/// transport (the simulation's) is split with `tokio::io::split`. The read
-/// half stays with the reader and the write half goes to the outbox until
-/// the end, so that after a close the socket can still be drained: see
-/// [`linger`].
-fn split(ws: UpgradedWs, outbox: &Outbox) -> (ReadSide, FrameReader) {
-    let upgraded = ws.into_inner().into_inner();
-    match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => {
-            let (read, write) = parts.io.into_inner().into_split();
-            outbox.attach(Box::new(write));
-            (Box::new(read), FrameReader::with_buffered(&parts.read_buf))
-        }
-        Err(upgraded) => {
-            let (read, write) = tokio::io::split(TokioIo::new(upgraded));
-            outbox.attach(Box::new(write));
-            (Box::new(read), FrameReader::default())
-        }
-    }
+/// `WebSocket` for as long as it is open). The read half stays with the
+/// reader and the write half goes to the outbox until the end, so that after
+/// a close the socket can still be drained: see [`linger`]. Frames are laid
+/// out by [`frames`](super::frames) (headers formatted by fastwebsockets).
+fn split<S>(ws: WebSocket<S>, outbox: &Outbox) -> ReadHalf<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (read_half, write_half) = tokio::io::split(ws.into_inner());
+    outbox.attach(Box::new(write_half));
+    read_half
 }
 
-async fn serve_split<H>(
-    mut read_half: ReadSide,
-    mut frames_in: FrameReader,
+async fn serve_split<R, H>(
+    mut read_half: R,
     outbox: Arc<Outbox>,
     ping_interval: Duration,
     mut handler: H,
 ) where
+    R: AsyncRead + Unpin + Send,
     H: Handler,
 {
+    let mut frames_in = FrameReader::default();
+
     // Boxed, so that the reader (which borrows the handler) can be dropped
     // before the handler is told that reading ended.
     let mut reader = Box::pin(read_loop(
@@ -237,14 +220,17 @@ where
 }
 
 /// Serves one upgraded chat connection until it is closed.
-pub(crate) fn serve(
-    ws: UpgradedWs,
+pub(crate) fn serve<S>(
+    ws: WebSocket<S>,
     conn: ConnId,
     shared: Arc<Shared>,
-) -> impl Future<Output = ()> + Send {
+) -> impl Future<Output = ()> + Send
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let config = shared.config.load_full();
     let outbox = Arc::new(Outbox::new(config.outbound_queue_limit));
-    let (read_half, frames_in) = split(ws, &outbox);
+    let read_half = split(ws, &outbox);
     let ping_interval = Duration::from_millis(config.ping_interval_ms);
     async move {
         let connect = HubCommand::Connect {
@@ -260,7 +246,7 @@ pub(crate) fn serve(
             shared: shared.clone(),
             outbox: outbox.clone(),
         };
-        serve_split(read_half, frames_in, outbox, ping_interval, handler).await;
+        serve_split(read_half, outbox, ping_interval, handler).await;
         // Idempotent: the core may already have forgotten the connection.
         let _ = to_hub(&shared, HubCommand::Disconnect { conn }).await;
         info!("disconnected");

@@ -139,13 +139,6 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
-    /// A reader starting with bytes already read off the socket.
-    pub fn with_buffered(bytes: &[u8]) -> FrameReader {
-        FrameReader {
-            buf: bytes.to_vec(),
-        }
-    }
-
     /// Reads the next frame, refusing one longer than `max_payload`. Not
     /// cancel-safe: a read abandoned half way leaves the stream mid-frame.
     pub async fn read_frame<R>(
