@@ -587,7 +587,17 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 /// Polls `/metrics` until `series` satisfies `ok` (metrics are published
 /// by the hub after each batch, just after the replies are queued).
 pub async fn wait_metric(addr: SocketAddr, series: &str, ok: impl Fn(f64) -> bool) -> f64 {
-    let deadline = Instant::now() + TIMEOUT;
+    wait_metric_within(addr, series, TIMEOUT, ok).await
+}
+
+/// [`wait_metric`] with a deadline of its own.
+pub async fn wait_metric_within(
+    addr: SocketAddr,
+    series: &str,
+    within: Duration,
+    ok: impl Fn(f64) -> bool,
+) -> f64 {
+    let deadline = Instant::now() + within;
     loop {
         let text = metrics(addr).await;
         let value = metric(&text, series);
