@@ -370,10 +370,10 @@ where
     let mut assembling: Option<(OpCode, Vec<u8>, usize)> = None;
     loop {
         let limits = handler.limits();
-        // A fragment may only be as long as what is left of its message (a
-        // control frame between fragments is at most 125 bytes anyway).
+        // A data frame may only be as long as what is left of its message:
+        // the reader refuses a longer one (1009) before reading it.
         let frame_max = match &assembling {
-            Some((_, buf, _)) => limits.max_message_bytes.saturating_sub(buf.len()).max(125),
+            Some((_, buf, _)) => limits.max_message_bytes.saturating_sub(buf.len()),
             None => limits.max_message_bytes,
         };
         let read = frames_in.read_frame(stream, frame_max);
@@ -429,20 +429,15 @@ where
                         "unexpected continuation frame",
                     );
                 };
-                if buf.len() + frame.payload.len() > max_bytes {
-                    return ReadEnd::Close(CloseCode::TooBig, "message too big");
-                }
                 *fragments += 1;
                 if *fragments > (max_bytes / FRAGMENT_BYTES_MIN).max(16) {
                     return ReadEnd::Close(CloseCode::TooBig, "too many fragments");
                 }
                 buf.extend_from_slice(&frame.payload);
-                match assembling.take() {
-                    Some((opcode, buf, _)) if frame.fin => Some((opcode, buf)),
-                    unfinished => {
-                        assembling = unfinished;
-                        None
-                    }
+                if frame.fin {
+                    assembling.take().map(|(opcode, buf, _)| (opcode, buf))
+                } else {
+                    None
                 }
             }
             OpCode::Close => return peer_close(&frame.payload),

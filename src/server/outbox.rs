@@ -194,11 +194,6 @@ impl Outbox {
         }
     }
 
-    /// Queues a text frame and wakes the writer.
-    pub fn push(&self, frame: Bytes) -> Result<(), PushError> {
-        self.push_frame(OutFrame::Text(frame))
-    }
-
     /// Queues a data frame of either kind and wakes the writer.
     pub fn push_frame(&self, frame: OutFrame) -> Result<(), PushError> {
         if self.enqueue(frame)? {
@@ -372,13 +367,15 @@ impl Outbox {
     }
 
     /// Frames queued or being written.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         let s = self.lock();
         s.frames.len() + s.in_flight
     }
 
     /// Whether nothing is queued or being written.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
@@ -471,16 +468,25 @@ mod tests {
         let o = Outbox::new(3);
         o.attach(idle_sink());
         for i in 0..3 {
-            o.push(Bytes::from(vec![i])).unwrap();
+            o.push_frame(OutFrame::Text(Bytes::from(vec![i]))).unwrap();
         }
-        assert_eq!(o.push(Bytes::from_static(b"x")), Err(PushError::Full));
+        assert_eq!(
+            o.push_frame(OutFrame::Text(Bytes::from_static(b"x"))),
+            Err(PushError::Full)
+        );
         let (b, sink) = o.next_batch().await;
         assert_eq!(b.frames.len(), 3);
         // Still in flight: the limit counts them.
         assert_eq!(o.len(), 3);
-        assert_eq!(o.push(Bytes::from_static(b"x")), Err(PushError::Full));
+        assert_eq!(
+            o.push_frame(OutFrame::Text(Bytes::from_static(b"x"))),
+            Err(PushError::Full)
+        );
         o.batch_written(sink.expect("the sink goes with the batch"));
-        assert_eq!(o.push(Bytes::from_static(b"x")), Ok(()));
+        assert_eq!(
+            o.push_frame(OutFrame::Text(Bytes::from_static(b"x"))),
+            Ok(())
+        );
         assert_eq!(o.len(), 1);
     }
 
@@ -503,15 +509,20 @@ mod tests {
     #[tokio::test]
     async fn close_follows_queue_unless_discarding() {
         let o = Outbox::new(8);
-        o.push(Bytes::from_static(b"a")).unwrap();
+        o.push_frame(OutFrame::Text(Bytes::from_static(b"a")))
+            .unwrap();
         o.close(CloseCode::Policy, "bye");
-        assert_eq!(o.push(Bytes::from_static(b"b")), Err(PushError::Closed));
+        assert_eq!(
+            o.push_frame(OutFrame::Text(Bytes::from_static(b"b"))),
+            Err(PushError::Closed)
+        );
         let (b, _) = o.next_batch().await;
         assert_eq!(b.frames.len(), 1);
         assert_eq!(b.close.unwrap().code, CloseCode::Policy);
 
         let o = Outbox::new(8);
-        o.push(Bytes::from_static(b"a")).unwrap();
+        o.push_frame(OutFrame::Text(Bytes::from_static(b"a")))
+            .unwrap();
         o.close_discarding(CloseCode::TryAgainLater, "slow");
         o.close(CloseCode::Policy, "ignored: first close wins");
         let (b, _) = o.next_batch().await;

@@ -59,7 +59,8 @@ pub enum FrameError {
 }
 
 /// Parses the frame header at the start of `bytes`; `Ok(None)` until all of
-/// it is there. A payload longer than `max_payload` is [`FrameError::TooBig`].
+/// it is there. A data frame longer than `max_payload` is
+/// [`FrameError::TooBig`]; control frames are bounded by their own 125 bytes.
 pub fn parse_head(bytes: &[u8], max_payload: usize) -> Result<Option<Head>, FrameError> {
     let [b0, b1, ..] = *bytes else {
         return Ok(None);
@@ -76,7 +77,8 @@ pub fn parse_head(bytes: &[u8], max_payload: usize) -> Result<Option<Head>, Fram
         127 => 8,
         _ => 0,
     };
-    if matches!(opcode, OpCode::Close | OpCode::Ping | OpCode::Pong) {
+    let control = matches!(opcode, OpCode::Close | OpCode::Ping | OpCode::Pong);
+    if control {
         if !fin {
             return Err(FrameError::Protocol("fragmented control frame"));
         }
@@ -96,8 +98,9 @@ pub fn parse_head(bytes: &[u8], max_payload: usize) -> Result<Option<Head>, Fram
         return Err(FrameError::Protocol("invalid frame length"));
     }
     // Refused before the rest of the header, let alone the payload, is read.
+    // (A control frame is not part of a message: 125 bytes bound it.)
     let len = match usize::try_from(len) {
-        Ok(len) if len <= max_payload => len,
+        Ok(len) if control || len <= max_payload => len,
         _ => return Err(FrameError::TooBig),
     };
     let head_len = 2 + ext + if masked { 4 } else { 0 };
@@ -286,6 +289,11 @@ mod tests {
         assert_eq!(bad(&huge), FrameError::Protocol("invalid frame length"));
         assert_eq!(bad(&[0x82, 0xfe, 0x03, 0xe9]), FrameError::TooBig);
         assert!(parse_head(&[0x82, 0xfe, 0x03, 0xe8, 0, 0, 0, 0], max).is_ok());
+        // A ping between fragments is not held to what is left of the message.
+        assert_eq!(
+            parse_head(&[0x89, 0x0a], 0).map(|h| h.map(|h| h.len)),
+            Ok(Some(10))
+        );
     }
 
     #[tokio::test]
