@@ -12,6 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The build needs a few GB; when it runs out, this line says why.
+df -h . | tail -n 1
+
 echo "== cargo test --workspace"
 cargo test --workspace --locked
 
