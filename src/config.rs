@@ -74,6 +74,11 @@ pub const DEFAULT_MAX_CONTENT_LENGTH: usize = 4_000;
 pub const DEFAULT_HISTORY_LIMIT: usize = 100;
 /// Default for `TYPING_TIMEOUT_MS`: how long a typing indicator lives.
 pub const DEFAULT_TYPING_TIMEOUT_MS: u64 = 5_000;
+/// Default for `PRESENCE_DELAY_MS`: how long presence and typing notices may
+/// be held so that several to one connection share one write.
+pub const DEFAULT_PRESENCE_DELAY_MS: u64 = 200;
+/// Largest `PRESENCE_DELAY_MS`.
+pub const PRESENCE_DELAY_MAX_MS: u64 = 10_000;
 /// Default for `RATE_LIMIT_MESSAGES`: `SEND_MESSAGE`s per user per window.
 pub const DEFAULT_RATE_LIMIT_MESSAGES: u32 = 20;
 /// Default for `RATE_LIMIT_WINDOW_MS`: the rate-limit refill window.
@@ -364,6 +369,12 @@ pub struct Config {
     /// `TYPING_TIMEOUT_MS`: a typing indicator not refreshed for this long is
     /// cleared with a broadcast `isTyping: false`.
     pub typing_timeout_ms: u64,
+    /// `PRESENCE_DELAY_MS`: presence and typing notices (`USER_JOINED`,
+    /// `USER_LEFT`, `TYPING_UPDATE`) may wait this long before they are
+    /// written, so that those a connection gets meanwhile share one write;
+    /// any other frame to the connection takes them along at once. `0`
+    /// writes them at once.
+    pub presence_delay_ms: u64,
     /// `RATE_LIMIT_MESSAGES`: `SEND_MESSAGE` bucket capacity per user.
     pub rate_limit_messages: u32,
     /// `RATE_LIMIT_WINDOW_MS`: both buckets refill fully over this window.
@@ -419,6 +430,7 @@ impl Default for Config {
             max_content_length: DEFAULT_MAX_CONTENT_LENGTH,
             history_limit: DEFAULT_HISTORY_LIMIT,
             typing_timeout_ms: DEFAULT_TYPING_TIMEOUT_MS,
+            presence_delay_ms: DEFAULT_PRESENCE_DELAY_MS,
             rate_limit_messages: DEFAULT_RATE_LIMIT_MESSAGES,
             rate_limit_window_ms: DEFAULT_RATE_LIMIT_WINDOW_MS,
             rate_limit_requests: DEFAULT_RATE_LIMIT_REQUESTS,
@@ -603,6 +615,8 @@ serve_args! {
     history_limit = "HISTORY_LIMIT";
     /// Typing indicator lifetime in milliseconds [default: 5000]
     typing_timeout_ms = "TYPING_TIMEOUT_MS";
+    /// Longest wait of presence and typing notices, so that several share a write, in milliseconds; 0 for none [default: 200]
+    presence_delay_ms = "PRESENCE_DELAY_MS";
     /// SEND_MESSAGE per user per window [default: 20]
     rate_limit_messages = "RATE_LIMIT_MESSAGES";
     /// Rate-limit window in milliseconds [default: 10000]
@@ -704,6 +718,12 @@ impl Config {
         let history_limit = vars.int("HISTORY_LIMIT", DEFAULT_HISTORY_LIMIT, 1, usize_max())?;
         let typing_timeout_ms =
             vars.duration_ms("TYPING_TIMEOUT_MS", DEFAULT_TYPING_TIMEOUT_MS, 1)?;
+        let presence_delay_ms = vars.int(
+            "PRESENCE_DELAY_MS",
+            DEFAULT_PRESENCE_DELAY_MS,
+            0,
+            PRESENCE_DELAY_MAX_MS,
+        )?;
         let rate_limit_messages = vars.int(
             "RATE_LIMIT_MESSAGES",
             DEFAULT_RATE_LIMIT_MESSAGES,
@@ -787,6 +807,7 @@ impl Config {
             max_content_length,
             history_limit,
             typing_timeout_ms,
+            presence_delay_ms,
             rate_limit_messages,
             rate_limit_window_ms,
             rate_limit_requests,
@@ -1210,6 +1231,7 @@ mod tests {
             ("MAX_CONTENT_LENGTH", "10"),
             ("HISTORY_LIMIT", "1"),
             ("TYPING_TIMEOUT_MS", "2"),
+            ("PRESENCE_DELAY_MS", "0"),
             ("RATE_LIMIT_MESSAGES", "3"),
             ("RATE_LIMIT_WINDOW_MS", "4"),
             ("RATE_LIMIT_REQUESTS", "5"),
@@ -1248,6 +1270,7 @@ mod tests {
             max_content_length: 10,
             history_limit: 1,
             typing_timeout_ms: 2,
+            presence_delay_ms: 0,
             rate_limit_messages: 3,
             rate_limit_window_ms: 4,
             rate_limit_requests: 5,
@@ -1283,6 +1306,10 @@ mod tests {
         assert_eq!(
             error_for("WORKER_THREADS", "1025").to_string(),
             r#"invalid value "1025" for WORKER_THREADS: expected an integer 0-1024"#
+        );
+        assert_eq!(
+            error_for("PRESENCE_DELAY_MS", "10001").to_string(),
+            r#"invalid value "10001" for PRESENCE_DELAY_MS: expected an integer 0-10000"#
         );
         let e = error_for("HOST", "localhost");
         assert_eq!(e.variable(), Some("HOST"));
@@ -1566,7 +1593,7 @@ mod tests {
         for var in ServeArgs::VARIABLES {
             assert_eq!(args.value(var), None);
         }
-        assert_eq!(ServeArgs::VARIABLES.len(), 30);
+        assert_eq!(ServeArgs::VARIABLES.len(), 31);
         args.port = Some("4000".to_owned());
         args.log_format = Some("pretty".to_owned());
         let config = Config::from_args(&args).expect("valid");

@@ -57,3 +57,36 @@ async fn limits_and_the_jwt_secret_change_live() {
     drop(alice);
     server.shutdown().await.unwrap();
 }
+
+/// `PRESENCE_DELAY_MS` changes live: notices held 10 s before the reload go
+/// out at once after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_presence_delay_changes_live() {
+    let server = start_with(|c| c.presence_delay_ms = 10_000).await;
+    let mut alice = Client::authed(server.addr, "alice").await;
+    alice.join("general").await;
+
+    let mut config = test_config();
+    config.presence_delay_ms = 0;
+    config.max_content_length = 3;
+    server.reload(config).await;
+    // The hub gets the new delay before connections see the new limits.
+    eventually("the reload is in force", || async {
+        let mut probe = Client::authed(server.addr, "probe").await;
+        let created = probe
+            .ok("CREATE_ROOM", json!({"name": "probe"}), "ROOM_CREATED")
+            .await;
+        let room = created["payload"]["room"]["id"].clone();
+        let sent = probe
+            .request("SEND_MESSAGE", json!({"roomId": room, "content": "four"}))
+            .await;
+        sent["payload"]["code"] == "INVALID_MESSAGE"
+    })
+    .await;
+    // Nothing else goes to alice, so only an ended hold can bring this
+    // within TIMEOUT.
+    let mut bob = Client::authed(server.addr, "bob").await;
+    bob.join("general").await;
+    let joined = alice.expect_type("USER_JOINED").await;
+    assert_eq!(joined["payload"]["user"]["userId"], "bob");
+}

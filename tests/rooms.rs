@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::*;
 use serde_json::{Value, json};
 
@@ -494,4 +496,64 @@ async fn rooms_per_user_max_caps_creation_with_forbidden() {
     let mut bob = Client::authed(server.addr, "bob").await;
     bob.ok("CREATE_ROOM", json!({"name": "bob's"}), "ROOM_CREATED")
         .await;
+}
+
+/// `PRESENCE_DELAY_MS`: presence notices wait that long (so that those a
+/// connection gets meanwhile share one write), in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_notices_are_held_for_the_presence_delay() {
+    const DELAY: Duration = Duration::from_millis(400);
+    let server = start_with(|c| c.presence_delay_ms = DELAY.as_millis() as u64).await;
+    let mut alice = Client::authed(server.addr, "alice").await;
+    alice.join("general").await;
+    let mut bob = Client::authed(server.addr, "bob").await;
+    let mut carol = Client::authed(server.addr, "carol").await;
+    let asked = Instant::now();
+    bob.join("general").await;
+    carol.join("general").await;
+    // The hold starts when the hub queues the notice, after bob asked.
+    let first = alice.expect_type("USER_JOINED").await;
+    let waited = asked.elapsed();
+    assert!(
+        waited >= DELAY,
+        "USER_JOINED after {waited:?}, before the delay"
+    );
+    assert_eq!(first["payload"]["user"]["userId"], "bob");
+    let second = alice.expect_type("USER_JOINED").await;
+    assert_eq!(second["payload"]["user"]["userId"], "carol");
+    let to_bob = bob.expect_type("USER_JOINED").await;
+    assert_eq!(to_bob["payload"]["user"]["userId"], "carol");
+    // Leaving is a notice too.
+    let asked = Instant::now();
+    drop(carol);
+    let left = alice.expect_type("USER_LEFT").await;
+    assert_eq!(left["payload"]["userId"], "carol");
+    assert!(asked.elapsed() >= DELAY, "USER_LEFT before the delay");
+}
+
+/// A held notice never makes anything else wait, and never comes after a
+/// frame that was sent after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_takes_held_notices_along_at_once() {
+    // Held longer than any expected frame may take (TIMEOUT).
+    let server = start_with(|c| c.presence_delay_ms = 10_000).await;
+    let mut alice = Client::authed(server.addr, "alice").await;
+    alice.join("general").await;
+    let mut bob = Client::authed(server.addr, "bob").await;
+    bob.join("general").await;
+    bob.say("general", "hi").await;
+    let joined = alice.expect_type("USER_JOINED").await;
+    assert_eq!(joined["payload"]["user"]["userId"], "bob");
+    let m = alice.expect_type("NEW_MESSAGE").await;
+    assert_eq!(m["payload"]["content"], "hi");
+    // A reply to alice herself takes them along too, behind them.
+    let mut carol = Client::authed(server.addr, "carol").await;
+    carol.join("general").await;
+    alice
+        .send(json!({"type": "PING", "payload": {}, "requestId": "p1"}))
+        .await;
+    let joined = alice.expect_type("USER_JOINED").await;
+    assert_eq!(joined["payload"]["user"]["userId"], "carol");
+    let pong = alice.expect_type("PONG").await;
+    assert_eq!(pong["requestId"], "p1");
 }

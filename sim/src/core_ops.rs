@@ -587,7 +587,7 @@ impl Driver {
     fn drain(&mut self) {
         while let Some(output) = self.hub.poll_output() {
             match output {
-                Output::Frame { conn, frame } => {
+                Output::Frame { conn, frame, .. } => {
                     let text = String::from_utf8(frame.to_vec()).expect("the core writes UTF-8");
                     self.learn_epoch(&text);
                     self.record(Obs::Recv {

@@ -24,6 +24,8 @@ pub struct Knobs {
     pub history_limit: usize,
     /// `TYPING_TIMEOUT_MS`.
     pub typing_timeout_ms: u64,
+    /// `PRESENCE_DELAY_MS`.
+    pub presence_delay_ms: u64,
     /// `PING_INTERVAL_MS`.
     pub ping_interval_ms: u64,
     /// `IDLE_TIMEOUT_MS`.
@@ -57,6 +59,7 @@ impl Knobs {
             port: crate::tap::SERVER.1,
             history_limit: self.history_limit,
             typing_timeout_ms: self.typing_timeout_ms,
+            presence_delay_ms: self.presence_delay_ms,
             ping_interval_ms: self.ping_interval_ms,
             idle_timeout_ms: self.idle_timeout_ms,
             auth_timeout_ms: self.auth_timeout_ms,
@@ -326,6 +329,12 @@ impl Scenario {
         let knobs = Knobs {
             history_limit: r.range(5, 20) as usize,
             typing_timeout_ms: r.range(1_000, 3_000),
+            // From a stream of its own, so that the draws above and below
+            // (and so every other seed's scenario) stay as they were.
+            presence_delay_ms: {
+                let mut pr = SimRng::stream(seed, 4);
+                if pr.chance(50) { 0 } else { pr.range(10, 300) }
+            },
             ping_interval_ms: ping,
             idle_timeout_ms: ping * r.range(2, 3) + r.range(0, 500),
             auth_timeout_ms: r.range(1_000, 3_000),

@@ -14,6 +14,7 @@ fn scenario(send_at_ms: u64) -> Scenario {
     let knobs = Knobs {
         history_limit: 10,
         typing_timeout_ms: 2_000,
+        presence_delay_ms: 0,
         ping_interval_ms: 1_000,
         idle_timeout_ms: 3_000,
         auth_timeout_ms: 2_000,

@@ -100,6 +100,11 @@ pub enum Output {
         conn: ConnId,
         /// One encoded JSON message, shared by every recipient of a broadcast.
         frame: Bytes,
+        /// A presence or typing notice (`USER_JOINED`, `USER_LEFT`,
+        /// `TYPING_UPDATE`): the driver may hold it for a short while so that
+        /// several to one connection share one write. It is never reordered:
+        /// any other frame queued after it takes it along.
+        notice: bool,
     },
     /// Close the connection with this code once what is queued before it is
     /// sent. The core has already forgotten the connection.
@@ -953,7 +958,11 @@ impl Hub {
                 } else {
                     broadcast.clone()
                 };
-                self.outputs.push_back(Output::Frame { conn: c, frame });
+                self.outputs.push_back(Output::Frame {
+                    conn: c,
+                    frame,
+                    notice: false,
+                });
                 delivered += 1;
             }
         }
@@ -1169,7 +1178,11 @@ impl Hub {
     }
 
     fn send(&mut self, conn: ConnId, frame: Bytes) {
-        self.outputs.push_back(Output::Frame { conn, frame });
+        self.outputs.push_back(Output::Frame {
+            conn,
+            frame,
+            notice: false,
+        });
     }
 
     fn reply(&mut self, conn: ConnId, message: &ServerMessage, rid: Option<&str>) {
@@ -1215,6 +1228,7 @@ impl Hub {
         );
     }
 
+    /// A presence or typing notice to the room's connections.
     fn broadcast(&mut self, room_id: &RoomId, frame: &Bytes, except: Except<'_>) {
         let Some(room) = self.rooms.get(room_id) else {
             return;
@@ -1230,6 +1244,7 @@ impl Hub {
                 self.outputs.push_back(Output::Frame {
                     conn: c,
                     frame: frame.clone(),
+                    notice: true,
                 });
             }
         }

@@ -1134,7 +1134,9 @@ impl Runner {
             .step_outputs()
             .iter()
             .filter_map(|o| match o {
-                Output::Frame { conn: c, frame } if *c == conn => ServerFrame::decode(frame).ok(),
+                Output::Frame { conn: c, frame, .. } if *c == conn => {
+                    ServerFrame::decode(frame).ok()
+                }
                 _ => None,
             })
             .collect()
@@ -1147,7 +1149,7 @@ impl Runner {
         let mut closes: BTreeMap<ConnId, u16> = BTreeMap::new();
         for out in &step {
             match out {
-                Output::Frame { conn, frame } => {
+                Output::Frame { conn, frame, .. } => {
                     let f = ServerFrame::decode(frame).map_err(|e| e.to_string())?;
                     frames.entry(*conn).or_default().push(f);
                 }

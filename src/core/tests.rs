@@ -116,7 +116,11 @@ impl TestHub {
     fn pump(&mut self) {
         while let Some(out) = self.hub.poll_output() {
             match &out {
-                Output::Frame { conn, frame } => {
+                Output::Frame {
+                    conn,
+                    frame,
+                    notice,
+                } => {
                     let text = String::from_utf8_lossy(frame).into_owned();
                     assert!(
                         !self.gone.contains(conn),
@@ -128,6 +132,12 @@ impl TestHub {
                         value["type"].is_string() && value["payload"].is_object(),
                         "not an envelope: {text}"
                     );
+                    // Only presence and typing may be held by the driver.
+                    let is_notice = matches!(
+                        value["type"].as_str(),
+                        Some("USER_JOINED" | "USER_LEFT" | "TYPING_UPDATE")
+                    );
+                    assert_eq!(*notice, is_notice, "notice flag of {text}");
                     let decoded = ServerFrame::decode(frame)
                         .unwrap_or_else(|e| panic!("frame does not decode ({e}): {text}"));
                     self.inbox

@@ -656,7 +656,7 @@ mod tests {
         outbox.attach(Box::new(ours));
         let texts: Vec<Bytes> = (0..3u8).map(|i| Bytes::from(vec![b'a' + i; 100])).collect();
         for t in &texts {
-            outbox.queue(t.clone()).expect("queued");
+            outbox.queue(t.clone(), false).expect("queued");
         }
         // The socket takes the first frame and half of the second ...
         outbox.flush();

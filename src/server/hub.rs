@@ -1,11 +1,17 @@
 //! The task that owns the core: feeds it inputs in arrival order, fires its
 //! timers, and routes its outputs to the connections' queues.
 //!
+//! Presence and typing notices may be held for up to `PRESENCE_DELAY_MS`
+//! before they are written, so that the notices a connection gets in that
+//! time (a join storm into a big room) share one write instead of one
+//! each; any other frame queued to the connection takes them along at once,
+//! so nothing is reordered and nothing else waits.
+//!
 //! One task owns the one [`Hub`]; connections talk to it through a bounded
 //! channel, so a burst of input waits in the channel (back-pressure on the
 //! readers) rather than growing memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 
@@ -13,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::metrics::Metrics;
-use super::outbox::{Outbox, PushError};
+use super::outbox::{Outbox, Owed, PushError};
 use crate::core::{ConnId, Hub, Inbound, Limits, Output, Stats, Timestamp};
 use crate::protocol::CloseCode;
 
@@ -45,6 +51,8 @@ pub enum HubCommand {
     Shutdown,
     /// The configuration was reloaded: apply the core's new limits.
     SetLimits(Limits),
+    /// The configuration was reloaded: hold notices this long from now on.
+    SetPresenceDelay(std::time::Duration),
 }
 
 /// Converts between the runtime's monotonic clock and the core's
@@ -153,8 +161,12 @@ struct Driver {
     shutting_down: bool,
     /// Messages accepted in this batch, with when they arrived.
     sends: Vec<Instant>,
-    /// Connections with frames queued in this batch, to flush at its end.
+    /// Connections owed a flush at the end of this batch.
     dirty: Vec<ConnId>,
+    /// Connections holding notices, with when the hold ends, oldest first.
+    held: VecDeque<(Instant, ConnId)>,
+    /// How long notices are held (zero: not at all).
+    presence_delay: std::time::Duration,
     lanes: FlushLanes,
 }
 
@@ -164,6 +176,7 @@ pub async fn run(
     mut commands: mpsc::Receiver<HubCommand>,
     clock: Clock,
     metrics: Arc<Metrics>,
+    presence_delay: std::time::Duration,
 ) {
     let published = hub.stats().clone();
     let mut d = Driver {
@@ -175,11 +188,18 @@ pub async fn run(
         shutting_down: false,
         sends: Vec::new(),
         dirty: Vec::new(),
+        held: VecDeque::new(),
+        presence_delay,
         lanes: FlushLanes::start(tokio::runtime::Handle::current().metrics().num_workers()),
     };
     d.finish_batch();
     loop {
-        let deadline = d.hub.next_deadline().map(|t| d.clock.instant_of(t));
+        let timer = d.hub.next_deadline().map(|t| d.clock.instant_of(t));
+        let hold_ends = d.held.front().map(|&(at, _)| at);
+        let deadline = match (timer, hold_ends) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let first = tokio::select! {
             biased;
             command = commands.recv() => match command {
@@ -199,6 +219,7 @@ pub async fn run(
         }
         d.hub.tick(d.clock.now());
         d.route();
+        d.end_holds();
         d.flush();
         d.finish_batch();
     }
@@ -250,6 +271,7 @@ impl Driver {
                 }
             }
             HubCommand::SetLimits(limits) => self.hub.set_limits(now, limits),
+            HubCommand::SetPresenceDelay(delay) => self.presence_delay = delay,
         }
         // Route after every command so that outputs leave in the order the
         // core produced them, and a slow consumer is forgotten at once.
@@ -262,16 +284,21 @@ impl Driver {
             let mut slow = Vec::new();
             while let Some(output) = self.hub.poll_output() {
                 match output {
-                    Output::Frame { conn, frame } => {
+                    Output::Frame {
+                        conn,
+                        frame,
+                        notice,
+                    } => {
                         let Some(outbox) = self.outboxes.get(&conn) else {
                             continue;
                         };
-                        match outbox.queue(frame) {
-                            Ok(first) => {
-                                if first {
-                                    self.dirty.push(conn);
-                                }
-                            }
+                        let hold = notice && !self.presence_delay.is_zero();
+                        match outbox.queue(frame, hold) {
+                            Ok(Owed::Flush) => self.dirty.push(conn),
+                            Ok(Owed::FlushLater) => self
+                                .held
+                                .push_back((Instant::now() + self.presence_delay, conn)),
+                            Ok(Owed::Nothing) => {}
                             Err(PushError::Full) => {
                                 outbox.close_discarding(CloseCode::TryAgainLater, "slow consumer");
                                 self.outboxes.remove(&conn);
@@ -294,6 +321,23 @@ impl Driver {
             let now = self.clock.now();
             for conn in slow {
                 self.hub.disconnect(now, conn);
+            }
+        }
+    }
+
+    /// Connections whose hold has ended join this batch's flushes (a
+    /// delay shortened by a reload leaves earlier holds to end as set).
+    fn end_holds(&mut self) {
+        let now = Instant::now();
+        while let Some(&(at, conn)) = self.held.front() {
+            if at > now {
+                break;
+            }
+            self.held.pop_front();
+            if let Some(outbox) = self.outboxes.get(&conn)
+                && outbox.end_hold()
+            {
+                self.dirty.push(conn);
             }
         }
     }

@@ -279,10 +279,10 @@ pub async fn run<L: Listener>(
 /// [`run`], also putting in force each configuration received on `reloads`.
 ///
 /// Live at once: origins, connection caps, message and content size limits,
-/// JWT settings, the auth timeout, history limit, typing timeout and rate
-/// limits (buckets keep their level, capped at the new capacity). For new
-/// connections only: the outbound queue limit, ping interval and idle
-/// timeout. `HOST`, `PORT`, `DEFAULT_ROOMS`, `LOG_LEVEL` and `LOG_FORMAT`
+/// JWT settings, the auth timeout, history limit, typing timeout, presence
+/// delay and rate limits (buckets keep their level, capped at the new
+/// capacity). For new connections only: the outbound queue limit, ping
+/// interval and idle timeout. `HOST`, `PORT`, `DEFAULT_ROOMS`, `LOG_LEVEL` and `LOG_FORMAT`
 /// take a restart (a change is logged and otherwise ignored).
 pub async fn run_with_reloads<L: Listener>(
     mut listener: L,
@@ -301,7 +301,13 @@ pub async fn run_with_reloads<L: Listener>(
         clock.now(),
     );
     let (hub_tx, hub_rx) = mpsc::channel(HUB_QUEUE_CAPACITY);
-    tokio::spawn(hub::run(hub, hub_rx, clock, metrics.clone()));
+    tokio::spawn(hub::run(
+        hub,
+        hub_rx,
+        clock,
+        metrics.clone(),
+        Duration::from_millis(config.presence_delay_ms),
+    ));
     let shared = Arc::new(Shared {
         config: ArcSwap::from_pointee(config),
         verifier: ArcSwap::from_pointee(verifier),
@@ -395,6 +401,12 @@ async fn apply_reload(shared: &Shared, config: Config) {
     let _ = shared
         .hub
         .send(HubCommand::SetLimits(core_limits(&config)))
+        .await;
+    let _ = shared
+        .hub
+        .send(HubCommand::SetPresenceDelay(Duration::from_millis(
+            config.presence_delay_ms,
+        )))
         .await;
     shared.verifier.store(Arc::new(verifier));
     shared.config.store(Arc::new(config));

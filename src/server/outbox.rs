@@ -6,7 +6,8 @@
 //! memory.
 //!
 //! Two ways out. After each batch of commands the hub [`flush`]es the
-//! connections it queued frames for: when no writer is using the socket,
+//! connections it queued frames for (or, when all it queued to one are
+//! presence and typing notices, when their hold ends): when no writer is using the socket,
 //! everything queued is laid out in one buffer and written at once without
 //! waiting (a poll with a no-op waker), so a delivery costs one `write` and
 //! no task wake-up. Whatever the socket does not take — and every pong,
@@ -54,6 +55,17 @@ pub enum PushError {
     Full,
     /// The connection is closing; nothing more is sent.
     Closed,
+}
+
+/// What the hub owes a connection once it has queued a frame to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owed {
+    /// A flush at the end of this batch.
+    Flush,
+    /// A flush when the hold on its notices ends.
+    FlushLater,
+    /// Nothing new: a flush it already owes takes this frame along.
+    Nothing,
 }
 
 /// A queued data frame.
@@ -147,6 +159,12 @@ struct State {
     close_requested_at: Option<Instant>,
     /// The close was handed to the writer.
     close_taken: bool,
+    /// The hub owes this connection a [`flush`](Outbox::flush) (it is on
+    /// its list for the end of the batch).
+    flush_owed: bool,
+    /// The hub holds notices for this connection and will flush it when the
+    /// hold ends (see [`Outbox::end_hold`]).
+    held: bool,
 }
 
 /// One connection's outbound queue. Shared by the hub (pushing), the
@@ -202,24 +220,56 @@ impl Outbox {
         Ok(())
     }
 
-    /// Queues a text frame without sending it yet: the caller
-    /// [`flush`](Outbox::flush)es once its batch of pushes is done. `true`
-    /// when the queue was empty (this connection needs that flush).
-    pub fn queue(&self, frame: Bytes) -> Result<bool, PushError> {
-        self.enqueue(OutFrame::Text(frame))
+    /// Queues a text frame without sending it yet, and says what the caller
+    /// owes the connection: a [`flush`](Outbox::flush) once its batch of
+    /// pushes is done, or, for a notice that may be `hold`, a flush when the
+    /// hold ends ([`end_hold`](Outbox::end_hold)) — unless a flush already
+    /// owed takes it along. Held frames never fill the queue: from half the
+    /// limit on, a notice is owed a flush at once like any other frame.
+    pub fn queue(&self, frame: Bytes, hold: bool) -> Result<Owed, PushError> {
+        let mut s = self.lock();
+        Self::append(&mut s, self.limit, OutFrame::Text(frame))?;
+        let hold = hold && 2 * (s.frames.len() + s.in_flight) < self.limit;
+        Ok(if s.flush_owed || (hold && s.held) {
+            Owed::Nothing
+        } else if hold {
+            s.held = true;
+            Owed::FlushLater
+        } else {
+            s.flush_owed = true;
+            Owed::Flush
+        })
+    }
+
+    /// The hold on this connection's notices ended: `true` when the caller
+    /// now owes it a [`flush`](Outbox::flush) (something is queued and no
+    /// flush is owed already).
+    pub fn end_hold(&self) -> bool {
+        let mut s = self.lock();
+        s.held = false;
+        if s.flush_owed || s.frames.is_empty() {
+            return false;
+        }
+        s.flush_owed = true;
+        true
     }
 
     fn enqueue(&self, frame: OutFrame) -> Result<bool, PushError> {
         let mut s = self.lock();
+        let was_empty = s.frames.is_empty();
+        Self::append(&mut s, self.limit, frame)?;
+        Ok(was_empty)
+    }
+
+    fn append(s: &mut State, limit: usize, frame: OutFrame) -> Result<(), PushError> {
         if s.close.is_some() {
             return Err(PushError::Closed);
         }
-        if s.frames.len() + s.in_flight >= self.limit {
+        if s.frames.len() + s.in_flight >= limit {
             return Err(PushError::Full);
         }
-        let was_empty = s.frames.is_empty();
         s.frames.push_back(frame);
-        Ok(was_empty)
+        Ok(())
     }
 
     /// Sends what is queued. When no writer is using the socket (and no
@@ -228,6 +278,7 @@ impl Outbox {
     /// stays queued, in order, and the writer is woken for it.
     pub fn flush(&self) {
         let mut s = self.lock();
+        s.flush_owed = false;
         if s.frames.is_empty() {
             return;
         }
@@ -531,6 +582,60 @@ mod tests {
         o.closing().await;
     }
 
+    #[test]
+    fn held_notices_are_owed_one_flush_and_any_other_frame_takes_them_along() {
+        let o = Outbox::new(8);
+        let f = || Bytes::from_static(b"n");
+        // The first held notice is owed a flush when the hold ends; the
+        // ones after it ride on that flush.
+        assert_eq!(o.queue(f(), true), Ok(Owed::FlushLater));
+        assert_eq!(o.queue(f(), true), Ok(Owed::Nothing));
+        // Any other frame is owed a flush now, which takes the notices too.
+        assert_eq!(o.queue(f(), false), Ok(Owed::Flush));
+        assert_eq!(o.queue(f(), false), Ok(Owed::Nothing));
+        assert_eq!(o.queue(f(), true), Ok(Owed::Nothing));
+        // That flush is owed until it happens (nothing is attached: the
+        // frames stay queued for the writer).
+        assert!(!o.end_hold(), "a flush is owed already");
+        o.flush();
+        assert_eq!(o.queue(f(), false), Ok(Owed::Flush));
+        o.flush();
+        // A hold ending with frames still queued and no flush owed: owed one.
+        assert!(o.end_hold());
+        assert!(!o.end_hold(), "owed once");
+    }
+
+    #[test]
+    fn held_notices_never_fill_the_queue() {
+        let o = Outbox::new(8);
+        let f = || Bytes::from_static(b"n");
+        assert_eq!(o.queue(f(), true), Ok(Owed::FlushLater));
+        assert_eq!(o.queue(f(), true), Ok(Owed::Nothing));
+        assert_eq!(o.queue(f(), true), Ok(Owed::Nothing));
+        // Half the limit: flushed at once, like any frame.
+        assert_eq!(o.queue(f(), true), Ok(Owed::Flush));
+        // With a limit of 1 nothing is ever held.
+        let o = Outbox::new(1);
+        assert_eq!(o.queue(f(), true), Ok(Owed::Flush), "limit 1: no hold");
+    }
+
+    #[tokio::test]
+    async fn held_notices_go_out_in_one_write_when_the_hold_ends() {
+        let (o, mut peer) = attached(8, 4096);
+        let frames = [
+            OutFrame::Text(Bytes::from_static(b"joined")),
+            OutFrame::Text(Bytes::from_static(b"left")),
+        ];
+        for f in &frames {
+            o.queue(f.bytes().clone(), true).expect("queued");
+        }
+        assert_eq!(o.len(), 2, "held, not written");
+        assert!(o.end_hold());
+        o.flush();
+        assert!(o.is_empty());
+        assert_eq!(received(&mut peer).await, wire(&frames));
+    }
+
     #[tokio::test]
     async fn flush_writes_an_idle_socket_at_once_without_the_writer() {
         let (o, mut peer) = attached(8, 4096);
@@ -539,7 +644,7 @@ mod tests {
             OutFrame::Text(Bytes::from(vec![b'2'; 300])),
         ];
         for f in &frames {
-            o.queue(f.bytes().clone()).expect("queued");
+            o.queue(f.bytes().clone(), false).expect("queued");
         }
         // Queued, not sent, until the flush.
         assert_eq!(o.len(), 2);
@@ -560,7 +665,7 @@ mod tests {
         let room = 102 + 51;
         let (o, mut peer) = attached(8, room);
         for f in &frames {
-            o.queue(f.bytes().clone()).expect("queued");
+            o.queue(f.bytes().clone(), false).expect("queued");
         }
         o.flush();
         // The second frame's rest, then the third, are the writer's.
@@ -570,7 +675,8 @@ mod tests {
         let mut got = received(&mut peer).await;
         assert_eq!(got.len(), room);
         // The hub must not write past the writer while it holds the socket.
-        o.queue(Bytes::from_static(b"later")).expect("queued");
+        o.queue(Bytes::from_static(b"later"), false)
+            .expect("queued");
         o.flush();
         assert_eq!(
             o.len(),
@@ -607,7 +713,7 @@ mod tests {
             .collect();
         let (o, _peer) = attached(8, 150);
         for f in &frames {
-            o.queue(f.bytes().clone()).expect("queued");
+            o.queue(f.bytes().clone(), false).expect("queued");
         }
         o.flush();
         o.close_discarding(CloseCode::TryAgainLater, "slow");
@@ -622,7 +728,7 @@ mod tests {
     async fn a_detached_outbox_writes_nothing() {
         let (o, _peer) = attached(8, 4096);
         assert!(o.detach().is_some());
-        o.queue(Bytes::from_static(b"x")).expect("queued");
+        o.queue(Bytes::from_static(b"x"), false).expect("queued");
         o.flush();
         assert_eq!(o.len(), 1);
         let (_, sink) = o.next_batch().await;

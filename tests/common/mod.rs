@@ -30,11 +30,14 @@ use tokio_tungstenite::{WebSocketStream, client_async};
 /// How long any single expected event may take before the test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// `Config::default()` listening on 127.0.0.1, port 0.
+/// `Config::default()` listening on 127.0.0.1, port 0, with presence and
+/// typing notices written at once: a test that expects silence after an
+/// action must hear a wrong notice within its wait, not after a hold.
 pub fn test_config() -> Config {
     Config {
         host: IpAddr::V4(Ipv4Addr::LOCALHOST),
         port: 0,
+        presence_delay_ms: 0,
         ..Config::default()
     }
 }

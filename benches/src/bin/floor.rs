@@ -10,7 +10,8 @@
 //! What it answers, found by prefix and substring only:
 //! `AUTHENTICATE` → `AUTH_SUCCESS`; `CREATE_ROOM` (`"id"`) → `ROOM_CREATED`
 //! and joined; `JOIN_ROOM` (`"roomId"`) → `ROOM_JOINED` with no history;
-//! `LEAVE_ROOM` → `ROOM_LEFT`; `SEND_MESSAGE` → a `NEW_MESSAGE` (same fields
+//! `LEAVE_ROOM` → `ROOM_LEFT`; after the reply to a join, one `USER_JOINED`,
+//! built once, to each member already there; `SEND_MESSAGE` → a `NEW_MESSAGE` (same fields
 //! and order as Chat Flow's, `content` copied byte for byte, `seq` per room)
 //! to every member, the sender included; anything else → `PONG`.
 //!
@@ -204,11 +205,35 @@ fn room(rooms: &Rooms, id: &str) -> Arc<Room> {
 }
 
 impl Room {
-    fn join(&self, peer: &Arc<Peer>) {
+    /// Adds `peer` to the members; whether it was new.
+    fn join(&self, peer: &Arc<Peer>) -> bool {
         let mut r = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if !r.members.iter().any(|p| Arc::ptr_eq(p, peer)) {
-            r.members.push(peer.clone());
+        if r.members.iter().any(|p| Arc::ptr_eq(p, peer)) {
+            return false;
         }
+        r.members.push(peer.clone());
+        true
+    }
+
+    /// One `USER_JOINED` for `peer`, encoded once, written to every other
+    /// member (the presence every chat server owes a room).
+    fn announce(&self, peer: &Arc<Peer>) {
+        let frame = wire::server_text_frame(
+            format!(
+                r#"{{"type":"USER_JOINED","payload":{{"roomId":"{}","user":{{"userId":"floor","username":"floor"}}}}}}"#,
+                self.id
+            )
+            .as_bytes(),
+        );
+        let r = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut deliveries, mut writes) = (0, 0);
+        for p in r.members.iter().filter(|p| !Arc::ptr_eq(p, peer)) {
+            deliveries += 1;
+            writes += p.deliver(&frame);
+        }
+        let c = counters();
+        c.deliveries.fetch_add(deliveries, Ordering::Relaxed);
+        c.writes.fetch_add(writes, Ordering::Relaxed);
     }
 
     fn leave(&self, peer: &Arc<Peer>) {
@@ -362,6 +387,7 @@ async fn serve(mut stream: TcpStream, rooms: Arc<Rooms>) {
             }
             continue;
         }
+        let mut announce = None;
         let reply = match wire::frame_type(p) {
             b"AUTHENTICATE" => {
                 r#"{"type":"AUTH_SUCCESS","payload":{"userId":"floor","username":"floor","status":"online"}}"#
@@ -381,7 +407,9 @@ async fn serve(mut stream: TcpStream, rooms: Arc<Rooms>) {
                 {
                     old.leave(&peer);
                 }
-                room.join(&peer);
+                if room.join(&peer) {
+                    announce = Some(room.clone());
+                }
                 joined = Some(room);
                 if wire::frame_type(p) == b"CREATE_ROOM" {
                     format!(
@@ -406,6 +434,9 @@ async fn serve(mut stream: TcpStream, rooms: Arc<Rooms>) {
             _ => r#"{"type":"PONG","payload":{}}"#.to_owned(),
         };
         peer.deliver(&wire::server_text_frame(reply.as_bytes()));
+        if let Some(room) = announce {
+            room.announce(&peer);
+        }
     }
     if let Some(room) = joined {
         room.leave(&peer);
