@@ -58,13 +58,15 @@ async fn limits_and_the_jwt_secret_change_live() {
     server.shutdown().await.unwrap();
 }
 
-/// `PRESENCE_DELAY_MS` changes live: notices held 10 s before the reload go
-/// out at once after it.
+/// `PRESENCE_DELAY_MS` changes live: a notice held for 10 s before the
+/// reload to 0 goes out at once after it, and so do new ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_presence_delay_changes_live() {
     let server = start_with(|c| c.presence_delay_ms = 10_000).await;
     let mut alice = Client::authed(server.addr, "alice").await;
     alice.join("general").await;
+    let mut bob = Client::authed(server.addr, "bob").await;
+    bob.join("general").await;
 
     let mut config = test_config();
     config.presence_delay_ms = 0;
@@ -83,10 +85,12 @@ async fn the_presence_delay_changes_live() {
         sent["payload"]["code"] == "INVALID_MESSAGE"
     })
     .await;
-    // Nothing else goes to alice, so only an ended hold can bring this
-    // within TIMEOUT.
-    let mut bob = Client::authed(server.addr, "bob").await;
-    bob.join("general").await;
+    // Nothing else goes to alice, so only an ended hold can bring these
+    // within TIMEOUT (half the old delay).
     let joined = alice.expect_type("USER_JOINED").await;
     assert_eq!(joined["payload"]["user"]["userId"], "bob");
+    let mut carol = Client::authed(server.addr, "carol").await;
+    carol.join("general").await;
+    let joined = alice.expect_type("USER_JOINED").await;
+    assert_eq!(joined["payload"]["user"]["userId"], "carol");
 }

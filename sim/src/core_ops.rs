@@ -263,6 +263,7 @@ pub fn oracle_config(setup: &Setup) -> OracleConfig {
         epoch_unix_ms: EPOCH_UNIX_MS,
         // Outputs are observed the instant the core makes them.
         delivery_slack_ms: 0,
+        notice_delay_ms: 0,
     }
 }
 

@@ -271,7 +271,15 @@ impl Driver {
                 }
             }
             HubCommand::SetLimits(limits) => self.hub.set_limits(now, limits),
-            HubCommand::SetPresenceDelay(delay) => self.presence_delay = delay,
+            HubCommand::SetPresenceDelay(delay) => {
+                // Holds end by the new delay at the latest; the list stays
+                // in order (a cap on ordered deadlines keeps their order).
+                let latest = Instant::now() + delay;
+                for (at, _) in &mut self.held {
+                    *at = (*at).min(latest);
+                }
+                self.presence_delay = delay;
+            }
         }
         // Route after every command so that outputs leave in the order the
         // core produced them, and a slow consumer is forgotten at once.
@@ -325,8 +333,7 @@ impl Driver {
         }
     }
 
-    /// Connections whose hold has ended join this batch's flushes (a
-    /// delay shortened by a reload leaves earlier holds to end as set).
+    /// Connections whose hold has ended join this batch's flushes.
     fn end_holds(&mut self) {
         let now = Instant::now();
         while let Some(&(at, conn)) = self.held.front() {

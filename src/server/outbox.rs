@@ -224,10 +224,16 @@ impl Outbox {
     /// owes the connection: a [`flush`](Outbox::flush) once its batch of
     /// pushes is done, or, for a notice that may be `hold`, a flush when the
     /// hold ends ([`end_hold`](Outbox::end_hold)) — unless a flush already
-    /// owed takes it along. Held frames never fill the queue: from half the
-    /// limit on, a notice is owed a flush at once like any other frame.
+    /// owed takes it along. From half the limit on, a notice is owed a
+    /// flush at once like any other frame. A full queue whose frames were
+    /// never offered to the socket (held, or queued in this batch) offers
+    /// them before the frame is refused: only a socket that does not take
+    /// them makes the connection a slow consumer.
     pub fn queue(&self, frame: Bytes, hold: bool) -> Result<Owed, PushError> {
         let mut s = self.lock();
+        if s.frames.len() + s.in_flight >= self.limit {
+            Self::write_if_idle(&mut s);
+        }
         Self::append(&mut s, self.limit, OutFrame::Text(frame))?;
         let hold = hold && 2 * (s.frames.len() + s.in_flight) < self.limit;
         Ok(if s.flush_owed || (hold && s.held) {
@@ -282,21 +288,27 @@ impl Outbox {
         if s.frames.is_empty() {
             return;
         }
+        Self::write_if_idle(&mut s);
+        let wake = !s.frames.is_empty() || s.unflushed;
+        drop(s);
+        if wake {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Writes what is queued when no writer is using the socket and nothing
+    /// must go before it (see [`flush`](Outbox::flush)).
+    fn write_if_idle(s: &mut State) {
         if s.close.is_none() && s.control.is_empty() && !s.ping && !s.unflushed {
             let State {
                 sink,
                 frames,
                 unflushed,
                 ..
-            } = &mut *s;
+            } = s;
             if let SinkSlot::Parked(sink) = sink {
                 *unflushed = write_now(sink, frames);
             }
-        }
-        let wake = !s.frames.is_empty() || s.unflushed;
-        drop(s);
-        if wake {
-            self.ready.notify_one();
         }
     }
 
@@ -617,6 +629,31 @@ mod tests {
         // With a limit of 1 nothing is ever held.
         let o = Outbox::new(1);
         assert_eq!(o.queue(f(), true), Ok(Owed::Flush), "limit 1: no hold");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_offered_to_the_socket_before_a_frame_is_refused() {
+        let (o, mut peer) = attached(8, 4096);
+        let mut sent = Vec::new();
+        // Held notices, then a batch that fills the rest of the queue and
+        // more: an idle socket takes them, so nothing is refused.
+        for i in 0..9 {
+            let f = OutFrame::Text(Bytes::from(format!("frame {i}")));
+            o.queue(f.bytes().clone(), i < 3)
+                .expect("room made by writing");
+            sent.push(f);
+        }
+        o.flush();
+        assert!(o.is_empty());
+        assert_eq!(received(&mut peer).await, wire(&sent), "all, in order");
+        // A socket that takes nothing: refused once the queue is full.
+        let o = Outbox::new(2);
+        o.queue(Bytes::from_static(b"a"), false).expect("queued");
+        o.queue(Bytes::from_static(b"b"), false).expect("queued");
+        assert_eq!(
+            o.queue(Bytes::from_static(b"c"), false),
+            Err(PushError::Full)
+        );
     }
 
     #[tokio::test]

@@ -59,6 +59,9 @@ pub struct OracleConfig {
     /// Longest a frame may take from a decision of the server to its
     /// observer (latency, held links, latency spikes, batching).
     pub delivery_slack_ms: u64,
+    /// `PRESENCE_DELAY_MS`: presence and typing notices may be held this
+    /// much longer than other frames.
+    pub notice_delay_ms: u64,
 }
 
 /// Where a violation happened.

@@ -1,6 +1,7 @@
 //! `typing`: a `TYPING_UPDATE isTyping: true` is followed, on the same
 //! connection, by `isTyping: false` within `TYPING_TIMEOUT_MS` of the last
-//! `isTyping: true` the typing user sent (plus delivery slack) — unless the
+//! `isTyping: true` the typing user sent (plus delivery slack and the
+//! server's hold on notices, `PRESENCE_DELAY_MS`) — unless the
 //! observer left the room or the connection ended first.
 //!
 //! A repeated `true` keeps the indicator alive without a broadcast, so the
@@ -37,7 +38,10 @@ impl Typing {
             .get(&(user.to_owned(), room.to_owned()))
             .copied()
             .unwrap_or(0);
-        shown_at.max(sent) + m.cfg.typing_timeout_ms + m.cfg.delivery_slack_ms
+        shown_at.max(sent)
+            + m.cfg.typing_timeout_ms
+            + m.cfg.delivery_slack_ms
+            + m.cfg.notice_delay_ms
     }
 
     /// `TYPING_UPDATE` on `conn`.
