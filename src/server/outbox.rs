@@ -771,4 +771,153 @@ mod tests {
         let (_, sink) = o.next_batch().await;
         assert!(sink.is_none());
     }
+
+    /// A socket that takes everything and keeps it.
+    struct Recorder(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.0.lock().expect("recorder").extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// What the hub and the writer do to one outbox.
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// The hub queues a frame (a notice it may hold, or not).
+        Queue { hold: bool },
+        /// The hub's batch ends: it flushes what it owes.
+        EndBatch,
+        /// The holds the hub keeps for this connection end.
+        EndHolds,
+        /// A ping falls due (the writer must run before anything else is
+        /// written).
+        Ping,
+        /// The writer runs once, if it has work.
+        Writer,
+    }
+
+    impl quickcheck::Arbitrary for Op {
+        fn arbitrary(g: &mut quickcheck::Gen) -> Op {
+            match u8::arbitrary(g) % 10 {
+                0..=4 => Op::Queue {
+                    hold: bool::arbitrary(g),
+                },
+                5 | 6 => Op::EndBatch,
+                7 => Op::EndHolds,
+                8 => Op::Ping,
+                _ => Op::Writer,
+            }
+        }
+    }
+
+    /// Follows the hub's side of [`Owed`] over any interleaving: a frame is
+    /// never stranded (while the socket is idle, something queued always
+    /// has a flush owed or a hold pending), and once the hub pays what it
+    /// owes and the writer has run, every frame has been written exactly
+    /// once, in order, with no 1013 from holding.
+    #[test]
+    fn prop_the_owed_protocol_strands_nothing_and_keeps_order() {
+        use futures_util::FutureExt;
+        fn run(limit: u8, ops: Vec<Op>) -> quickcheck::TestResult {
+            let limit = usize::from(limit % 8) + 1;
+            let o = Outbox::new(limit);
+            let written = std::sync::Arc::new(Mutex::new(Vec::new()));
+            o.attach(Box::new(Recorder(written.clone())));
+            let (mut owed_flushes, mut holds, mut ping) = (0usize, 0usize, false);
+            let mut sent = Vec::new();
+            let writer = |o: &Outbox, ping: &mut bool| {
+                if let Some((batch, sink)) = o.next_batch().now_or_never() {
+                    let mut w = written.lock().expect("recorder");
+                    for f in &batch.frames {
+                        frames::put_out_frame(&mut w, f);
+                    }
+                    drop(w);
+                    *ping = false;
+                    if let Some(sink) = sink {
+                        o.batch_written(sink);
+                    }
+                }
+            };
+            let end_batch = |o: &Outbox, owed: &mut usize| {
+                for _ in 0..std::mem::take(owed) {
+                    o.flush();
+                }
+            };
+            let end_holds = |o: &Outbox, holds: &mut usize, owed: &mut usize| {
+                for _ in 0..std::mem::take(holds) {
+                    if o.end_hold() {
+                        *owed += 1;
+                    }
+                }
+            };
+            for op in ops {
+                match op {
+                    Op::Queue { hold } => {
+                        let f = OutFrame::Text(Bytes::from(format!("frame {}", sent.len())));
+                        match o.queue(f.bytes().clone(), hold) {
+                            Ok(Owed::Flush) => owed_flushes += 1,
+                            Ok(Owed::FlushLater) => holds += 1,
+                            Ok(Owed::Nothing) => {}
+                            Err(e) => {
+                                // Only a socket the writer holds can leave
+                                // a queue full: this one takes everything.
+                                if !ping {
+                                    return quickcheck::TestResult::error(format!(
+                                        "{e:?} with an idle socket"
+                                    ));
+                                }
+                                continue;
+                            }
+                        }
+                        if !hold && owed_flushes == 0 {
+                            return quickcheck::TestResult::error(
+                                "a frame not held, no flush owed",
+                            );
+                        }
+                        sent.push(f);
+                    }
+                    Op::EndBatch => end_batch(&o, &mut owed_flushes),
+                    Op::EndHolds => end_holds(&o, &mut holds, &mut owed_flushes),
+                    Op::Ping => {
+                        o.request_ping();
+                        ping = true;
+                    }
+                    Op::Writer => writer(&o, &mut ping),
+                }
+                if !ping && !o.is_empty() && owed_flushes == 0 && holds == 0 {
+                    return quickcheck::TestResult::error(format!(
+                        "{} frame(s) queued with no flush owed and no hold pending",
+                        o.len()
+                    ));
+                }
+            }
+            end_batch(&o, &mut owed_flushes);
+            end_holds(&o, &mut holds, &mut owed_flushes);
+            end_batch(&o, &mut owed_flushes);
+            if !ping && !o.is_empty() {
+                return quickcheck::TestResult::error("the hub paid all it owed; frames remain");
+            }
+            writer(&o, &mut ping);
+            if !o.is_empty() {
+                return quickcheck::TestResult::error("frames remain after the writer ran");
+            }
+            let got = written.lock().expect("recorder").clone();
+            quickcheck::TestResult::from_bool(got == wire(&sent))
+        }
+        quickcheck::QuickCheck::new()
+            .tests(2_000)
+            .quickcheck(run as fn(u8, Vec<Op>) -> quickcheck::TestResult);
+    }
 }
