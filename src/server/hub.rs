@@ -335,6 +335,9 @@ impl Driver {
 
     /// Connections whose hold has ended join this batch's flushes.
     fn end_holds(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
         let now = Instant::now();
         while let Some(&(at, conn)) = self.held.front() {
             if at > now {

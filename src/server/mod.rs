@@ -282,8 +282,9 @@ pub async fn run<L: Listener>(
 /// JWT settings, the auth timeout, history limit, typing timeout, presence
 /// delay and rate limits (buckets keep their level, capped at the new
 /// capacity). For new connections only: the outbound queue limit, ping
-/// interval and idle timeout. `HOST`, `PORT`, `DEFAULT_ROOMS`, `LOG_LEVEL` and `LOG_FORMAT`
-/// take a restart (a change is logged and otherwise ignored).
+/// interval and idle timeout. `HOST`, `PORT`, `DEFAULT_ROOMS`, `LOG_LEVEL`,
+/// `LOG_FORMAT` and `WORKER_THREADS` take a restart (a change is logged and
+/// otherwise ignored).
 pub async fn run_with_reloads<L: Listener>(
     mut listener: L,
     config: Config,

@@ -214,7 +214,11 @@ impl Outbox {
 
     /// Queues a data frame of either kind and wakes the writer.
     pub fn push_frame(&self, frame: OutFrame) -> Result<(), PushError> {
-        if self.enqueue(frame)? {
+        let mut s = self.lock();
+        let was_empty = s.frames.is_empty();
+        Self::append(&mut s, self.limit, frame)?;
+        drop(s);
+        if was_empty {
             self.ready.notify_one();
         }
         Ok(())
@@ -224,18 +228,16 @@ impl Outbox {
     /// owes the connection: a [`flush`](Outbox::flush) once its batch of
     /// pushes is done, or, for a notice that may be `hold`, a flush when the
     /// hold ends ([`end_hold`](Outbox::end_hold)) — unless a flush already
-    /// owed takes it along. From half the limit on, a notice is owed a
-    /// flush at once like any other frame. A full queue whose frames were
-    /// never offered to the socket (held, or queued in this batch) offers
-    /// them before the frame is refused: only a socket that does not take
-    /// them makes the connection a slow consumer.
+    /// owed takes it along. A full queue whose frames were never offered to
+    /// the socket (held, or queued in this batch) offers them before the
+    /// frame is refused: only a socket that does not take them makes the
+    /// connection a slow consumer, so holding never does.
     pub fn queue(&self, frame: Bytes, hold: bool) -> Result<Owed, PushError> {
         let mut s = self.lock();
         if s.frames.len() + s.in_flight >= self.limit {
             Self::write_if_idle(&mut s);
         }
         Self::append(&mut s, self.limit, OutFrame::Text(frame))?;
-        let hold = hold && 2 * (s.frames.len() + s.in_flight) < self.limit;
         Ok(if s.flush_owed || (hold && s.held) {
             Owed::Nothing
         } else if hold {
@@ -258,13 +260,6 @@ impl Outbox {
         }
         s.flush_owed = true;
         true
-    }
-
-    fn enqueue(&self, frame: OutFrame) -> Result<bool, PushError> {
-        let mut s = self.lock();
-        let was_empty = s.frames.is_empty();
-        Self::append(&mut s, self.limit, frame)?;
-        Ok(was_empty)
     }
 
     fn append(s: &mut State, limit: usize, frame: OutFrame) -> Result<(), PushError> {
@@ -617,29 +612,15 @@ mod tests {
         assert!(!o.end_hold(), "owed once");
     }
 
-    #[test]
-    fn held_notices_never_fill_the_queue() {
-        let o = Outbox::new(8);
-        let f = || Bytes::from_static(b"n");
-        assert_eq!(o.queue(f(), true), Ok(Owed::FlushLater));
-        assert_eq!(o.queue(f(), true), Ok(Owed::Nothing));
-        assert_eq!(o.queue(f(), true), Ok(Owed::Nothing));
-        // Half the limit: flushed at once, like any frame.
-        assert_eq!(o.queue(f(), true), Ok(Owed::Flush));
-        // With a limit of 1 nothing is ever held.
-        let o = Outbox::new(1);
-        assert_eq!(o.queue(f(), true), Ok(Owed::Flush), "limit 1: no hold");
-    }
-
     #[tokio::test]
     async fn a_full_queue_is_offered_to_the_socket_before_a_frame_is_refused() {
         let (o, mut peer) = attached(8, 4096);
         let mut sent = Vec::new();
-        // Held notices, then a batch that fills the rest of the queue and
-        // more: an idle socket takes them, so nothing is refused.
-        for i in 0..9 {
+        // Held notices that fill the queue, then frames of a batch: an idle
+        // socket takes them, so nothing is refused.
+        for i in 0..10 {
             let f = OutFrame::Text(Bytes::from(format!("frame {i}")));
-            o.queue(f.bytes().clone(), i < 3)
+            o.queue(f.bytes().clone(), i < 8)
                 .expect("room made by writing");
             sent.push(f);
         }
