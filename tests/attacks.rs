@@ -1085,7 +1085,7 @@ async fn frames_a_flood_of_empty_continuations_is_capped_with_1009() {
     let mut arena = arena(|_| {}).await;
     let addr = arena.addr;
     // MAX_MESSAGE_BYTES / FRAGMENT_BYTES_MIN fragments per message.
-    let cap = 65_536 / chat_flow::server::conn::FRAGMENT_BYTES_MIN;
+    let cap = 65_536 / chat_flow::server::message_reader::FRAGMENT_BYTES_MIN;
     let message = br#"{"type":"PING","requestId":"many-fragments"}"#;
     let fragmented = |fragments: usize| {
         let mut bytes = encode_frame(false, op::TEXT, message);

@@ -321,7 +321,7 @@ async fn a_retry_after_the_original_was_evicted_is_a_new_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_room_fed_back_to_back_gets_every_message_in_order() {
     const MESSAGES: u64 = 60;
-    let members = chat_flow::server::hub::PARALLEL_FLUSH_MIN + 8;
+    let members = chat_flow::server::outbox::flushes::PARALLEL_FLUSH_MIN + 8;
     let server = start_with(|c| c.rate_limit_messages = 1_000).await;
     let mut sender = Client::authed(server.addr, "sender").await;
     sender.join("general").await;

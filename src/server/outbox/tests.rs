@@ -1,0 +1,462 @@
+//! The write protocol's tests: the outbox alone, the two ways of writing,
+//! and a property over the driver's and the writer's side together.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastwebsockets::OpCode;
+use tokio::io::{AsyncReadExt, AsyncWrite, DuplexStream};
+use tokio::time::Instant;
+
+use super::flushes::Flushes;
+use super::wire::{self, write_batch};
+use super::*;
+use crate::protocol::CloseCode;
+
+fn idle_sink() -> Sink {
+    Box::new(tokio::io::sink())
+}
+
+/// An outbox whose socket takes at most `room` bytes until they are
+/// read from the returned end.
+fn attached(limit: usize, room: usize) -> (Outbox, DuplexStream) {
+    let (ours, theirs) = tokio::io::duplex(room);
+    let o = Outbox::new(limit);
+    o.attach(Box::new(ours));
+    (o, theirs)
+}
+
+/// What the peer has received so far.
+async fn received(peer: &mut DuplexStream) -> Vec<u8> {
+    let mut got = vec![0; 1 << 16];
+    let n = peer.read(&mut got).await.expect("read");
+    got.truncate(n);
+    got
+}
+
+fn laid_out(frames: &[OutFrame]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    for f in frames {
+        wire::put_out_frame(&mut buf, f);
+    }
+    buf
+}
+
+#[tokio::test]
+async fn bounded_and_batched() {
+    let o = Outbox::new(3);
+    o.attach(idle_sink());
+    for i in 0..3 {
+        o.push_frame(OutFrame::Text(Bytes::from(vec![i]))).unwrap();
+    }
+    assert_eq!(
+        o.push_frame(OutFrame::Text(Bytes::from_static(b"x"))),
+        Err(PushError::Full)
+    );
+    let (b, sink) = o.next_batch().await;
+    assert_eq!(b.frames.len(), 3);
+    // Still in flight: the limit counts them.
+    assert_eq!(o.len(), 3);
+    assert_eq!(
+        o.push_frame(OutFrame::Text(Bytes::from_static(b"x"))),
+        Err(PushError::Full)
+    );
+    o.batch_written(sink.expect("the sink goes with the batch"));
+    assert_eq!(
+        o.push_frame(OutFrame::Text(Bytes::from_static(b"x"))),
+        Ok(())
+    );
+    assert_eq!(o.len(), 1);
+}
+
+#[tokio::test]
+async fn pending_pongs_are_capped() {
+    let o = Outbox::new(8);
+    o.attach(idle_sink());
+    for i in 0..PENDING_CONTROL_MAX + 5 {
+        o.push_control(Control::Pong(Bytes::from(vec![i as u8])));
+    }
+    let (b, sink) = o.next_batch().await;
+    assert_eq!(b.control.len(), PENDING_CONTROL_MAX);
+    // The oldest are kept, in order.
+    assert_eq!(b.control[0], Control::Pong(Bytes::from(vec![0])));
+    o.batch_written(sink.expect("sink"));
+    o.push_control(Control::Pong(Bytes::from_static(b"again")));
+    assert_eq!(o.next_batch().await.0.control.len(), 1);
+}
+
+#[tokio::test]
+async fn close_follows_queue_unless_discarding() {
+    let o = Outbox::new(8);
+    o.push_frame(OutFrame::Text(Bytes::from_static(b"a")))
+        .unwrap();
+    o.close(CloseCode::Policy, "bye");
+    assert_eq!(
+        o.push_frame(OutFrame::Text(Bytes::from_static(b"b"))),
+        Err(PushError::Closed)
+    );
+    let (b, _) = o.next_batch().await;
+    assert_eq!(b.frames.len(), 1);
+    assert_eq!(b.close.unwrap().code, CloseCode::Policy);
+
+    let o = Outbox::new(8);
+    o.push_frame(OutFrame::Text(Bytes::from_static(b"a")))
+        .unwrap();
+    o.close_discarding(CloseCode::TryAgainLater, "slow");
+    o.close(CloseCode::Policy, "ignored: first close wins");
+    let (b, _) = o.next_batch().await;
+    assert!(b.frames.is_empty());
+    assert_eq!(b.close.unwrap().code, CloseCode::TryAgainLater);
+    o.closing().await;
+}
+
+#[test]
+fn held_notices_are_owed_one_flush_and_any_other_frame_takes_them_along() {
+    let o = Outbox::new(8);
+    let f = || Bytes::from_static(b"n");
+    // The first held notice is owed a flush when the hold ends; the
+    // ones after it ride on that flush.
+    assert_eq!(o.queue(f(), true), Ok(Owed::FlushLater));
+    assert_eq!(o.queue(f(), true), Ok(Owed::Nothing));
+    // Any other frame is owed a flush now, which takes the notices too.
+    assert_eq!(o.queue(f(), false), Ok(Owed::Flush));
+    assert_eq!(o.queue(f(), false), Ok(Owed::Nothing));
+    assert_eq!(o.queue(f(), true), Ok(Owed::Nothing));
+    // That flush is owed until it happens (nothing is attached: the
+    // frames stay queued for the writer).
+    assert!(!o.end_hold(), "a flush is owed already");
+    o.flush();
+    assert_eq!(o.queue(f(), false), Ok(Owed::Flush));
+    o.flush();
+    // A hold ending with frames still queued and no flush owed: owed one.
+    assert!(o.end_hold());
+    assert!(!o.end_hold(), "owed once");
+}
+
+#[tokio::test]
+async fn a_full_queue_is_offered_to_the_socket_before_a_frame_is_refused() {
+    let (o, mut peer) = attached(8, 4096);
+    let mut sent = Vec::new();
+    // Held notices that fill the queue, then frames of a batch: an idle
+    // socket takes them, so nothing is refused.
+    for i in 0..10 {
+        let f = OutFrame::Text(Bytes::from(format!("frame {i}")));
+        o.queue(f.bytes().clone(), i < 8)
+            .expect("room made by writing");
+        sent.push(f);
+    }
+    o.flush();
+    assert!(o.is_empty());
+    assert_eq!(received(&mut peer).await, laid_out(&sent), "all, in order");
+    // A socket that takes nothing: refused once the queue is full.
+    let o = Outbox::new(2);
+    o.queue(Bytes::from_static(b"a"), false).expect("queued");
+    o.queue(Bytes::from_static(b"b"), false).expect("queued");
+    assert_eq!(
+        o.queue(Bytes::from_static(b"c"), false),
+        Err(PushError::Full)
+    );
+}
+
+#[tokio::test]
+async fn held_notices_go_out_in_one_write_when_the_hold_ends() {
+    let (o, mut peer) = attached(8, 4096);
+    let frames = [
+        OutFrame::Text(Bytes::from_static(b"joined")),
+        OutFrame::Text(Bytes::from_static(b"left")),
+    ];
+    for f in &frames {
+        o.queue(f.bytes().clone(), true).expect("queued");
+    }
+    assert_eq!(o.len(), 2, "held, not written");
+    assert!(o.end_hold());
+    o.flush();
+    assert!(o.is_empty());
+    assert_eq!(received(&mut peer).await, laid_out(&frames));
+}
+
+#[tokio::test]
+async fn flush_writes_an_idle_socket_at_once_without_the_writer() {
+    let (o, mut peer) = attached(8, 4096);
+    let frames = [
+        OutFrame::Text(Bytes::from_static(b"one")),
+        OutFrame::Text(Bytes::from(vec![b'2'; 300])),
+    ];
+    for f in &frames {
+        o.queue(f.bytes().clone(), false).expect("queued");
+    }
+    // Queued, not sent, until the flush.
+    assert_eq!(o.len(), 2);
+    o.flush();
+    assert!(o.is_empty(), "everything went out in the flush");
+    assert_eq!(received(&mut peer).await, laid_out(&frames));
+    // Nothing was left for the writer: no batch is waiting.
+    let idle = tokio::time::timeout(Duration::from_millis(20), o.next_batch()).await;
+    assert!(idle.is_err(), "the writer was woken for nothing");
+}
+
+#[tokio::test]
+async fn what_the_socket_does_not_take_goes_to_the_writer_in_order() {
+    // Room for the first frame and half of the second.
+    let frames: Vec<OutFrame> = (0..3)
+        .map(|i| OutFrame::Text(Bytes::from(vec![b'a' + i; 100])))
+        .collect();
+    let room = 102 + 51;
+    let (o, mut peer) = attached(8, room);
+    for f in &frames {
+        o.queue(f.bytes().clone(), false).expect("queued");
+    }
+    o.flush();
+    // The second frame's rest, then the third, are the writer's.
+    assert_eq!(o.len(), 2);
+    let (batch, sink) = o.next_batch().await;
+    assert!(matches!(batch.frames[0], OutFrame::Rest(_)));
+    let mut got = received(&mut peer).await;
+    assert_eq!(got.len(), room);
+    // The hub must not write past the writer while it holds the socket.
+    o.queue(Bytes::from_static(b"later"), false)
+        .expect("queued");
+    o.flush();
+    assert_eq!(
+        o.len(),
+        3,
+        "the flush wrote while the writer held the socket"
+    );
+    let mut sink = sink.expect("sink");
+    let mut rest = Vec::new();
+    for f in &batch.frames {
+        wire::put_out_frame(&mut rest, f);
+    }
+    let (_, written) = tokio::join!(
+        async {
+            tokio::io::AsyncWriteExt::write_all(&mut sink, &rest)
+                .await
+                .expect("write")
+        },
+        async {
+            while got.len() < laid_out(&frames).len() {
+                got.extend(received(&mut peer).await);
+            }
+        }
+    );
+    let () = written;
+    o.batch_written(sink);
+    assert_eq!(got, laid_out(&frames));
+    assert_eq!(o.len(), 1);
+}
+
+#[tokio::test]
+async fn a_slow_consumer_close_never_cuts_a_frame() {
+    let frames: Vec<OutFrame> = (0..3)
+        .map(|i| OutFrame::Text(Bytes::from(vec![b'a' + i; 100])))
+        .collect();
+    let (o, _peer) = attached(8, 150);
+    for f in &frames {
+        o.queue(f.bytes().clone(), false).expect("queued");
+    }
+    o.flush();
+    o.close_discarding(CloseCode::TryAgainLater, "slow");
+    let (batch, _) = o.next_batch().await;
+    // The partly written frame is finished; the unwritten one is dropped.
+    assert_eq!(batch.frames.len(), 1);
+    assert_eq!(batch.frames[0].bytes().len(), 2 * 102 - 150);
+    assert!(matches!(batch.frames[0], OutFrame::Rest(_)));
+}
+
+#[tokio::test]
+async fn a_detached_outbox_writes_nothing() {
+    let (o, _peer) = attached(8, 4096);
+    assert!(o.detach().is_some());
+    o.queue(Bytes::from_static(b"x"), false).expect("queued");
+    o.flush();
+    assert_eq!(o.len(), 1);
+    let (_, sink) = o.next_batch().await;
+    assert!(sink.is_none());
+}
+
+/// A socket that takes everything and keeps it.
+struct Recorder(std::sync::Arc<Mutex<Vec<u8>>>);
+
+impl AsyncWrite for Recorder {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.0.lock().expect("recorder").extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// What a peer reads: the frames in `wire`, as (opcode, payload).
+fn frames_on(mut wire: &[u8]) -> Vec<(OpCode, Vec<u8>)> {
+    let mut out = Vec::new();
+    while !wire.is_empty() {
+        let head = crate::server::reader::parse_head(wire, usize::MAX)
+            .expect("a well-formed header")
+            .expect("a whole header");
+        let end = head.head_len + head.len;
+        out.push((head.opcode, wire[head.head_len..end].to_vec()));
+        wire = &wire[end..];
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_pong_never_lands_inside_a_partly_written_frame() {
+    use tokio::io::AsyncReadExt;
+    let (ours, mut peer) = tokio::io::duplex(150);
+    let outbox = Outbox::new(8);
+    outbox.attach(Box::new(ours));
+    let texts: Vec<Bytes> = (0..3u8).map(|i| Bytes::from(vec![b'a' + i; 100])).collect();
+    for t in &texts {
+        outbox.queue(t.clone(), false).expect("queued");
+    }
+    // The socket takes the first frame and half of the second ...
+    outbox.flush();
+    // ... and a ping arrives before the writer runs.
+    outbox.push_control(Control::Pong(Bytes::from_static(b"pp")));
+    let (batch, sink) = outbox.next_batch().await;
+    let mut sink = sink.expect("sink");
+    let mut wire = Vec::new();
+    let read_all = async {
+        let mut chunk = vec![0; 4096];
+        while wire.len() < 3 * 102 + 4 {
+            let n = peer.read(&mut chunk).await.expect("read");
+            wire.extend_from_slice(&chunk[..n]);
+        }
+    };
+    let (written, ()) = tokio::join!(write_batch(&mut sink, &batch), read_all);
+    written.expect("write");
+    let got = frames_on(&wire);
+    let expected: Vec<(OpCode, Vec<u8>)> = vec![
+        (OpCode::Text, texts[0].to_vec()),
+        (OpCode::Text, texts[1].to_vec()),
+        (OpCode::Pong, b"pp".to_vec()),
+        (OpCode::Text, texts[2].to_vec()),
+    ];
+    assert_eq!(got, expected);
+}
+
+/// What the driver and the writer do to one outbox.
+#[derive(Debug, Clone)]
+enum Op {
+    /// The driver queues a frame (a notice it may hold, or not).
+    Queue { hold: bool },
+    /// The driver's batch ends: it flushes what it owes.
+    EndBatch,
+    /// The holds the driver keeps for this connection end.
+    EndHolds,
+    /// A ping falls due (the writer must run before anything else is
+    /// written).
+    Ping,
+    /// The writer runs once, if it has work.
+    Writer,
+}
+
+impl quickcheck::Arbitrary for Op {
+    fn arbitrary(g: &mut quickcheck::Gen) -> Op {
+        match u8::arbitrary(g) % 10 {
+            0..=4 => Op::Queue {
+                hold: bool::arbitrary(g),
+            },
+            5 | 6 => Op::EndBatch,
+            7 => Op::EndHolds,
+            8 => Op::Ping,
+            _ => Op::Writer,
+        }
+    }
+}
+
+/// Plays the write protocol — [`Flushes`] on the driver's side, the
+/// [`Outbox`] and its writer on the connection's — over any interleaving:
+/// a frame is never stranded (while the socket is idle, something queued
+/// always has a flush owed or a hold pending), and once the driver pays
+/// what it owes and the writer has run, every frame has been written
+/// exactly once, in order, with no 1013 from holding.
+#[test]
+fn prop_the_write_protocol_strands_nothing_and_keeps_order() {
+    use futures_util::FutureExt;
+    fn run(limit: u8, ops: Vec<Op>) -> quickcheck::TestResult {
+        let limit = usize::from(limit % 8) + 1;
+        let o = Arc::new(Outbox::new(limit));
+        let written = Arc::new(Mutex::new(Vec::new()));
+        o.attach(Box::new(Recorder(written.clone())));
+        // Holds end only when the test says so.
+        let mut flushes = Flushes::new(Duration::from_secs(3600), 1);
+        let hold_over = || Instant::now() + Duration::from_secs(7200);
+        let mut ping = false;
+        let mut sent = Vec::new();
+        let writer = |o: &Outbox, ping: &mut bool| {
+            if let Some((batch, sink)) = o.next_batch().now_or_never() {
+                let mut w = written.lock().expect("recorder");
+                for f in &batch.frames {
+                    wire::put_out_frame(&mut w, f);
+                }
+                drop(w);
+                *ping = false;
+                if let Some(sink) = sink {
+                    o.batch_written(sink);
+                }
+            }
+        };
+        for op in ops {
+            match op {
+                Op::Queue { hold } => {
+                    let f = OutFrame::Text(Bytes::from(format!("frame {}", sent.len())));
+                    if let Err(e) = flushes.queue(&o, f.bytes().clone(), hold) {
+                        // Only a socket the writer holds can leave a queue
+                        // full: this one takes everything.
+                        if !ping {
+                            return quickcheck::TestResult::error(format!(
+                                "{e:?} with an idle socket"
+                            ));
+                        }
+                        continue;
+                    }
+                    if !hold && !flushes.owes_a_flush() {
+                        return quickcheck::TestResult::error("a frame not held, no flush owed");
+                    }
+                    sent.push(f);
+                }
+                Op::EndBatch => flushes.send_owed(),
+                Op::EndHolds => flushes.end_holds(hold_over()),
+                Op::Ping => {
+                    o.request_ping();
+                    ping = true;
+                }
+                Op::Writer => writer(&o, &mut ping),
+            }
+            if !ping && !o.is_empty() && flushes.is_idle() {
+                return quickcheck::TestResult::error(format!(
+                    "{} frame(s) queued with no flush owed and no hold pending",
+                    o.len()
+                ));
+            }
+        }
+        flushes.send_owed();
+        flushes.end_holds(hold_over());
+        flushes.send_owed();
+        if !ping && !o.is_empty() {
+            return quickcheck::TestResult::error("the driver paid all it owed; frames remain");
+        }
+        writer(&o, &mut ping);
+        if !o.is_empty() {
+            return quickcheck::TestResult::error("frames remain after the writer ran");
+        }
+        let got = written.lock().expect("recorder").clone();
+        quickcheck::TestResult::from_bool(got == laid_out(&sent))
+    }
+    quickcheck::QuickCheck::new()
+        .tests(2_000)
+        .quickcheck(run as fn(u8, Vec<Op>) -> quickcheck::TestResult);
+}

@@ -1,0 +1,340 @@
+//! Frames on the wire: how the server lays them out, the buffers they are
+//! laid out in, and the two ways they are written.
+//!
+//! Headers are formatted by fastwebsockets, unmasked; payloads are copied
+//! into a buffer taken from a per-worker-thread pool, so that frames queued
+//! back to back leave in one `write` and an idle connection holds no buffer
+//! at all. [`write_now`] writes to an idle socket without waiting (the
+//! driver's flush); [`write_batch`] writes the writer task's batch, waiting
+//! for the socket.
+//!
+//! This file knows nothing of queues or tasks: it turns frames into bytes
+//! on a socket.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use fastwebsockets::{Frame, OpCode, Payload};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::protocol::CloseCode;
+
+/// A connection's write half, shared by the driver (non-blocking writes
+/// while the writer is idle) and the connection's writer task.
+pub type Sink = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// A queued data frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutFrame {
+    /// A text frame (every frame of the chat protocol).
+    Text(Bytes),
+    /// A binary frame (test tools such as the Autobahn echo server).
+    Binary(Bytes),
+    /// The bytes of a frame the socket took only part of: they go out as
+    /// they are, before anything else.
+    Rest(Bytes),
+}
+
+impl OutFrame {
+    /// The payload (or, for [`OutFrame::Rest`], the remaining bytes).
+    pub fn bytes(&self) -> &Bytes {
+        match self {
+            OutFrame::Text(b) | OutFrame::Binary(b) | OutFrame::Rest(b) => b,
+        }
+    }
+}
+
+/// A control frame the writer sends ahead of queued data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Answer a client ping.
+    Pong(Bytes),
+}
+
+/// How the connection is to be closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseRequest {
+    /// The close code.
+    pub code: CloseCode,
+    /// The close frame's reason text.
+    pub reason: &'static str,
+}
+
+/// What the writer should do next.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// A ping first, if one is due.
+    pub ping: bool,
+    /// Then control frames.
+    pub control: Vec<Control>,
+    /// Then these data frames, in order.
+    pub frames: VecDeque<OutFrame>,
+    /// Then, once both are written, this close frame, and the writer stops.
+    pub close: Option<CloseRequest>,
+}
+
+/// Most write buffers a worker thread keeps for reuse.
+const POOLED_BUFFERS_MAX: usize = 64;
+/// A buffer is written out whenever it holds this much.
+pub(super) const POOLED_BUFFER_BYTES_MAX: usize = 64 * 1024;
+/// A payload this large is written from its own (shared) bytes rather than
+/// copied into a buffer.
+pub(super) const LARGE_PAYLOAD_BYTES: usize = 16 * 1024;
+
+thread_local! {
+    /// Buffers in which frames are laid out for one write, reused by every
+    /// connection served on this worker thread: a connection holds one only
+    /// while it writes.
+    static WRITE_BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer from this thread's pool (or a new one).
+pub(super) fn take_buffer() -> Vec<u8> {
+    WRITE_BUFFERS.with_borrow_mut(Vec::pop).unwrap_or_default()
+}
+
+/// Returns a buffer to this thread's pool, unless it grew unusually large or
+/// the pool is full.
+pub(super) fn give_back(mut buf: Vec<u8>) {
+    if buf.capacity() <= 2 * POOLED_BUFFER_BYTES_MAX {
+        buf.clear();
+        WRITE_BUFFERS.with_borrow_mut(|pool| {
+            if pool.len() < POOLED_BUFFERS_MAX {
+                pool.push(buf);
+            }
+        });
+    }
+}
+
+/// Appends the header of `frame` as a server sends it (unmasked), as
+/// fastwebsockets formats it.
+pub(super) fn put_head(buf: &mut Vec<u8>, frame: &mut Frame<'_>) {
+    let mut head = [0u8; 16];
+    let len = frame.fmt_head(&mut head);
+    buf.extend_from_slice(&head[..len]);
+}
+
+/// Appends `frame` as a server sends it: its header, then its payload.
+pub(super) fn put_frame(buf: &mut Vec<u8>, mut frame: Frame<'_>) {
+    put_head(buf, &mut frame);
+    buf.extend_from_slice(&frame.payload);
+}
+
+/// The frame to send for a queued data frame, or `None` for the rest of a
+/// frame already partly written (its bytes go out as they are).
+pub(super) fn data_frame(frame: &OutFrame) -> Option<Frame<'_>> {
+    match frame {
+        OutFrame::Text(bytes) => Some(Frame::text(Payload::Borrowed(bytes))),
+        OutFrame::Binary(bytes) => Some(Frame::binary(Payload::Borrowed(bytes))),
+        OutFrame::Rest(_) => None,
+    }
+}
+
+/// Appends a queued frame: header and payload, or a partly written frame's
+/// remaining bytes.
+pub(super) fn put_out_frame(buf: &mut Vec<u8>, frame: &OutFrame) {
+    match data_frame(frame) {
+        Some(f) => put_frame(buf, f),
+        None => buf.extend_from_slice(frame.bytes()),
+    }
+}
+
+/// How many bytes `frame` takes on the wire (a server frame's header is 2,
+/// 4 or 10 bytes long).
+pub(super) fn wire_len(frame: &OutFrame) -> usize {
+    let payload = frame.bytes().len();
+    let head = match frame {
+        OutFrame::Rest(_) => 0,
+        _ if payload < 126 => 2,
+        _ if payload <= usize::from(u16::MAX) => 4,
+        _ => 10,
+    };
+    head + payload
+}
+
+/// Writes the queued frames to `sink` without waiting (a poll with a no-op
+/// waker: a socket that is not ready is the writer's to wait for). Frames
+/// written whole leave the queue; a frame written in part is replaced by its
+/// remaining bytes. Returns whether a flush is still owed.
+pub(super) fn write_now(sink: &mut Sink, queue: &mut VecDeque<OutFrame>) -> bool {
+    let mut buf = take_buffer();
+    for frame in queue.iter() {
+        if frame.bytes().len() >= LARGE_PAYLOAD_BYTES || buf.len() >= POOLED_BUFFER_BYTES_MAX {
+            break;
+        }
+        put_out_frame(&mut buf, frame);
+    }
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut written = 0;
+    while written < buf.len() {
+        match Pin::new(&mut *sink).poll_write(&mut cx, &buf[written..]) {
+            Poll::Ready(Ok(n)) if n > 0 => written += n,
+            // Not ready, or failed: the writer waits, or finds the error.
+            _ => break,
+        }
+    }
+    let mut start = 0;
+    while start < written {
+        let Some(front) = queue.front_mut() else {
+            break;
+        };
+        let end = start + wire_len(front);
+        if end > written {
+            *front = OutFrame::Rest(Bytes::copy_from_slice(&buf[written..end]));
+            break;
+        }
+        queue.pop_front();
+        start = end;
+    }
+    if queue.is_empty() {
+        // An idle connection keeps no queue storage.
+        *queue = VecDeque::new();
+    }
+    let unflushed = written > 0
+        && !matches!(
+            Pin::new(&mut *sink).poll_flush(&mut cx),
+            Poll::Ready(Ok(()))
+        );
+    give_back(buf);
+    unflushed
+}
+
+/// Writes a batch: the ping if due, control frames, data frames, then the
+/// close frame. Small frames are laid out in one buffer and leave together
+/// (one `write` for what the socket accepts); the buffer is written out
+/// whenever it reaches [`POOLED_BUFFER_BYTES_MAX`], and a large
+/// payload is written from its own shared bytes, so a long queue of large
+/// broadcasts is never copied whole for one reader.
+pub(super) async fn write_batch<W>(tx: &mut W, batch: &Batch) -> std::io::Result<()>
+where
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let mut buf = take_buffer();
+    // The rest of a frame the socket took part of comes first: the peer is
+    // in the middle of it, so nothing (not even a pong) may come between.
+    let rest = match batch.frames.front() {
+        Some(rest @ OutFrame::Rest(_)) => {
+            put_out_frame(&mut buf, rest);
+            1
+        }
+        _ => 0,
+    };
+    if batch.ping {
+        put_frame(
+            &mut buf,
+            Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[])),
+        );
+    }
+    for control in &batch.control {
+        match control {
+            Control::Pong(payload) => {
+                put_frame(&mut buf, Frame::pong(Payload::Borrowed(payload)));
+            }
+        }
+    }
+    for frame in batch.frames.iter().skip(rest) {
+        let payload = frame.bytes();
+        if payload.len() >= LARGE_PAYLOAD_BYTES {
+            if let Some(mut out) = data_frame(frame) {
+                put_head(&mut buf, &mut out);
+            }
+            tx.write_all(&buf).await?;
+            buf.clear();
+            tx.write_all(payload).await?;
+            continue;
+        }
+        put_out_frame(&mut buf, frame);
+        if buf.len() >= POOLED_BUFFER_BYTES_MAX {
+            tx.write_all(&buf).await?;
+            buf.clear();
+        }
+    }
+    if let Some(close) = batch.close {
+        put_frame(
+            &mut buf,
+            Frame::close(close.code.code(), close.reason.as_bytes()),
+        );
+    }
+    tx.write_all(&buf).await?;
+    tx.flush().await?;
+    give_back(buf);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_laid_out_as_a_server_sends_them() {
+        let mut buf = Vec::new();
+        put_frame(&mut buf, Frame::text(Payload::Borrowed(b"hi")));
+        put_frame(
+            &mut buf,
+            Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[])),
+        );
+        put_frame(&mut buf, Frame::close(1013, b"slow"));
+        let long = vec![b'x'; 300];
+        put_frame(&mut buf, Frame::text(Payload::Borrowed(&long)));
+        let mut expected = vec![0x81, 2, b'h', b'i', 0x89, 0, 0x88, 6, 0x03, 0xf5];
+        expected.extend_from_slice(b"slow");
+        expected.extend_from_slice(&[0x81, 126, 0x01, 0x2c]);
+        expected.extend_from_slice(&long);
+        assert_eq!(buf, expected);
+    }
+
+    #[test]
+    fn wire_len_is_what_is_laid_out() {
+        for len in [0, 1, 125, 126, 127, 65_535, 65_536, 70_000] {
+            for frame in [
+                OutFrame::Text(Bytes::from(vec![b'a'; len])),
+                OutFrame::Binary(Bytes::from(vec![0; len])),
+                OutFrame::Rest(Bytes::from(vec![1; len])),
+            ] {
+                let mut buf = Vec::new();
+                put_out_frame(&mut buf, &frame);
+                assert_eq!(wire_len(&frame), buf.len(), "{len} bytes: {frame:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_small_and_large_frames_is_written_in_order() {
+        let small = Bytes::from_static(b"small");
+        let large = Bytes::from(vec![b'L'; LARGE_PAYLOAD_BYTES + 1]);
+        let batch = Batch {
+            ping: true,
+            control: vec![Control::Pong(Bytes::from_static(b"p"))],
+            frames: [
+                OutFrame::Rest(Bytes::from_static(b"rest of a frame")),
+                OutFrame::Text(small.clone()),
+                OutFrame::Text(large.clone()),
+                OutFrame::Binary(small.clone()),
+            ]
+            .into(),
+            close: Some(CloseRequest {
+                code: CloseCode::Normal,
+                reason: "",
+            }),
+        };
+        let mut sink = Vec::new();
+        write_batch(&mut sink, &batch).await.expect("write");
+        // The rest of a partly written frame first, then the ping and the
+        // pong: nothing may land inside a frame the peer is reading.
+        let mut expected = b"rest of a frame".to_vec();
+        put_frame(
+            &mut expected,
+            Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[])),
+        );
+        put_frame(&mut expected, Frame::pong(Payload::Borrowed(b"p")));
+        put_frame(&mut expected, Frame::text(Payload::Borrowed(&small)));
+        put_frame(&mut expected, Frame::text(Payload::Borrowed(&large)));
+        put_frame(&mut expected, Frame::binary(Payload::Borrowed(&small)));
+        put_frame(&mut expected, Frame::close(1000, b""));
+        assert_eq!(sink.len(), expected.len());
+        assert!(sink == expected, "frames out of order or malformed");
+    }
+}
