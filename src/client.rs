@@ -31,7 +31,7 @@
 //! (`recovered: false`: history was evicted, or the server restarted).
 //!
 //! Everything random — the WebSocket key, frame masks, backoff jitter, the
-//! `clientMessageId` prefix — comes from one seeded generator
+//! `clientMessageId` prefix — comes from one seeded [`Rng`]
 //! ([`ClientOptions::seed`]), so that a simulation replays exactly.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -52,6 +52,7 @@ use tokio::time::Instant;
 
 use crate::protocol::server::{ChatMessage, ServerFrame, ServerMessage, UserRef};
 use crate::protocol::{ErrorCode, MessageKind};
+use crate::rng::Rng;
 
 /// Opens byte streams to the server: TCP, or a simulated network.
 pub trait Connector: Send + 'static {
@@ -282,36 +283,6 @@ pub fn spawn<C: Connector, T: TokenSource>(
     let (ev_tx, ev_rx) = mpsc::channel(4096);
     let task = tokio::spawn(run(connector, tokens, options, cmd_rx, ev_tx));
     (ClientHandle { tx: cmd_tx }, ev_rx, task)
-}
-
-// ----- randomness ------------------------------------------------------------
-
-/// SplitMix64: small, fast, and the same sequence on every platform.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator starting from `seed`.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..=max`.
-    pub fn below_or_eq(&mut self, max: u64) -> u64 {
-        if max == u64::MAX {
-            return self.next_u64();
-        }
-        self.next_u64() % (max + 1)
-    }
 }
 
 /// Full-jitter backoff: a uniform delay in `[0, min(max, base·2^attempt)]`.
