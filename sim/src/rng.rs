@@ -1,14 +1,14 @@
-//! The scenario's random numbers: SplitMix64 (the same generator the
-//! library client seeds itself with), never the thread's RNG.
+//! The scenario's random numbers: [`chat_flow::rng::Rng`] (SplitMix64, the
+//! generator the library client seeds itself with), never the thread's RNG.
 
 /// A seeded generator with the helpers scenario generation needs.
 #[derive(Debug, Clone)]
-pub struct SimRng(chat_flow::client::Rng);
+pub struct SimRng(chat_flow::rng::Rng);
 
 impl SimRng {
     /// A generator for `seed`.
     pub fn new(seed: u64) -> SimRng {
-        SimRng(chat_flow::client::Rng::new(seed))
+        SimRng(chat_flow::rng::Rng::new(seed))
     }
 
     /// A generator for a sub-stream of `seed` (so that adding draws to one
@@ -47,6 +47,6 @@ impl SimRng {
 
 /// Mixes two numbers into one well-spread seed.
 pub fn mix(a: u64, b: u64) -> u64 {
-    let mut r = chat_flow::client::Rng::new(a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut r = chat_flow::rng::Rng::new(a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     r.next_u64()
 }

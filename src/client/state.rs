@@ -1,0 +1,365 @@
+//! What the client remembers across connections: the rooms it is in and
+//! where it is in each, and the sends not yet acknowledged. No I/O: the
+//! session loop feeds it server frames and writes the requests it returns.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::api::Event;
+use super::requests::{self, JOIN_ID_PREFIX, SEND_ID_PREFIX};
+use crate::protocol::server::{ChatMessage, ServerFrame, ServerMessage};
+use crate::protocol::{ErrorCode, MessageKind};
+use crate::rng::Rng;
+
+/// Where the client is in a room's sequence.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Cursor {
+    epoch: Option<String>,
+    /// Highest `seq` delivered in `epoch`.
+    last_seq: Option<u64>,
+}
+
+impl Cursor {
+    /// The `JOIN_ROOM` that resumes the room where the client left it: from
+    /// `seq` 0 of an epoch whose messages it has none of yet.
+    fn join_request(&self, room: &str) -> String {
+        let since_seq = self.epoch.as_ref().map(|_| self.last_seq.unwrap_or(0));
+        requests::join(room, since_seq, self.epoch.as_deref())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PendingSend {
+    room: String,
+    content: String,
+    kind: MessageKind,
+    client_message_id: String,
+    /// Not before this instant (after a rate-limit rejection).
+    not_before: Option<Instant>,
+    /// Written on this connection and not answered yet.
+    in_flight: bool,
+}
+
+/// Most sends unanswered at once (fewer than any sensible
+/// `RATE_LIMIT_DISCONNECT_AFTER`).
+const SEND_WINDOW: usize = 4;
+
+/// What the client remembers across connections.
+#[derive(Debug)]
+pub(super) struct Session {
+    rooms: BTreeMap<String, Cursor>,
+    pending: VecDeque<PendingSend>,
+    id_prefix: String,
+    next_id: u64,
+    pending_max: usize,
+    /// A send was rate-limited and none accepted since: one at
+    /// a time.
+    careful: bool,
+}
+
+impl Session {
+    /// A session whose `clientMessageId`s start with a prefix drawn from `rng`.
+    pub(super) fn new(rng: &mut Rng, pending_max: usize) -> Session {
+        Session {
+            rooms: BTreeMap::new(),
+            pending: VecDeque::new(),
+            id_prefix: format!("{:08x}", rng.next_u64() as u32),
+            next_id: 0,
+            pending_max,
+            careful: false,
+        }
+    }
+
+    fn new_client_message_id(&mut self) -> String {
+        self.next_id += 1;
+        format!("{}-{}", self.id_prefix, self.next_id)
+    }
+
+    /// Stays in `room` across reconnects.
+    pub(super) fn join(&mut self, room: &str) {
+        self.rooms.entry(room.to_owned()).or_default();
+    }
+
+    /// The `JOIN_ROOM` for `room` from where the client is in it.
+    pub(super) fn join_request(&self, room: &str) -> String {
+        self.rooms.get(room).map_or_else(
+            || Cursor::default().join_request(room),
+            |c| c.join_request(room),
+        )
+    }
+
+    /// Forgets `room`.
+    pub(super) fn leave(&mut self, room: &str) {
+        self.rooms.remove(room);
+    }
+
+    /// Queues a send for the window, picking a `clientMessageId` when it has
+    /// none. A full queue refuses it: the returned event reports that.
+    pub(super) fn queue_send(
+        &mut self,
+        room: String,
+        content: String,
+        kind: MessageKind,
+        client_message_id: Option<String>,
+    ) -> Option<Event> {
+        let client_message_id = client_message_id.unwrap_or_else(|| self.new_client_message_id());
+        if self.pending.len() >= self.pending_max {
+            return Some(Event::SendFailed {
+                client_message_id,
+                code: ErrorCode::RateLimitExceeded,
+            });
+        }
+        self.pending.push_back(PendingSend {
+            room,
+            content,
+            kind,
+            client_message_id,
+            not_before: None,
+            in_flight: false,
+        });
+        None
+    }
+
+    /// Requests that resume the session on a fresh, authenticated connection.
+    pub(super) fn resume_requests(&mut self, now: Instant) -> Vec<String> {
+        let mut out = Vec::new();
+        for (room, cursor) in &self.rooms {
+            out.push(cursor.join_request(room));
+        }
+        // Nothing is in flight on a new connection; sends go
+        // out through the window, each once.
+        for p in &mut self.pending {
+            p.in_flight = false;
+        }
+        out.extend(self.sendable(now));
+        out
+    }
+
+    /// The sends that may go now: due, not in flight, within
+    /// the window (one at a time while `careful`).
+    pub(super) fn sendable(&mut self, now: Instant) -> Vec<String> {
+        let window = if self.careful { 1 } else { SEND_WINDOW };
+        let mut in_flight = self.pending.iter().filter(|p| p.in_flight).count();
+        let mut out = Vec::new();
+        for p in &mut self.pending {
+            if in_flight >= window {
+                break;
+            }
+            if !p.in_flight && p.not_before.is_none_or(|t| t <= now) {
+                p.in_flight = true;
+                p.not_before = None;
+                out.push(requests::send(
+                    &p.room,
+                    &p.content,
+                    p.kind,
+                    &p.client_message_id,
+                ));
+                in_flight += 1;
+            }
+        }
+        out
+    }
+
+    /// When a waiting send becomes due (never while the
+    /// window is full: a reply frees it, and a timer in the past would
+    /// spin the loop).
+    pub(super) fn next_due(&self) -> Option<Instant> {
+        let window = if self.careful { 1 } else { SEND_WINDOW };
+        if self.pending.iter().filter(|p| p.in_flight).count() >= window {
+            return None;
+        }
+        self.pending
+            .iter()
+            .filter(|p| !p.in_flight)
+            .filter_map(|p| p.not_before)
+            .min()
+    }
+
+    /// Applies a server frame; returns the events for the application.
+    pub(super) fn on_frame(&mut self, frame: ServerFrame, events: &mut Vec<Event>, now: Instant) {
+        let request_id = frame.request_id.clone();
+        match frame.message {
+            ServerMessage::RoomJoined {
+                room,
+                epoch,
+                messages,
+                users,
+                recovered,
+            } => {
+                let room_id = room.id.clone();
+                let Some(cursor) = self.rooms.get_mut(&room_id) else {
+                    return;
+                };
+                if cursor.epoch.as_deref() != Some(epoch.as_str()) {
+                    // A new sequence: nothing of it was delivered yet.
+                    cursor.epoch = Some(epoch.clone());
+                    cursor.last_seq = None;
+                }
+                events.push(Event::Joined {
+                    room: room_id.clone(),
+                    epoch,
+                    recovered,
+                    users,
+                });
+                if recovered == Some(false) {
+                    events.push(Event::Gap {
+                        room: room_id.clone(),
+                    });
+                }
+                for m in messages {
+                    self.deliver(m, events);
+                }
+            }
+            ServerMessage::NewMessage(m) => self.deliver(m, events),
+            message => {
+                if let ServerMessage::Error {
+                    code,
+                    retry_after_ms,
+                    ..
+                } = &message
+                {
+                    self.on_error(request_id.as_deref(), *code, *retry_after_ms, events, now);
+                }
+                events.push(Event::Server(ServerFrame {
+                    message,
+                    request_id,
+                }));
+            }
+        }
+    }
+
+    /// A request failed: a rate-limited send waits and goes again; any
+    /// other failed send is given up; a room that cannot be joined is
+    /// forgotten.
+    fn on_error(
+        &mut self,
+        request_id: Option<&str>,
+        code: ErrorCode,
+        retry_after_ms: Option<u64>,
+        events: &mut Vec<Event>,
+        now: Instant,
+    ) {
+        if let Some(cmid) = request_id.and_then(|r| r.strip_prefix(SEND_ID_PREFIX)) {
+            let Some(i) = self
+                .pending
+                .iter()
+                .position(|p| p.client_message_id == cmid)
+            else {
+                return;
+            };
+            if code == ErrorCode::RateLimitExceeded {
+                let wait = Duration::from_millis(retry_after_ms.unwrap_or(100));
+                self.pending[i].not_before = Some(now + wait);
+                self.pending[i].in_flight = false;
+                self.careful = true;
+            } else {
+                let p = self.pending.remove(i).expect("index from position");
+                events.push(Event::SendFailed {
+                    client_message_id: p.client_message_id,
+                    code,
+                });
+            }
+        } else if let Some(room) = request_id.and_then(|r| r.strip_prefix(JOIN_ID_PREFIX))
+            && matches!(code, ErrorCode::RoomNotFound | ErrorCode::Forbidden)
+        {
+            self.rooms.remove(room);
+        }
+    }
+
+    /// Delivers `m` unless already delivered; acknowledges our own sends.
+    fn deliver(&mut self, m: ChatMessage, events: &mut Vec<Event>) {
+        if let Some(cmid) = &m.client_message_id
+            && let Some(i) = self
+                .pending
+                .iter()
+                .position(|p| p.client_message_id == *cmid && p.room == m.room_id)
+        {
+            self.pending.remove(i);
+            self.careful = false;
+            events.push(Event::Acked {
+                client_message_id: cmid.clone(),
+                room: m.room_id.clone(),
+                seq: m.seq,
+            });
+        }
+        let Some(cursor) = self.rooms.get_mut(&m.room_id) else {
+            return;
+        };
+        if cursor.last_seq.is_some_and(|last| m.seq <= last) {
+            return;
+        }
+        cursor.last_seq = Some(m.seq);
+        events.push(Event::Message(m));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(room: &str, seq: u64, cmid: Option<&str>) -> ChatMessage {
+        ChatMessage {
+            id: format!("m{seq}"),
+            seq,
+            room_id: room.into(),
+            user_id: "u".into(),
+            username: "u".into(),
+            content: "x".into(),
+            kind: MessageKind::Text,
+            timestamp: String::new(),
+            client_message_id: cmid.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn delivers_once_in_order_and_acks_own_messages() {
+        let mut rng = Rng::new(1);
+        let mut s = Session::new(&mut rng, 16);
+        s.rooms.insert("r".into(), Cursor::default());
+        s.pending.push_back(PendingSend {
+            room: "r".into(),
+            content: "x".into(),
+            kind: MessageKind::Text,
+            client_message_id: "c1".into(),
+            not_before: None,
+            in_flight: false,
+        });
+        let mut ev = Vec::new();
+        let now = Instant::now();
+        for seq in [1, 2, 2, 1, 3] {
+            let cmid = (seq == 2).then_some("c1");
+            s.on_frame(
+                ServerFrame {
+                    message: ServerMessage::NewMessage(message("r", seq, cmid)),
+                    request_id: None,
+                },
+                &mut ev,
+                now,
+            );
+        }
+        let seqs: Vec<u64> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::Message(m) => Some(m.seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+        assert!(s.pending.is_empty());
+        assert_eq!(
+            ev.iter()
+                .filter(|e| matches!(e, Event::Acked { .. }))
+                .count(),
+            1
+        );
+        // The resume request carries the cursor.
+        s.rooms.get_mut("r").unwrap().epoch = Some("e".into());
+        let r = s.resume_requests(now);
+        assert!(
+            r[0].contains("\"sinceSeq\":3") && r[0].contains("\"epoch\":\"e\""),
+            "{r:?}"
+        );
+    }
+}
