@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use chat_flow::auth::TokenSpec;
 use chat_flow::config::{Config, DEV_JWT_SECRET};
+use chat_flow::frame::{self, OpCode};
 use chat_flow::server::{HEADER_READ_TIMEOUT, HEADERS_MAX, RunningServer};
 use common::*;
 use futures_util::future::join_all;
@@ -1051,7 +1052,8 @@ async fn closed_by(addr: SocketAddr, bytes: &[u8]) -> (u16, String) {
     close_of(&mut raw).await
 }
 
-fn frames(list: &[(bool, u8, &[u8])]) -> Vec<u8> {
+/// Masked client frames, back to back.
+fn frames(list: &[(bool, OpCode, &[u8])]) -> Vec<u8> {
     list.iter()
         .flat_map(|(fin, opcode, payload)| encode_frame(*fin, *opcode, payload))
         .collect()
@@ -1073,9 +1075,8 @@ async fn frames_over_max_message_bytes_close_with_1009() {
     }
     assert_eq!(closed_by(addr, &many).await, too_big);
     // A header announcing 2^62 bytes: refused at the header, nothing reserved.
-    let mut bomb = vec![0x81u8, 0x80 | 127];
-    bomb.extend_from_slice(&(1u64 << 62).to_be_bytes());
-    bomb.extend_from_slice(&[1, 2, 3, 4]);
+    let mut bomb = Vec::new();
+    frame::put_head(&mut bomb, true, op::TEXT, Some([1, 2, 3, 4]), 1 << 62);
     assert_eq!(closed_by(addr, &bomb).await, too_big);
     arena.assert_bystanders_fine().await;
 }
@@ -1273,6 +1274,7 @@ async fn frames_reserved_bits_and_opcodes_close_with_1002() {
     let addr = arena.addr;
     let ping = br#"{"type":"PING"}"#;
     for rsv in [0x40u8, 0x20, 0x10] {
+        // The codec writes no reserved bit: set one in a valid frame.
         let mut bytes = encode_frame(true, op::TEXT, ping);
         bytes[0] |= rsv;
         assert_eq!(
@@ -1282,8 +1284,12 @@ async fn frames_reserved_bits_and_opcodes_close_with_1002() {
         );
     }
     for opcode in (0x3u8..=0x7).chain(0xB..=0xF) {
+        // No `OpCode` is unknown: put the opcode in a valid text frame's
+        // first byte (FIN stays set).
+        let mut bytes = encode_frame(true, op::TEXT, ping);
+        bytes[0] = (bytes[0] & 0xf0) | opcode;
         assert_eq!(
-            closed_by(addr, &encode_frame(true, opcode, ping)).await,
+            closed_by(addr, &bytes).await,
             (1002, "unknown opcode".to_owned()),
             "opcode {opcode:#x}"
         );
@@ -1296,9 +1302,9 @@ async fn frames_unmasked_client_frames_close_with_1002() {
     // RFC 6455 5.1: a client must mask every frame; the server closes on
     // one that is not (data or control), and reads nothing after it.
     let mut arena = arena(|_| {}).await;
-    let unmasked = |opcode: u8, payload: &[u8]| {
-        let mut bytes = vec![0x80 | opcode, payload.len() as u8];
-        bytes.extend_from_slice(payload);
+    let unmasked = |opcode: OpCode, payload: &[u8]| {
+        let mut bytes = Vec::new();
+        frame::put_frame(&mut bytes, true, opcode, None, payload);
         bytes
     };
     for first in [
