@@ -6,6 +6,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod core;
+pub mod frame;
 pub mod protocol;
 pub mod rng;
 pub mod server;

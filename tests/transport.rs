@@ -5,6 +5,7 @@ mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use chat_flow::frame;
 use common::*;
 use serde_json::json;
 
@@ -183,9 +184,8 @@ async fn a_peer_still_sending_an_oversized_frame_reads_the_1009_close() {
     let server = start_with(|c| c.max_message_bytes = 1024).await;
     let mut raw = RawWs::connect(server.addr).await;
     const LEN: usize = 16 << 20;
-    let mut header = vec![0x81u8, 0x80 | 127];
-    header.extend_from_slice(&(LEN as u64).to_be_bytes());
-    header.extend_from_slice(&[1, 2, 3, 4]);
+    let mut header = Vec::new();
+    frame::put_head(&mut header, true, op::TEXT, Some([1, 2, 3, 4]), LEN);
     assert!(raw.try_write_frame_bytes(&header).await);
     let chunk = vec![b'a'; 64 * 1024];
     for i in 0..LEN / chunk.len() {
@@ -278,13 +278,15 @@ async fn an_unmasked_client_frame_closes_with_1002() {
     assert_eq!(raw.recv().await["type"], "ERROR", "unauthenticated PING");
     // ...the same request without a mask closes the connection (RFC 6455 5.1).
     let text = br#"{"type":"PING","requestId":"u"}"#;
-    let mut unmasked = vec![0x81, text.len() as u8];
-    unmasked.extend_from_slice(text);
+    let mut unmasked = Vec::new();
+    frame::put_frame(&mut unmasked, true, op::TEXT, None, text);
     assert!(raw.try_write_frame_bytes(&unmasked).await);
     assert_eq!(raw.expect_close().await, Some(1002));
     // An unmasked control frame too.
     let mut raw = RawWs::connect(server.addr).await;
-    assert!(raw.try_write_frame_bytes(&[0x89, 0x00]).await);
+    let mut unmasked = Vec::new();
+    frame::put_frame(&mut unmasked, true, op::PING, None, b"");
+    assert!(raw.try_write_frame_bytes(&unmasked).await);
     assert_eq!(raw.expect_close().await, Some(1002));
 }
 

@@ -7,6 +7,7 @@
 //! by substring search; it never parses JSON on the delivery path, so the
 //! load generator stays cheap next to the server it measures.
 
+use chat_flow::frame::{self, OpCode};
 use memchr::memmem;
 
 /// The prefix of every `NEW_MESSAGE` frame (the server writes `type` first).
@@ -129,19 +130,8 @@ fn digits(mut n: u64) -> usize {
 /// A complete server-to-client WebSocket text frame (unmasked, FIN) holding
 /// `payload`: what the floor server writes in one `write`.
 pub fn server_text_frame(payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(payload.len() + 10);
-    f.push(0x81);
-    let n = payload.len();
-    if n < 126 {
-        f.push(n as u8);
-    } else if n <= 0xFFFF {
-        f.push(126);
-        f.extend_from_slice(&(n as u16).to_be_bytes());
-    } else {
-        f.push(127);
-        f.extend_from_slice(&(n as u64).to_be_bytes());
-    }
-    f.extend_from_slice(payload);
+    let mut f = Vec::with_capacity(frame::MAX_HEAD_LEN + payload.len());
+    frame::put_frame(&mut f, true, OpCode::Text, None, payload);
     f
 }
 

@@ -18,8 +18,8 @@
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-use chat_flow::server::reader::{FrameReader, parse_head};
-use fastwebsockets::OpCode;
+use chat_flow::frame::{OpCode, parse_head, unmask};
+use chat_flow::server::reader::FrameReader;
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncRead, ReadBuf};
 
@@ -89,7 +89,7 @@ fuzz_target!(|input: &[u8]| {
         let mut wire = data[offset..offset + head.head_len].to_vec();
         let mut payload = frame.payload.clone();
         if let Some(mask) = head.mask {
-            fastwebsockets::unmask(&mut payload, mask);
+            unmask(&mut payload, mask);
         }
         wire.extend_from_slice(&payload);
         assert_eq!(wire, data[offset..offset + wire.len()]);

@@ -1,68 +1,66 @@
 //! `cargo run -p sim --release -- --seeds 0..10000` runs a sweep over all
 //! cores; `--seed N --trace` replays one seed with its full trace.
 
+use std::io::{BufRead, Write};
+use std::ops::Range;
 use std::process::ExitCode;
 
+use clap::Parser;
 use sim::oracles::REQUIRED_COVERAGE;
-use std::io::{BufRead, Write};
-
 use sim::sweep::sweep_processes;
 use sim::{HANG_LIMIT, SeedReport, hang_report, replay_command, run_seed, watchdog};
 
-const USAGE: &str = "\
-usage: sim [--seeds A..B | --seed N] [--trace] [--threads N] [--verbose] [--require-coverage | --no-require-coverage]
-
-  --seeds A..B   run seeds A (inclusive) to B (exclusive) over all cores (default 0..100)
-  --seed N       run one seed and print its report
-  --trace        with --seed: print the full trace
-  --threads N    worker threads (default: available cores)
-  --verbose      one line per seed
-  --require-coverage / --no-require-coverage
-                 fail if an edge was never reached (default: on for 1000+ seeds)";
-
+/// Chat Flow's deterministic simulation: a sweep over many seeds, or one
+/// seed replayed with its report.
+#[derive(Debug, Parser)]
+#[command(name = "sim", args_override_self = true)]
 struct Args {
-    seeds: std::ops::Range<u64>,
-    single: Option<u64>,
+    /// Run seeds A (inclusive) to B (exclusive) over all cores.
+    #[arg(long, value_name = "A..B", default_value = "0..100", value_parser = parse_seeds)]
+    seeds: Range<u64>,
+    /// Run one seed and print its report.
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    /// With --seed: print the full trace.
+    #[arg(long)]
     trace: bool,
-    threads: usize,
+    /// Worker threads [default: available cores].
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// One line per seed.
+    #[arg(long)]
     verbose: bool,
+    /// Fail if an edge was never reached [default: on for 1000+ seeds].
+    #[arg(long, overrides_with = "no_require_coverage")]
+    require_coverage: bool,
+    /// Do not fail if an edge was never reached.
+    #[arg(long, overrides_with = "require_coverage")]
+    no_require_coverage: bool,
+    /// Run the one seed read from stdin (what a sweep's worker processes
+    /// run).
+    #[arg(long, hide = true)]
     worker: bool,
-    require_coverage: Option<bool>,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut a = Args {
-        seeds: 0..100,
-        single: None,
-        trace: false,
-        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        verbose: false,
-        worker: false,
-        require_coverage: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--seeds" => {
-                let v = value()?;
-                let (lo, hi) = v.split_once("..").ok_or("--seeds takes A..B")?;
-                let lo: u64 = lo.parse().map_err(|_| "bad --seeds start")?;
-                let hi: u64 = hi.parse().map_err(|_| "bad --seeds end")?;
-                a.seeds = lo..hi;
-            }
-            "--seed" => a.single = Some(value()?.parse().map_err(|_| "bad --seed")?),
-            "--trace" => a.trace = true,
-            "--threads" => a.threads = value()?.parse().map_err(|_| "bad --threads")?,
-            "--verbose" => a.verbose = true,
-            "--worker" => a.worker = true,
-            "--require-coverage" => a.require_coverage = Some(true),
-            "--no-require-coverage" => a.require_coverage = Some(false),
-            "-h" | "--help" => return Err(USAGE.to_owned()),
-            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+impl Args {
+    /// `--require-coverage` or `--no-require-coverage`, whichever came last.
+    fn require_coverage(&self) -> Option<bool> {
+        if self.require_coverage {
+            Some(true)
+        } else if self.no_require_coverage {
+            Some(false)
+        } else {
+            None
         }
     }
-    Ok(a)
+}
+
+/// `A..B`: seeds A (inclusive) to B (exclusive).
+fn parse_seeds(v: &str) -> Result<Range<u64>, String> {
+    let (lo, hi) = v.split_once("..").ok_or("--seeds takes A..B")?;
+    let lo: u64 = lo.parse().map_err(|_| "bad --seeds start")?;
+    let hi: u64 = hi.parse().map_err(|_| "bad --seeds end")?;
+    Ok(lo..hi)
 }
 
 fn print_failure(r: &SeedReport) {
@@ -109,17 +107,11 @@ fn worker() -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = Args::parse();
     if args.worker {
         return worker();
     }
-    if let Some(seed) = args.single {
+    if let Some(seed) = args.seed {
         let trace = args.trace;
         watchdog::spawn(HANG_LIMIT, move |hang| {
             let r = hang_report(&hang, trace);
@@ -149,8 +141,11 @@ fn main() -> ExitCode {
     }
 
     let verbose = args.verbose;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let exe = std::env::current_exe().expect("the path of this program");
-    let s = sweep_processes(&exe, args.seeds.clone(), args.threads, &|r| {
+    let s = sweep_processes(&exe, args.seeds.clone(), threads, &|r| {
         if !r.passed() {
             print_failure(r);
         } else if verbose {
@@ -171,7 +166,7 @@ fn main() -> ExitCode {
     );
     println!(
         "wall {secs:.1} s on {} threads: {:.2} seeds/s; simulated {:.1} s ({:.0}x real time)",
-        args.threads,
+        threads,
         n as f64 / secs.max(1e-9),
         s.sim_ms() as f64 / 1000.0,
         s.sim_ms() as f64 / 1000.0 / secs.max(1e-9)
@@ -194,7 +189,7 @@ fn main() -> ExitCode {
         println!("  {mark} {k:<22} {v}");
     }
     let missing = s.missing_coverage();
-    let require = args.require_coverage.unwrap_or(n >= 1000);
+    let require = args.require_coverage().unwrap_or(n >= 1000);
     let mut ok = failed.is_empty();
     if !missing.is_empty() {
         println!("required coverage never reached: {missing:?}");

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use base64::Engine as _;
+use chat_flow::frame::{self, OpCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -46,24 +47,14 @@ pub async fn sleep_until_ms(at_ms: u64) {
 
 /// A masked text frame.
 fn text_frame(rng: &mut SimRng, text: &str) -> Vec<u8> {
-    frame(rng, 0x1, text.as_bytes())
+    masked_frame(rng, OpCode::Text, text.as_bytes())
 }
 
-fn frame(rng: &mut SimRng, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x80 | opcode];
-    let len = payload.len();
-    if len < 126 {
-        out.push(0x80 | len as u8);
-    } else if len <= usize::from(u16::MAX) {
-        out.push(0x80 | 126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(0x80 | 127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
+/// A final frame masked with a key drawn from the client's random numbers.
+fn masked_frame(rng: &mut SimRng, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
     let mask = (rng.next_u64() as u32).to_be_bytes();
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let mut out = Vec::with_capacity(frame::MAX_HEAD_LEN + payload.len());
+    frame::put_frame(&mut out, true, opcode, Some(mask), payload);
     out
 }
 
@@ -156,7 +147,7 @@ pub async fn run(mut ctx: RawCtx) -> turmoil::Result {
             let resume_at = stall_at + stall_ms;
             while sim_now_ms() < resume_at.min(ctx.end_ms) {
                 let mut out = text_frame(&mut ctx.rng, &history);
-                out.extend(frame(&mut ctx.rng, 0x9, b""));
+                out.extend(masked_frame(&mut ctx.rng, OpCode::Ping, b""));
                 let write = tokio::time::timeout(Duration::from_millis(500), io.write_all(&out));
                 if !matches!(write.await, Ok(Ok(()))) {
                     break;

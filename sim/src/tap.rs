@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use chat_flow::client::Connector;
+use chat_flow::frame::{self, FrameError, Head};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::obs::{ConnNo, Obs, Recorder};
@@ -86,9 +87,19 @@ impl Sniffer {
                 }
             }
         }
-        while let Some((fin, opcode, payload, used)) = parse_frame(&self.buf) {
-            self.buf.drain(..used);
-            self.frame(fin, opcode, payload, conn, rec);
+        loop {
+            let (head, payload) = match parse_frame(&self.buf) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return,
+                // Nothing the server or a simulated client writes: protocol
+                // confusion, after which nothing can be parsed.
+                Err(_) => {
+                    self.dead = true;
+                    return;
+                }
+            };
+            self.buf.drain(..head.head_len + head.len);
+            self.frame(head.fin, head.opcode as u8, payload, conn, rec);
             if self.dead {
                 return;
             }
@@ -149,54 +160,18 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Parses one complete frame at the start of `buf`: (fin, opcode, unmasked
-/// payload, bytes used).
-fn parse_frame(buf: &[u8]) -> Option<(bool, u8, Vec<u8>, usize)> {
-    if buf.len() < 2 {
-        return None;
-    }
-    let fin = buf[0] & 0x80 != 0;
-    let opcode = buf[0] & 0x0f;
-    let masked = buf[1] & 0x80 != 0;
-    let mut at = 2;
-    let len = match buf[1] & 0x7f {
-        126 => {
-            if buf.len() < 4 {
-                return None;
-            }
-            at = 4;
-            u64::from(u16::from_be_bytes([buf[2], buf[3]]))
-        }
-        127 => {
-            if buf.len() < 10 {
-                return None;
-            }
-            at = 10;
-            u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes"))
-        }
-        n => u64::from(n),
+/// Parses one complete frame at the start of `buf`: its header and its
+/// unmasked payload; `Ok(None)` until all of it is there, an error for
+/// bytes that are no frame.
+fn parse_frame(buf: &[u8]) -> Result<Option<(Head, Vec<u8>)>, FrameError> {
+    let Some((head, payload)) = frame::parse_frame(buf, usize::MAX)? else {
+        return Ok(None);
     };
-    let mask = if masked {
-        if buf.len() < at + 4 {
-            return None;
-        }
-        let m = [buf[at], buf[at + 1], buf[at + 2], buf[at + 3]];
-        at += 4;
-        Some(m)
-    } else {
-        None
-    };
-    let len = usize::try_from(len).ok()?;
-    if buf.len() < at + len {
-        return None;
+    let mut payload = payload.to_vec();
+    if let Some(mask) = head.mask {
+        frame::unmask(&mut payload, mask);
     }
-    let mut payload = buf[at..at + len].to_vec();
-    if let Some(m) = mask {
-        for (i, b) in payload.iter_mut().enumerate() {
-            *b ^= m[i % 4];
-        }
-    }
-    Some((fin, opcode, payload, at + len))
+    Ok(Some((head, payload)))
 }
 
 /// A turmoil TCP stream with a tap on both directions.
@@ -346,12 +321,14 @@ mod tests {
     fn parses_masked_and_extended_frames() {
         let mut f = vec![0x81, 0x80 | 3, 1, 2, 3, 4];
         f.extend([b'a' ^ 1, b'b' ^ 2, b'c' ^ 3]);
-        let (fin, op, p, used) = parse_frame(&f).unwrap();
-        assert!(fin);
-        assert_eq!((op, p.as_slice(), used), (1, &b"abc"[..], 9));
+        let (head, p) = parse_frame(&f).unwrap().unwrap();
+        assert!(head.fin);
+        let used = head.head_len + head.len;
+        assert_eq!((head.opcode as u8, p.as_slice(), used), (1, &b"abc"[..], 9));
         let mut g = vec![0x81, 126, 0, 200];
         g.extend(std::iter::repeat_n(b'x', 200));
-        assert_eq!(parse_frame(&g).unwrap().3, 204);
-        assert!(parse_frame(&g[..100]).is_none());
+        let (head, _) = parse_frame(&g).unwrap().unwrap();
+        assert_eq!(head.head_len + head.len, 204);
+        assert_eq!(parse_frame(&g[..100]), Ok(None));
     }
 }

@@ -19,6 +19,10 @@ use std::task::Poll;
 use fastwebsockets::OpCode;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
+/// Why no frame could be read (the frame codec's error).
+pub use crate::frame::FrameError;
+use crate::frame::parse_head;
+
 /// Bytes read at once into the thread's scratch buffer while no frame needs
 /// more: a chat message, or several, arrive in one read.
 const SCRATCH_BYTES: usize = 4096;
@@ -30,94 +34,6 @@ thread_local! {
     /// Where every connection served on this worker thread reads while it
     /// has no frame in progress that needs more than this.
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice());
-}
-
-/// A frame header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Head {
-    /// The final fragment of its message.
-    pub fin: bool,
-    /// What the frame is.
-    pub opcode: OpCode,
-    /// The masking key, if the frame had one.
-    pub mask: Option<[u8; 4]>,
-    /// Payload length.
-    pub len: usize,
-    /// Header length: 2 to 14 bytes.
-    pub head_len: usize,
-}
-
-/// Why no frame could be read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FrameError {
-    /// The socket ended or failed.
-    Gone,
-    /// A frame longer than the limit.
-    TooBig,
-    /// A malformed header (the close reason).
-    Protocol(&'static str),
-}
-
-/// Parses the frame header at the start of `bytes`; `Ok(None)` until all of
-/// it is there. A data frame longer than `max_payload` is
-/// [`FrameError::TooBig`]; control frames are bounded by their own 125 bytes.
-pub fn parse_head(bytes: &[u8], max_payload: usize) -> Result<Option<Head>, FrameError> {
-    let [b0, b1, ..] = *bytes else {
-        return Ok(None);
-    };
-    if b0 & 0x70 != 0 {
-        return Err(FrameError::Protocol("reserved bits set"));
-    }
-    let opcode = OpCode::try_from(b0 & 0x0f).map_err(|_| FrameError::Protocol("unknown opcode"))?;
-    let fin = b0 & 0x80 != 0;
-    let masked = b1 & 0x80 != 0;
-    let code = b1 & 0x7f;
-    let ext = match code {
-        126 => 2,
-        127 => 8,
-        _ => 0,
-    };
-    let control = matches!(opcode, OpCode::Close | OpCode::Ping | OpCode::Pong);
-    if control {
-        if !fin {
-            return Err(FrameError::Protocol("fragmented control frame"));
-        }
-        if code > 125 {
-            return Err(FrameError::Protocol("control frame too long"));
-        }
-    }
-    let Some(length) = bytes.get(..2 + ext) else {
-        return Ok(None);
-    };
-    let len = match *length {
-        [_, _, a, b] => u64::from(u16::from_be_bytes([a, b])),
-        [_, _, a, b, c, d, e, f, g, h] => u64::from_be_bytes([a, b, c, d, e, f, g, h]),
-        _ => u64::from(code),
-    };
-    if len >> 63 != 0 {
-        return Err(FrameError::Protocol("invalid frame length"));
-    }
-    // Refused before the rest of the header, let alone the payload, is read.
-    // (A control frame is not part of a message: 125 bytes bound it.)
-    let len = match usize::try_from(len) {
-        Ok(len) if control || len <= max_payload => len,
-        _ => return Err(FrameError::TooBig),
-    };
-    let head_len = 2 + ext + if masked { 4 } else { 0 };
-    let Some(head) = bytes.get(..head_len) else {
-        return Ok(None);
-    };
-    let mask = match *head {
-        [.., a, b, c, d] if masked => Some([a, b, c, d]),
-        _ => None,
-    };
-    Ok(Some(Head {
-        fin,
-        opcode,
-        mask,
-        len,
-        head_len,
-    }))
 }
 
 /// A frame as read: the payload unmasked.
@@ -252,49 +168,6 @@ mod tests {
     }
 
     const MASK: Option<[u8; 4]> = Some([1, 2, 3, 4]);
-
-    #[test]
-    fn headers_are_checked() {
-        let max = 1000;
-        assert_eq!(parse_head(&[0x81], max), Ok(None));
-        // Masked, 2 bytes of the 4-byte key so far.
-        assert_eq!(parse_head(&[0x81, 0x85, 1, 2], max), Ok(None));
-        let head = parse_head(&[0x81, 0x85, 1, 2, 3, 4], max).unwrap().unwrap();
-        assert_eq!(
-            head,
-            Head {
-                fin: true,
-                opcode: OpCode::Text,
-                mask: Some([1, 2, 3, 4]),
-                len: 5,
-                head_len: 6
-            }
-        );
-        let bad = |bytes: &[u8]| parse_head(bytes, max).unwrap_err();
-        assert_eq!(
-            bad(&[0xc1, 0x80]),
-            FrameError::Protocol("reserved bits set")
-        );
-        assert_eq!(bad(&[0x83, 0x80]), FrameError::Protocol("unknown opcode"));
-        assert_eq!(
-            bad(&[0x09, 0x80]),
-            FrameError::Protocol("fragmented control frame")
-        );
-        assert_eq!(
-            bad(&[0x89, 0xfe, 0, 126]),
-            FrameError::Protocol("control frame too long")
-        );
-        let mut huge = vec![0x82, 0xff];
-        huge.extend_from_slice(&(1u64 << 63).to_be_bytes());
-        assert_eq!(bad(&huge), FrameError::Protocol("invalid frame length"));
-        assert_eq!(bad(&[0x82, 0xfe, 0x03, 0xe9]), FrameError::TooBig);
-        assert!(parse_head(&[0x82, 0xfe, 0x03, 0xe8, 0, 0, 0, 0], max).is_ok());
-        // A ping between fragments is not held to what is left of the message.
-        assert_eq!(
-            parse_head(&[0x89, 0x0a], 0).map(|h| h.map(|h| h.len)),
-            Ok(Some(10))
-        );
-    }
 
     #[tokio::test]
     async fn frames_of_every_length_arriving_together_or_apart() {

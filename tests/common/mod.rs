@@ -15,6 +15,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use chat_flow::auth::{TokenSpec, mint_hs256};
 use chat_flow::config::{Config, DEV_JWT_SECRET};
+use chat_flow::frame::{self, OpCode};
 use chat_flow::protocol::server::ServerFrame;
 use chat_flow::server::RunningServer;
 use futures_util::{SinkExt, StreamExt};
@@ -619,21 +620,23 @@ pub async fn wait_metric_within(
 
 // ----- raw WebSocket ----------------------------------------------------
 
-/// WebSocket opcodes.
+/// Short names for the opcodes (the codec's [`OpCode`]).
 pub mod op {
-    pub const CONTINUATION: u8 = 0x0;
-    pub const TEXT: u8 = 0x1;
-    pub const BINARY: u8 = 0x2;
-    pub const CLOSE: u8 = 0x8;
-    pub const PING: u8 = 0x9;
-    pub const PONG: u8 = 0xA;
+    use chat_flow::frame::OpCode;
+
+    pub const CONTINUATION: OpCode = OpCode::Continuation;
+    pub const TEXT: OpCode = OpCode::Text;
+    pub const BINARY: OpCode = OpCode::Binary;
+    pub const CLOSE: OpCode = OpCode::Close;
+    pub const PING: OpCode = OpCode::Ping;
+    pub const PONG: OpCode = OpCode::Pong;
 }
 
 /// One frame read from the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawFrame {
     pub fin: bool,
-    pub opcode: u8,
+    pub opcode: OpCode,
     pub payload: Vec<u8>,
 }
 
@@ -711,14 +714,14 @@ impl RawWs {
     }
 
     /// Writes one masked frame.
-    pub async fn write_frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
+    pub async fn write_frame(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) {
         let bytes = encode_frame(fin, opcode, payload);
         self.stream.write_all(&bytes).await.expect("write frame");
     }
 
     /// Writes one masked frame, tolerating a connection the server already
     /// closed (returns whether the write succeeded).
-    pub async fn try_write_frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) -> bool {
+    pub async fn try_write_frame(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) -> bool {
         let bytes = encode_frame(fin, opcode, payload);
         self.stream.write_all(&bytes).await.is_ok()
     }
@@ -789,64 +792,27 @@ impl RawWs {
     }
 }
 
+/// The masking key of every frame the raw client writes (RFC 6455 5.7's).
+pub const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
 /// Encodes a client frame (always masked).
-pub fn encode_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
-    let mut out = Vec::with_capacity(payload.len() + 14);
-    out.push(if fin { 0x80 } else { 0 } | opcode);
-    let len = payload.len();
-    if len < 126 {
-        out.push(0x80 | len as u8);
-    } else if len <= u16::MAX as usize {
-        out.push(0x80 | 126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(0x80 | 127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+pub fn encode_frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + frame::MAX_HEAD_LEN);
+    frame::put_frame(&mut out, fin, opcode, Some(MASK), payload);
     out
 }
 
 /// Decodes one server frame (never masked) from the front of `buf`.
 fn decode_frame(buf: &[u8]) -> Option<(RawFrame, usize)> {
-    if buf.len() < 2 {
-        return None;
-    }
-    let fin = buf[0] & 0x80 != 0;
-    let opcode = buf[0] & 0x0f;
-    assert_eq!(buf[1] & 0x80, 0, "server frames must not be masked");
-    let (len, mut at) = match buf[1] & 0x7f {
-        126 => {
-            if buf.len() < 4 {
-                return None;
-            }
-            (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4)
-        }
-        127 => {
-            if buf.len() < 10 {
-                return None;
-            }
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&buf[2..10]);
-            (u64::from_be_bytes(b) as usize, 10)
-        }
-        n => (n as usize, 2),
+    let (head, payload) =
+        frame::parse_frame(buf, usize::MAX).expect("a well-formed server frame")?;
+    assert_eq!(head.mask, None, "server frames must not be masked");
+    let frame = RawFrame {
+        fin: head.fin,
+        opcode: head.opcode,
+        payload: payload.to_vec(),
     };
-    if buf.len() < at + len {
-        return None;
-    }
-    let payload = buf[at..at + len].to_vec();
-    at += len;
-    Some((
-        RawFrame {
-            fin,
-            opcode,
-            payload,
-        },
-        at,
-    ))
+    Some((frame, head.head_len + head.len))
 }
 
 /// Retries an upgrade while it is refused with 503 (a slot frees once the

@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use base64::Engine;
+use chat_flow::frame;
 use chat_flow_bench::wire;
 use clap::Parser;
 use fastwebsockets::{OpCode, Role};
@@ -258,18 +259,12 @@ impl Room {
         buf.extend_from_slice(br#"","userId":"floor","username":"floor","content":""#);
         buf.extend_from_slice(content);
         buf.extend_from_slice(br#"","type":"text","timestamp":"2026-01-01T00:00:00.000Z"}}"#);
-        let len = buf.len() - 4;
-        let start = if len < 126 {
-            buf[2] = 0x81;
-            buf[3] = len as u8;
-            2
-        } else {
-            assert!(len <= 0xFFFF, "load-generator messages are small");
-            buf[0] = 0x81;
-            buf[1] = 126;
-            buf[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-            0
-        };
+        // The header ends where the payload starts, in the room left for it.
+        let mut head = [0; frame::MAX_HEAD_LEN];
+        let n = frame::encode_head(&mut head, true, OpCode::Text, None, buf.len() - 4);
+        assert!(n <= 4, "load-generator messages are small");
+        let start = 4 - n;
+        buf[start..4].copy_from_slice(&head[..n]);
         let frame = &buf[start..];
         let mut writes = 0;
         for p in &r.members {

@@ -301,7 +301,7 @@ impl AsyncWrite for Recorder {
 fn frames_on(mut wire: &[u8]) -> Vec<(OpCode, Vec<u8>)> {
     let mut out = Vec::new();
     while !wire.is_empty() {
-        let head = crate::server::reader::parse_head(wire, usize::MAX)
+        let head = crate::frame::parse_head(wire, usize::MAX)
             .expect("a well-formed header")
             .expect("a whole header");
         let end = head.head_len + head.len;
