@@ -91,7 +91,7 @@ impl FrameReader {
             payload
         };
         if let Some(mask) = head.mask {
-            fastwebsockets::unmask(&mut payload, mask);
+            crate::frame::unmask(&mut payload, mask);
         }
         Ok(InFrame {
             fin: head.fin,
@@ -142,28 +142,9 @@ mod tests {
     use super::*;
 
     /// A client frame: masked with `mask`, or unmasked when `None`.
-    fn client_frame(b0: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
-        let mut out = vec![b0];
-        let m = if mask.is_some() { 0x80 } else { 0 };
-        match payload.len() {
-            n if n < 126 => out.push(m | n as u8),
-            n if n <= 0xffff => {
-                out.push(m | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(m | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        let mut body = payload.to_vec();
-        if let Some(mask) = mask {
-            out.extend_from_slice(&mask);
-            for (i, b) in body.iter_mut().enumerate() {
-                *b ^= mask[i % 4];
-            }
-        }
-        out.extend_from_slice(&body);
+    fn client_frame(opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+        let mut out = Vec::new();
+        crate::frame::put_frame(&mut out, true, opcode, mask, payload);
         out
     }
 
@@ -177,9 +158,9 @@ mod tests {
             .collect();
         let mut wire = Vec::new();
         for p in &payloads {
-            wire.extend(client_frame(0x82, p, MASK));
+            wire.extend(client_frame(OpCode::Binary, p, MASK));
         }
-        wire.extend(client_frame(0x81, b"unmasked", None));
+        wire.extend(client_frame(OpCode::Text, b"unmasked", None));
         // All at once, and a few bytes at a time.
         for chunk in [wire.len(), 3, 1000] {
             let (mut client, mut server) = tokio::io::duplex(chunk.max(64));
@@ -212,7 +193,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_oversized_frame_is_refused_before_its_payload_is_read() {
-        let wire = client_frame(0x82, &[7; 5000], MASK);
+        let wire = client_frame(OpCode::Binary, &[7; 5000], MASK);
         // Only the header arrives.
         let (mut client, mut server) = tokio::io::duplex(64);
         tokio::io::AsyncWriteExt::write_all(&mut client, &wire[..8])
@@ -228,7 +209,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_large_frame_announced_but_not_sent_holds_little() {
-        let mut wire = client_frame(0x82, &[7; 60_000], MASK);
+        let mut wire = client_frame(OpCode::Binary, &[7; 60_000], MASK);
         wire.truncate(14 + 100);
         let (mut client, mut server) = tokio::io::duplex(1 << 17);
         tokio::io::AsyncWriteExt::write_all(&mut client, &wire)

@@ -1,7 +1,8 @@
 //! Frames on the wire: how the server lays them out, the buffers they are
 //! laid out in, and the two ways they are written.
 //!
-//! Headers are formatted by fastwebsockets, unmasked; payloads are copied
+//! Headers are laid out by the frame codec ([`crate::frame`]), unmasked;
+//! payloads are copied
 //! into a buffer taken from a per-worker-thread pool, so that frames queued
 //! back to back leave in one `write` and an idle connection holds no buffer
 //! at all. [`write_now`] writes to an idle socket without waiting (the
@@ -17,9 +18,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use fastwebsockets::{Frame, OpCode, Payload};
+
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use crate::frame::{self, OpCode};
 use crate::protocol::CloseCode;
 
 /// A connection's write half, shared by the driver (non-blocking writes
@@ -109,26 +111,25 @@ pub(super) fn give_back(mut buf: Vec<u8>) {
     }
 }
 
-/// Appends the header of `frame` as a server sends it (unmasked), as
-/// fastwebsockets formats it.
-pub(super) fn put_head(buf: &mut Vec<u8>, frame: &mut Frame<'_>) {
-    let mut head = [0u8; 16];
-    let len = frame.fmt_head(&mut head);
-    buf.extend_from_slice(&head[..len]);
+/// Appends a final, unmasked frame (as a server sends it): its header, then
+/// `payload`.
+fn put_frame(buf: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
+    frame::put_frame(buf, true, opcode, None, payload);
 }
 
-/// Appends `frame` as a server sends it: its header, then its payload.
-pub(super) fn put_frame(buf: &mut Vec<u8>, mut frame: Frame<'_>) {
-    put_head(buf, &mut frame);
-    buf.extend_from_slice(&frame.payload);
+/// Appends a close frame with `code` and `reason`.
+fn put_close(buf: &mut Vec<u8>, code: u16, reason: &str) {
+    frame::put_head(buf, true, OpCode::Close, None, 2 + reason.len());
+    buf.extend_from_slice(&code.to_be_bytes());
+    buf.extend_from_slice(reason.as_bytes());
 }
 
-/// The frame to send for a queued data frame, or `None` for the rest of a
-/// frame already partly written (its bytes go out as they are).
-pub(super) fn data_frame(frame: &OutFrame) -> Option<Frame<'_>> {
+/// The opcode of a queued data frame, or `None` for the rest of a frame
+/// already partly written (its bytes go out as they are).
+fn data_opcode(frame: &OutFrame) -> Option<OpCode> {
     match frame {
-        OutFrame::Text(bytes) => Some(Frame::text(Payload::Borrowed(bytes))),
-        OutFrame::Binary(bytes) => Some(Frame::binary(Payload::Borrowed(bytes))),
+        OutFrame::Text(_) => Some(OpCode::Text),
+        OutFrame::Binary(_) => Some(OpCode::Binary),
         OutFrame::Rest(_) => None,
     }
 }
@@ -136,8 +137,8 @@ pub(super) fn data_frame(frame: &OutFrame) -> Option<Frame<'_>> {
 /// Appends a queued frame: header and payload, or a partly written frame's
 /// remaining bytes.
 pub(super) fn put_out_frame(buf: &mut Vec<u8>, frame: &OutFrame) {
-    match data_frame(frame) {
-        Some(f) => put_frame(buf, f),
+    match data_opcode(frame) {
+        Some(opcode) => put_frame(buf, opcode, frame.bytes()),
         None => buf.extend_from_slice(frame.bytes()),
     }
 }
@@ -146,13 +147,10 @@ pub(super) fn put_out_frame(buf: &mut Vec<u8>, frame: &OutFrame) {
 /// 4 or 10 bytes long).
 pub(super) fn wire_len(frame: &OutFrame) -> usize {
     let payload = frame.bytes().len();
-    let head = match frame {
-        OutFrame::Rest(_) => 0,
-        _ if payload < 126 => 2,
-        _ if payload <= usize::from(u16::MAX) => 4,
-        _ => 10,
-    };
-    head + payload
+    match frame {
+        OutFrame::Rest(_) => payload,
+        _ => frame::head_len(payload, false) + payload,
+    }
 }
 
 /// Writes the queued frames to `sink` without waiting (a poll with a no-op
@@ -223,23 +221,18 @@ where
         _ => 0,
     };
     if batch.ping {
-        put_frame(
-            &mut buf,
-            Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[])),
-        );
+        put_frame(&mut buf, OpCode::Ping, &[]);
     }
     for control in &batch.control {
         match control {
-            Control::Pong(payload) => {
-                put_frame(&mut buf, Frame::pong(Payload::Borrowed(payload)));
-            }
+            Control::Pong(payload) => put_frame(&mut buf, OpCode::Pong, payload),
         }
     }
     for frame in batch.frames.iter().skip(rest) {
         let payload = frame.bytes();
         if payload.len() >= LARGE_PAYLOAD_BYTES {
-            if let Some(mut out) = data_frame(frame) {
-                put_head(&mut buf, &mut out);
+            if let Some(opcode) = data_opcode(frame) {
+                frame::put_head(&mut buf, true, opcode, None, payload.len());
             }
             tx.write_all(&buf).await?;
             buf.clear();
@@ -253,10 +246,7 @@ where
         }
     }
     if let Some(close) = batch.close {
-        put_frame(
-            &mut buf,
-            Frame::close(close.code.code(), close.reason.as_bytes()),
-        );
+        put_close(&mut buf, close.code.code(), close.reason);
     }
     tx.write_all(&buf).await?;
     tx.flush().await?;
@@ -269,20 +259,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn frames_are_laid_out_as_a_server_sends_them() {
+    fn control_frames_are_laid_out_as_a_server_sends_them() {
         let mut buf = Vec::new();
-        put_frame(&mut buf, Frame::text(Payload::Borrowed(b"hi")));
-        put_frame(
-            &mut buf,
-            Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[])),
-        );
-        put_frame(&mut buf, Frame::close(1013, b"slow"));
-        let long = vec![b'x'; 300];
-        put_frame(&mut buf, Frame::text(Payload::Borrowed(&long)));
-        let mut expected = vec![0x81, 2, b'h', b'i', 0x89, 0, 0x88, 6, 0x03, 0xf5];
+        put_frame(&mut buf, OpCode::Ping, &[]);
+        put_close(&mut buf, 1013, "slow");
+        let mut expected = vec![0x89, 0, 0x88, 6, 0x03, 0xf5];
         expected.extend_from_slice(b"slow");
-        expected.extend_from_slice(&[0x81, 126, 0x01, 0x2c]);
-        expected.extend_from_slice(&long);
         assert_eq!(buf, expected);
     }
 
@@ -325,15 +307,12 @@ mod tests {
         // The rest of a partly written frame first, then the ping and the
         // pong: nothing may land inside a frame the peer is reading.
         let mut expected = b"rest of a frame".to_vec();
-        put_frame(
-            &mut expected,
-            Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[])),
-        );
-        put_frame(&mut expected, Frame::pong(Payload::Borrowed(b"p")));
-        put_frame(&mut expected, Frame::text(Payload::Borrowed(&small)));
-        put_frame(&mut expected, Frame::text(Payload::Borrowed(&large)));
-        put_frame(&mut expected, Frame::binary(Payload::Borrowed(&small)));
-        put_frame(&mut expected, Frame::close(1000, b""));
+        put_frame(&mut expected, OpCode::Ping, &[]);
+        put_frame(&mut expected, OpCode::Pong, b"p");
+        put_frame(&mut expected, OpCode::Text, &small);
+        put_frame(&mut expected, OpCode::Text, &large);
+        put_frame(&mut expected, OpCode::Binary, &small);
+        put_close(&mut expected, 1000, "");
         assert_eq!(sink.len(), expected.len());
         assert!(sink == expected, "frames out of order or malformed");
     }
