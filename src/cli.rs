@@ -47,7 +47,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::{AuthError, TokenSpec, mint_hs256, valid_username};
 pub use crate::config::ServeArgs;
-use crate::config::{Config, ConfigError, JwtAlgorithm, valid_room_id};
+use crate::config::{Config, ConfigError, JwtAlgorithm};
+use crate::protocol::valid_room_id;
 
 /// Default lifetime of a token printed by `chat-flow token`.
 pub const DEFAULT_TOKEN_TTL: &str = "1h";

@@ -67,4 +67,3 @@ pub use error::ConfigError;
 pub use jwt::{DEV_JWT_SECRET, JWT_SECRET_MIN_BYTES, JwtAlgorithm, JwtKeySource};
 pub use settings::*;
 pub use sources::{ConfigSource, ServeArgs, load_dotenv};
-pub use validate::{valid_room_id, valid_room_name};

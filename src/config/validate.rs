@@ -8,6 +8,7 @@ use super::error::ConfigError;
 use super::jwt::{DEV_JWT_SECRET, JWT_SECRET_MIN_BYTES, JwtAlgorithm, JwtKeySource};
 use super::settings::*;
 use super::sources::ServeArgs;
+use crate::protocol;
 
 impl Config {
     /// Validates the flags/environment/`.env` values clap collected into
@@ -335,23 +336,6 @@ fn resolve_jwt_key(
     Ok(JwtKeySource::PublicKeyFile(PathBuf::from(raw_path)))
 }
 
-/// Whether `id` is a valid room id: 1–64 characters of `[A-Za-z0-9_-]`.
-/// Public so that `CREATE_ROOM` validation and `DEFAULT_ROOMS` share one rule.
-pub fn valid_room_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// Whether `name` is a valid room name: 1–64 code points, no control
-/// characters, not only whitespace. Shared with `CREATE_ROOM` validation.
-pub fn valid_room_name(name: &str) -> bool {
-    (1..=64).contains(&name.chars().count())
-        && !name.chars().any(char::is_control)
-        && !name.chars().all(char::is_whitespace)
-}
-
 /// Parses `DEFAULT_ROOMS`: comma-separated `id:name` pairs; blank = none.
 fn parse_default_rooms(raw: &str) -> Result<Vec<(String, String)>, String> {
     const SHAPE: &str = "expected comma-separated id:name pairs such as general:General Chat \
@@ -370,12 +354,12 @@ fn parse_default_rooms(raw: &str) -> Result<Vec<(String, String)>, String> {
             return Err(format!("entry {position} has no ':'; {SHAPE}"));
         };
         let (id, name) = (id.trim(), name.trim());
-        if !valid_room_id(id) {
+        if !protocol::valid_room_id(id) {
             return Err(format!(
                 "room id {id:?} must be 1-64 characters of A-Z, a-z, 0-9, _ and -"
             ));
         }
-        if !valid_room_name(name) {
+        if !protocol::valid_display_text(name, protocol::ROOM_NAME_CHARS_MAX) {
             return Err(format!(
                 "room name {name:?} must be 1-64 characters, not only whitespace, \
                  without control characters"
