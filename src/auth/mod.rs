@@ -42,6 +42,9 @@ pub use mint::{TokenSpec, mint_hs256};
 
 use std::collections::HashSet;
 
+use base64::Engine;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::{Map, Value};
@@ -144,7 +147,7 @@ impl Verifier {
         ) else {
             return Err(AuthError::Malformed);
         };
-        let header = base64url_decode(header).ok_or(AuthError::Malformed)?;
+        let header = decode_segment(header).ok_or(AuthError::Malformed)?;
         let header: Map<String, Value> =
             serde_json::from_slice(&header).map_err(|_| AuthError::Malformed)?;
         match header.get("alg") {
@@ -233,29 +236,21 @@ impl Verifier {
     }
 }
 
-/// Decodes unpadded base64url (RFC 7515 §2); `None` on any other character or
-/// an impossible length.
-fn base64url_decode(input: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(input.len() / 4 * 3 + 2);
-    let mut buffer: u32 = 0;
-    let mut bits: u32 = 0;
-    for byte in input.bytes() {
-        let sextet = match byte {
-            b'A'..=b'Z' => byte - b'A',
-            b'a'..=b'z' => byte - b'a' + 26,
-            b'0'..=b'9' => byte - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        };
-        buffer = (buffer << 6) | u32::from(sextet);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push(((buffer >> bits) & 0xff) as u8);
-            buffer &= (1 << bits) - 1;
-        }
-    }
-    // A lone trailing sextet (length ≡ 1 mod 4) cannot encode a byte.
-    (bits < 6).then_some(out)
+/// Unpadded base64url (RFC 7515 §2): the URL-safe alphabet, padding refused.
+/// Unlike `URL_SAFE_NO_PAD`, bits left over in the last character are
+/// ignored, so that such a header is still judged by its `alg` and `crit`
+/// and keeps the answer it has always had (`WrongAlgorithm`,
+/// `CriticalHeader`) rather than becoming `Malformed`.
+const BASE64URL: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+        .with_decode_allow_trailing_bits(true),
+);
+
+/// Decodes one segment of a compact JWS; `None` on padding, any character
+/// outside the URL-safe alphabet, or an impossible length.
+fn decode_segment(segment: &str) -> Option<Vec<u8>> {
+    BASE64URL.decode(segment).ok()
 }

@@ -543,19 +543,48 @@ fn arbitrary_input_never_panics() {
         .quickcheck(property as fn(String, u64) -> bool);
 }
 
+/// The assertions on the hand-written decoder that `decode_segment`
+/// replaced, which it must still pass.
 #[test]
-fn base64url_decoding() {
-    assert_eq!(base64url_decode(""), Some(vec![]));
-    assert_eq!(base64url_decode("TWFu").as_deref(), Some(&b"Man"[..]));
-    assert_eq!(base64url_decode("TWE").as_deref(), Some(&b"Ma"[..]));
-    assert_eq!(base64url_decode("TQ").as_deref(), Some(&b"M"[..]));
-    assert_eq!(base64url_decode("T"), None);
-    assert_eq!(base64url_decode("TQ=="), None);
-    assert_eq!(base64url_decode("+/"), None);
+fn segments_decode_as_unpadded_base64url() {
+    assert_eq!(decode_segment(""), Some(vec![]));
+    assert_eq!(decode_segment("TWFu").as_deref(), Some(&b"Man"[..]));
+    assert_eq!(decode_segment("TWE").as_deref(), Some(&b"Ma"[..]));
+    assert_eq!(decode_segment("TQ").as_deref(), Some(&b"M"[..]));
+    assert_eq!(decode_segment("T"), None);
+    assert_eq!(decode_segment("TQ=="), None);
+    assert_eq!(decode_segment("TWE="), None);
+    assert_eq!(decode_segment("+/"), None);
+    assert_eq!(decode_segment("TW Fu"), None);
     for len in 0..40 {
         let bytes: Vec<u8> = (0..len).map(|i| (i * 37 % 256) as u8).collect();
-        assert_eq!(base64url_decode(&b64(&bytes)), Some(bytes));
+        assert_eq!(decode_segment(&b64(&bytes)), Some(bytes));
     }
+    // Bits left over in the last character are ignored, as they were.
+    assert_eq!(decode_segment("TR").as_deref(), Some(&b"M"[..]));
+    assert_eq!(decode_segment("TWF").as_deref(), Some(&b"Ma"[..]));
+}
+
+/// A header whose last character carries non-zero leftover bits still
+/// decodes, so its `alg` is judged as before (`WrongAlgorithm`, not
+/// `Malformed`).
+#[test]
+fn leftover_bits_in_the_header_do_not_change_the_error() {
+    let header = b64(br#"{"alg":"none"}"#);
+    let last = header.chars().last().expect("non-empty");
+    const ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let sextet = ALPHABET.find(last).expect("base64url");
+    assert_eq!(sextet % 4, 0, "two leftover bits, zero in canonical form");
+    let noisy = format!(
+        "{}{}",
+        &header[..header.len() - 1],
+        &ALPHABET[sextet + 1..sextet + 2]
+    );
+    let token = format!("{noisy}.{}.", b64(good_claims().to_string().as_bytes()));
+    assert_eq!(
+        verifier(&hs_config()).verify(&token, NOW_MS),
+        Err(AuthError::WrongAlgorithm)
+    );
 }
 
 #[test]
