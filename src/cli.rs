@@ -204,27 +204,29 @@ pub struct TtlError;
 /// case-insensitive) or a bare number of seconds. Zero and overflowing
 /// values are rejected.
 pub fn parse_ttl(input: &str) -> Result<u64, TtlError> {
+    // humantime reads more than `--ttl` accepts (fractions, several terms
+    // such as "1h 30m", spaces, other units) and needs a unit, and its "M" is
+    // months: so the shape (digits, then at most one of s/m/h/d in any case)
+    // is checked here and humantime gets the unit lowercased.
     let input = input.trim();
-    let (digits, unit_s) = match input.char_indices().last() {
-        Some((at, unit)) if unit.is_ascii_alphabetic() => {
-            let unit_s = match unit.to_ascii_lowercase() {
-                's' => 1,
-                'm' => 60,
-                'h' => 60 * 60,
-                'd' => 24 * 60 * 60,
-                _ => return Err(TtlError),
-            };
-            (&input[..at], unit_s)
-        }
-        _ => (input, 1),
+    let (digits, unit) = input.split_at(
+        input
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(input.len()),
+    );
+    let unit = match unit {
+        "" | "s" | "S" => "s",
+        "m" | "M" => "m",
+        "h" | "H" => "h",
+        "d" | "D" => "d",
+        _ => return Err(TtlError),
     };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    if digits.is_empty() {
         return Err(TtlError);
     }
-    digits
-        .parse::<u64>()
+    humantime::parse_duration(&format!("{digits}{unit}"))
         .ok()
-        .and_then(|n| n.checked_mul(unit_s))
+        .map(|ttl| ttl.as_secs())
         .filter(|seconds| *seconds > 0)
         .ok_or(TtlError)
 }
@@ -344,6 +346,10 @@ mod tests {
         assert_eq!(parse_ttl("7D"), Ok(604_800));
         assert_eq!(parse_ttl("45"), Ok(45));
         assert_eq!(parse_ttl(" 2h "), Ok(7200));
+        // Not humantime's months, weeks or milliseconds.
+        assert_eq!(parse_ttl("15M"), Ok(900));
+        assert_eq!(parse_ttl("007s"), Ok(7));
+        assert_eq!(parse_ttl("18446744073709551615"), Ok(u64::MAX));
         for bad in [
             "",
             "0",
@@ -360,6 +366,10 @@ mod tests {
             "ö",
             "99999999999999999999",
             "999999999999999999d",
+            "2w",
+            "1ms",
+            "1sec",
+            "1h 30m",
         ] {
             assert_eq!(parse_ttl(bad), Err(TtlError), "{bad:?}");
         }
