@@ -77,7 +77,9 @@ fn serve(config: Config, source: ConfigSource) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        info!(%addr, "listening");
+        // With PORT=0 the OS picks the port: name the one it picked.
+        let bound = listener.local_addr().unwrap_or(addr);
+        info!(addr = %bound, "listening");
         let (reload_tx, reloads) = tokio::sync::mpsc::channel(4);
         tokio::spawn(reload_on_sighup(source, reload_tx));
         let env = RuntimeEnv::from_system();

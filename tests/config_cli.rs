@@ -444,6 +444,34 @@ async fn the_binary_serves_warns_about_the_dev_secret_and_exits_0_on_sigterm() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_port_0_the_listening_line_names_the_port_bound() {
+    let dir = TempDir::new("port-0");
+    let mut child = Running(
+        command(
+            &dir.0,
+            &[],
+            &[("HOST", "127.0.0.1"), ("PORT", "0"), ("LOG_FORMAT", "json")],
+        )
+        .spawn()
+        .expect("spawn"),
+    );
+    let stdout = collect(child.0.stdout.take().unwrap());
+    eventually("a listening line", || async {
+        log_fields(&stdout, "listening").is_some()
+    })
+    .await;
+    let logged = log_fields(&stdout, "listening").expect("listening line")["addr"].clone();
+    let addr: SocketAddr = logged
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("not an address: {logged}"));
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(addr.port(), 0, "the port the OS picked, not 0");
+    // It is the address the server answers on.
+    assert_eq!(http_get(addr, "/healthz").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_with_a_bad_jwt_key_file_is_refused_naming_it() {
     let key = concat!(
         env!("CARGO_MANIFEST_DIR"),
