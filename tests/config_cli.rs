@@ -368,6 +368,21 @@ fn log_fields(lines: &Mutex<Vec<String>>, message: &str) -> Option<serde_json::V
     })
 }
 
+/// Starts the binary in `dir` on 127.0.0.1 with a port the OS picks, JSON
+/// logs and `env`; returns once it logs that it listens, with its stdout
+/// lines.
+async fn serve_on_port_0(dir: &Path, env: &[(&str, &str)]) -> (Running, Arc<Mutex<Vec<String>>>) {
+    let mut all = vec![("HOST", "127.0.0.1"), ("PORT", "0"), ("LOG_FORMAT", "json")];
+    all.extend_from_slice(env);
+    let mut child = Running(command(dir, &[], &all).spawn().expect("spawn"));
+    let stdout = collect(child.0.stdout.take().unwrap());
+    eventually("a listening line", || async {
+        log_fields(&stdout, "listening").is_some()
+    })
+    .await;
+    (child, stdout)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_warns_about_the_dev_secret_and_exits_0_on_sigterm() {
     let dir = TempDir::new("serve");
@@ -446,20 +461,7 @@ async fn the_binary_serves_warns_about_the_dev_secret_and_exits_0_on_sigterm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_port_0_the_listening_line_names_the_port_bound() {
     let dir = TempDir::new("port-0");
-    let mut child = Running(
-        command(
-            &dir.0,
-            &[],
-            &[("HOST", "127.0.0.1"), ("PORT", "0"), ("LOG_FORMAT", "json")],
-        )
-        .spawn()
-        .expect("spawn"),
-    );
-    let stdout = collect(child.0.stdout.take().unwrap());
-    eventually("a listening line", || async {
-        log_fields(&stdout, "listening").is_some()
-    })
-    .await;
+    let (_child, stdout) = serve_on_port_0(&dir.0, &[]).await;
     let logged = log_fields(&stdout, "listening").expect("listening line")["addr"].clone();
     let addr: SocketAddr = logged
         .as_str()
@@ -478,25 +480,7 @@ async fn a_reload_with_a_bad_jwt_key_file_is_refused_naming_it() {
         "/tests/fixtures/jwt/ec_p256_public.pem"
     );
     let dir = TempDir::with_dotenv("reload-key", &format!("JWT_PUBLIC_KEY_FILE={key}\n"));
-    let mut child = Running(
-        command(
-            &dir.0,
-            &[],
-            &[
-                ("HOST", "127.0.0.1"),
-                ("PORT", "0"),
-                ("LOG_FORMAT", "json"),
-                ("JWT_ALGORITHM", "ES256"),
-            ],
-        )
-        .spawn()
-        .expect("spawn"),
-    );
-    let stdout = collect(child.0.stdout.take().unwrap());
-    eventually("the server listens", || async {
-        log_fields(&stdout, "listening").is_some()
-    })
-    .await;
+    let (child, stdout) = serve_on_port_0(&dir.0, &[("JWT_ALGORITHM", "ES256")]).await;
     std::fs::write(
         dir.0.join(".env"),
         "JWT_PUBLIC_KEY_FILE=/nonexistent/key.pem\n",
