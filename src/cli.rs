@@ -20,15 +20,17 @@
 //!
 //! ```no_run
 //! use chat_flow::cli::{self, Action, Cli};
-//! use chat_flow::config::Config;
+//! use chat_flow::config::{self, Config};
 //! use clap::Parser;
 //!
 //! fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     cli::load_dotenv()?; // before clap reads the environment, before any thread starts
+//!     config::load_dotenv()?; // before clap reads the environment, before any thread starts
 //!     match Cli::parse().into_action() {
 //!         Action::Token(args) => println!("{}", cli::run_token(&args, cli::unix_now_s())?),
 //!         Action::Serve(args) => {
 //!             let config = Config::from_args(&args)?;
+//!             // Reads and checks a JWT public key file: a bad one is a start-up error too.
+//!             chat_flow::auth::Verifier::from_config(&config)?;
 //!             // … start the server with `config`
 //!         }
 //!     }
@@ -41,13 +43,12 @@
 //! (`chat-flow --port 4000 serve`) is a usage error rather than a silently
 //! ignored flag.
 
-use std::path::Path;
-
 use clap::{Args, Parser, Subcommand};
 
 use crate::auth::{AuthError, TokenSpec, mint_hs256, valid_username};
 pub use crate::config::ServeArgs;
-use crate::config::{Config, ConfigError, JwtAlgorithm, valid_room_id};
+use crate::config::{Config, ConfigError, JwtAlgorithm};
+use crate::protocol::valid_room_id;
 
 /// Default lifetime of a token printed by `chat-flow token`.
 pub const DEFAULT_TOKEN_TTL: &str = "1h";
@@ -203,155 +204,31 @@ pub struct TtlError;
 /// case-insensitive) or a bare number of seconds. Zero and overflowing
 /// values are rejected.
 pub fn parse_ttl(input: &str) -> Result<u64, TtlError> {
+    // humantime reads more than `--ttl` accepts (fractions, several terms
+    // such as "1h 30m", spaces, other units) and needs a unit, and its "M" is
+    // months: so the shape (digits, then at most one of s/m/h/d in any case)
+    // is checked here and humantime gets the unit lowercased.
     let input = input.trim();
-    let (digits, unit_s) = match input.char_indices().last() {
-        Some((at, unit)) if unit.is_ascii_alphabetic() => {
-            let unit_s = match unit.to_ascii_lowercase() {
-                's' => 1,
-                'm' => 60,
-                'h' => 60 * 60,
-                'd' => 24 * 60 * 60,
-                _ => return Err(TtlError),
-            };
-            (&input[..at], unit_s)
-        }
-        _ => (input, 1),
+    let (digits, unit) = input.split_at(
+        input
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(input.len()),
+    );
+    let unit = match unit {
+        "" | "s" | "S" => "s",
+        "m" | "M" => "m",
+        "h" | "H" => "h",
+        "d" | "D" => "d",
+        _ => return Err(TtlError),
     };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    if digits.is_empty() {
         return Err(TtlError);
     }
-    digits
-        .parse::<u64>()
+    humantime::parse_duration(&format!("{digits}{unit}"))
         .ok()
-        .and_then(|n| n.checked_mul(unit_s))
+        .map(|ttl| ttl.as_secs())
         .filter(|seconds| *seconds > 0)
         .ok_or(TtlError)
-}
-
-/// Loads `.env` from the working directory into the process environment,
-/// without overriding variables that are already set. A missing file is
-/// fine; an unreadable or malformed one is an error (which never quotes a
-/// value from the file, since it may hold secrets).
-///
-/// Call it first thing in `main`, before [`Cli::parse`] (clap reads the
-/// environment) and before any thread is started (it sets environment
-/// variables).
-pub fn load_dotenv() -> Result<(), ConfigError> {
-    load_dotenv_from(Path::new(".env"))
-}
-
-/// Reads the configuration again, the way start-up did, for a reload
-/// (SIGHUP): flags first, then the real environment, then the `.env` file as
-/// it is now.
-///
-/// Start-up copies `.env` into the process environment, so a reload cannot
-/// tell from the environment alone which values came from the file; the
-/// source remembers which variables the real environment set before `.env`
-/// was read ([`ConfigSource::snapshot_env`]). A flag whose value equals one
-/// taken from `.env` at start-up is taken for that `.env` value.
-#[derive(Debug, Clone)]
-pub struct ConfigSource {
-    args: ServeArgs,
-    from_real_env: std::collections::BTreeSet<&'static str>,
-    dotenv_path: std::path::PathBuf,
-}
-
-impl ConfigSource {
-    /// The variables the real environment sets now. Call it before
-    /// [`load_dotenv`].
-    pub fn snapshot_env() -> std::collections::BTreeSet<&'static str> {
-        ServeArgs::VARIABLES
-            .iter()
-            .copied()
-            .filter(|var| std::env::var_os(var).is_some())
-            .collect()
-    }
-
-    /// A source for the server started with `args`, whose real environment
-    /// set `from_real_env`, reading `.env` from the working directory.
-    pub fn new(args: ServeArgs, from_real_env: std::collections::BTreeSet<&'static str>) -> Self {
-        ConfigSource {
-            args,
-            from_real_env,
-            dotenv_path: ".env".into(),
-        }
-    }
-
-    /// The same, reading another file instead of `./.env` (tests).
-    pub fn with_dotenv_path(mut self, path: impl Into<std::path::PathBuf>) -> Self {
-        self.dotenv_path = path.into();
-        self
-    }
-
-    /// The configuration as it reads now.
-    pub fn load(&self) -> Result<Config, ConfigError> {
-        let dotenv = read_dotenv(&self.dotenv_path)?;
-        Config::from_lookup(|var| {
-            let env_now = std::env::var(var).ok();
-            if let Some(flag) = self.args.value(var)
-                && env_now.as_deref() != Some(flag)
-            {
-                return Some(flag.to_owned());
-            }
-            if self.from_real_env.contains(var) {
-                return env_now;
-            }
-            dotenv.get(var).cloned()
-        })
-    }
-}
-
-/// The variables a `.env` file sets (none when it does not exist).
-fn read_dotenv(path: &Path) -> Result<std::collections::BTreeMap<String, String>, ConfigError> {
-    let iter = match dotenvy::from_path_iter(path) {
-        Ok(iter) => iter,
-        Err(e) if e.not_found() => return Ok(Default::default()),
-        Err(e) => {
-            return Err(ConfigError::DotEnv {
-                reason: e.to_string(),
-            });
-        }
-    };
-    iter.map(|item| {
-        item.map_err(|e| ConfigError::DotEnv {
-            reason: match e {
-                dotenvy::Error::LineParse(_, position) => {
-                    format!("cannot parse a line (at character {position})")
-                }
-                other => other.to_string(),
-            },
-        })
-    })
-    .collect()
-}
-
-/// [`load_dotenv`] for an explicit path.
-fn load_dotenv_from(path: &Path) -> Result<(), ConfigError> {
-    // `from_path`, not `dotenv()`: the contract says the working directory,
-    // and `dotenv()` would also search every parent directory.
-    match dotenvy::from_path(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.not_found() => Ok(()),
-        Err(dotenvy::Error::LineParse(line, position)) => {
-            let name: String = line
-                .trim_start()
-                .trim_start_matches("export ")
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
-                .collect();
-            let what = if name.is_empty() {
-                "a line".to_owned()
-            } else {
-                format!("the line setting {name}")
-            };
-            Err(ConfigError::DotEnv {
-                reason: format!("cannot parse {what} (at character {position})"),
-            })
-        }
-        Err(e) => Err(ConfigError::DotEnv {
-            reason: e.to_string(),
-        }),
-    }
 }
 
 /// The current Unix time in seconds (0 if the clock is before 1970), for
@@ -469,6 +346,10 @@ mod tests {
         assert_eq!(parse_ttl("7D"), Ok(604_800));
         assert_eq!(parse_ttl("45"), Ok(45));
         assert_eq!(parse_ttl(" 2h "), Ok(7200));
+        // Not humantime's months, weeks or milliseconds.
+        assert_eq!(parse_ttl("15M"), Ok(900));
+        assert_eq!(parse_ttl("007s"), Ok(7));
+        assert_eq!(parse_ttl("18446744073709551615"), Ok(u64::MAX));
         for bad in [
             "",
             "0",
@@ -485,6 +366,10 @@ mod tests {
             "ö",
             "99999999999999999999",
             "999999999999999999d",
+            "2w",
+            "1ms",
+            "1sec",
+            "1h 30m",
         ] {
             assert_eq!(parse_ttl(bad), Err(TtlError), "{bad:?}");
         }
@@ -659,22 +544,5 @@ mod tests {
             [Some("a"), Some("b"), Some("c"), Some("d"), Some("e")]
         );
         assert_eq!(args.value("PORT"), None);
-    }
-
-    #[test]
-    fn dotenv_errors_do_not_leak_values() {
-        let dir = std::env::temp_dir().join(format!("chat-flow-dotenv-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join(".env");
-        std::fs::write(&path, "JWT_SECRET='unterminated-s3cret\n").expect("write");
-        let e = load_dotenv_from(&path).expect_err("malformed");
-        let message = e.to_string();
-        assert!(
-            message.contains(".env") && message.contains("JWT_SECRET"),
-            "{message}"
-        );
-        assert!(!message.contains("s3cret"), "{message}");
-        assert_eq!(load_dotenv_from(&dir.join("missing.env")), Ok(()));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

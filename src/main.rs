@@ -2,8 +2,9 @@
 
 use std::process::ExitCode;
 
-use chat_flow::cli::{self, Action, Cli, ConfigSource};
-use chat_flow::config::{Config, LogFormat};
+use chat_flow::auth::Verifier;
+use chat_flow::cli::{self, Action, Cli};
+use chat_flow::config::{self, Config, ConfigError, ConfigSource, LogFormat};
 use chat_flow::server::{self, RuntimeEnv};
 use clap::Parser;
 use tracing::{info, warn};
@@ -14,7 +15,7 @@ fn main() -> ExitCode {
     let real_env = ConfigSource::snapshot_env();
     // `.env` fills in variables before clap reads the environment, and
     // before any thread exists.
-    if let Err(e) = cli::load_dotenv() {
+    if let Err(e) = config::load_dotenv() {
         eprintln!("chat-flow: {e}");
         return ExitCode::from(2);
     }
@@ -29,7 +30,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Action::Serve(args) => match Config::from_args(&args) {
+        Action::Serve(args) => match Config::from_args(&args).and_then(with_checked_key) {
             Ok(config) => serve(config, ConfigSource::new(args, real_env)),
             Err(e) => {
                 eprintln!("chat-flow: {e}");
@@ -37,6 +38,15 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `config` once the JWT key it names has been read and parsed. The
+/// configuration holds only the key's setting values, so without this a
+/// missing or wrong `JWT_PUBLIC_KEY_FILE` would first show when the server
+/// builds its verifier, instead of as a start-up (or reload) error naming it.
+fn with_checked_key(config: Config) -> Result<Config, ConfigError> {
+    Verifier::from_config(&config)?;
+    Ok(config)
 }
 
 fn serve(config: Config, source: ConfigSource) -> ExitCode {
@@ -67,7 +77,9 @@ fn serve(config: Config, source: ConfigSource) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        info!(%addr, "listening");
+        // With PORT=0 the OS picks the port: name the one it picked.
+        let bound = listener.local_addr().unwrap_or(addr);
+        info!(addr = %bound, "listening");
         let (reload_tx, reloads) = tokio::sync::mpsc::channel(4);
         tokio::spawn(reload_on_sighup(source, reload_tx));
         let env = RuntimeEnv::from_system();
@@ -93,7 +105,7 @@ async fn reload_on_sighup(source: ConfigSource, reloads: tokio::sync::mpsc::Send
         };
         while hangups.recv().await.is_some() {
             info!("SIGHUP received: reloading the configuration");
-            match source.load() {
+            match source.load().and_then(with_checked_key) {
                 Ok(config) => {
                     if reloads.send(config).await.is_err() {
                         return;

@@ -215,6 +215,28 @@ fn production_requires_a_strong_jwt_secret() {
     );
 }
 
+#[test]
+fn a_bad_jwt_key_file_is_a_start_up_error() {
+    let dir = TempDir::new("bad-key");
+    let cargo_toml = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    for (path, message) in [
+        (
+            "/nonexistent/key.pem",
+            "chat-flow: cannot read JWT_PUBLIC_KEY_FILE",
+        ),
+        (cargo_toml, "chat-flow: invalid key in JWT_PUBLIC_KEY_FILE"),
+    ] {
+        let out = run(
+            &dir.0,
+            &[],
+            &[("JWT_ALGORITHM", "ES256"), ("JWT_PUBLIC_KEY_FILE", path)],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.starts_with(message), "{stderr}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_printed_token_is_accepted_by_the_server() {
     let dir = TempDir::new("token");
@@ -329,6 +351,38 @@ fn collect(pipe: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>>
     lines
 }
 
+/// Sends SIGHUP (reload the configuration) to the process `pid`.
+fn sighup(pid: &str) {
+    let sent = Command::new("kill")
+        .args(["-HUP", pid])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+}
+
+/// The `fields` of the first JSON log line whose message is `message`.
+fn log_fields(lines: &Mutex<Vec<String>>, message: &str) -> Option<serde_json::Value> {
+    lines.lock().unwrap().iter().find_map(|line| {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        (v["fields"]["message"] == message).then(|| v["fields"].clone())
+    })
+}
+
+/// Starts the binary in `dir` on 127.0.0.1 with a port the OS picks, JSON
+/// logs and `env`; returns once it logs that it listens, with its stdout
+/// lines.
+async fn serve_on_port_0(dir: &Path, env: &[(&str, &str)]) -> (Running, Arc<Mutex<Vec<String>>>) {
+    let mut all = vec![("HOST", "127.0.0.1"), ("PORT", "0"), ("LOG_FORMAT", "json")];
+    all.extend_from_slice(env);
+    let mut child = Running(command(dir, &[], &all).spawn().expect("spawn"));
+    let stdout = collect(child.0.stdout.take().unwrap());
+    eventually("a listening line", || async {
+        log_fields(&stdout, "listening").is_some()
+    })
+    .await;
+    (child, stdout)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_warns_about_the_dev_secret_and_exits_0_on_sigterm() {
     let dir = TempDir::new("serve");
@@ -404,6 +458,52 @@ async fn the_binary_serves_warns_about_the_dev_secret_and_exits_0_on_sigterm() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_port_0_the_listening_line_names_the_port_bound() {
+    let dir = TempDir::new("port-0");
+    let (_child, stdout) = serve_on_port_0(&dir.0, &[]).await;
+    let logged = log_fields(&stdout, "listening").expect("listening line")["addr"].clone();
+    let addr: SocketAddr = logged
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("not an address: {logged}"));
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(addr.port(), 0, "the port the OS picked, not 0");
+    // It is the address the server answers on.
+    assert_eq!(http_get(addr, "/healthz").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_a_bad_jwt_key_file_is_refused_naming_it() {
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/jwt/ec_p256_public.pem"
+    );
+    let dir = TempDir::with_dotenv("reload-key", &format!("JWT_PUBLIC_KEY_FILE={key}\n"));
+    let (child, stdout) = serve_on_port_0(&dir.0, &[("JWT_ALGORITHM", "ES256")]).await;
+    std::fs::write(
+        dir.0.join(".env"),
+        "JWT_PUBLIC_KEY_FILE=/nonexistent/key.pem\n",
+    )
+    .expect("rewrite .env");
+    let pid = child.0.id().to_string();
+    sighup(&pid);
+    // Refused where the binary reads the configuration again, with the
+    // error naming the variable; the running configuration stays.
+    let refused = "configuration reload failed; keeping the running one";
+    eventually("the reload is refused", || async {
+        log_fields(&stdout, refused).is_some()
+    })
+    .await;
+    let refusal = log_fields(&stdout, refused).expect("refusal");
+    assert!(
+        refusal["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("JWT_PUBLIC_KEY_FILE")),
+        "{refusal}"
+    );
+}
+
 #[test]
 fn config_from_lookup_matches_the_binary_rules() {
     // The in-process configuration path used by the other tests applies
@@ -457,13 +557,7 @@ async fn sighup_reloads_dotenv_while_flags_and_the_environment_still_win() {
     )
     .expect("rewrite .env");
     let pid = child.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
+    sighup(&pid);
     eventually("the reloaded ALLOWED_ORIGINS applies", || async {
         origin("http://b.example").await
     })
@@ -490,13 +584,7 @@ async fn sighup_reloads_dotenv_while_flags_and_the_environment_still_win() {
 
     // An invalid `.env` is refused and the running configuration kept.
     std::fs::write(dir.0.join(".env"), "HISTORY_LIMIT=0\n").expect("rewrite .env");
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
+    sighup(&pid);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         origin("http://b.example").await,

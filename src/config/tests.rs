@@ -1,0 +1,417 @@
+//! Tests of the whole configuration: defaults, every variable, and the
+//! rules each one is held to.
+
+use super::*;
+use std::collections::HashMap;
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/jwt/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    Config::from_lookup(|var| map.get(var).cloned())
+}
+
+fn error_for(var: &str, value: &str) -> ConfigError {
+    match load(&[(var, value)]) {
+        Ok(config) => panic!("{var}={value:?} was accepted: {config:?}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn nothing_set_gives_the_defaults_with_the_dev_secret() {
+    let config = load(&[]).expect("defaults are valid");
+    assert_eq!(config, Config::default());
+    assert!(config.uses_dev_secret());
+    assert_eq!(config.listen_addr().to_string(), "0.0.0.0:3001");
+    assert_eq!(
+        config.default_rooms,
+        vec![("general".to_owned(), "General Chat".to_owned())]
+    );
+    assert_eq!(config.log_format, LogFormat::Json);
+    assert_eq!(config.app_env, AppEnv::Development);
+}
+
+#[test]
+fn every_variable_is_read() {
+    let config = load(&[
+        ("HOST", "::1"),
+        ("PORT", "0"),
+        ("MAX_MESSAGE_BYTES", "1024"),
+        (
+            "ALLOWED_ORIGINS",
+            " https://A.example , http://localhost:3000 ",
+        ),
+        ("MAX_CONNECTIONS", "10"),
+        ("MAX_CONNECTIONS_PER_IP", "2"),
+        ("JWT_ALGORITHM", "hs256"),
+        ("JWT_SECRET", "s3cret"),
+        ("JWT_ISSUER", "issuer"),
+        ("JWT_AUDIENCE", "aud"),
+        ("JWT_LEEWAY_SECONDS", "0"),
+        ("AUTH_TIMEOUT_MS", "1"),
+        ("DEFAULT_ROOMS", "a:Room A, b-2 : Room: B "),
+        ("MAX_CONTENT_LENGTH", "10"),
+        ("HISTORY_LIMIT", "1"),
+        ("TYPING_TIMEOUT_MS", "2"),
+        ("PRESENCE_DELAY_MS", "0"),
+        ("RATE_LIMIT_MESSAGES", "3"),
+        ("RATE_LIMIT_WINDOW_MS", "4"),
+        ("RATE_LIMIT_REQUESTS", "5"),
+        ("RATE_LIMIT_DISCONNECT_AFTER", "6"),
+        ("ROOMS_PER_USER_MAX", "0"),
+        ("PING_INTERVAL_MS", "7"),
+        ("IDLE_TIMEOUT_MS", "8"),
+        ("OUTBOUND_QUEUE_LIMIT", "9"),
+        ("SHUTDOWN_GRACE_MS", "0"),
+        ("WORKER_THREADS", "3"),
+        ("LOG_LEVEL", "chat_flow=debug,warn"),
+        ("LOG_FORMAT", "Pretty"),
+        ("APP_ENV", "development"),
+    ])
+    .expect("valid");
+    let expected = Config {
+        host: "::1".parse().expect("ip"),
+        port: 0,
+        max_message_bytes: 1024,
+        allowed_origins: Some(vec![
+            "https://a.example".to_owned(),
+            "http://localhost:3000".to_owned(),
+        ]),
+        max_connections: 10,
+        max_connections_per_ip: 2,
+        jwt_algorithm: JwtAlgorithm::Hs256,
+        jwt_key: JwtKeySource::Secret(b"s3cret".to_vec()),
+        jwt_issuer: Some("issuer".to_owned()),
+        jwt_audience: Some("aud".to_owned()),
+        jwt_leeway_seconds: 0,
+        auth_timeout_ms: 1,
+        default_rooms: vec![
+            ("a".to_owned(), "Room A".to_owned()),
+            ("b-2".to_owned(), "Room: B".to_owned()),
+        ],
+        max_content_length: 10,
+        history_limit: 1,
+        typing_timeout_ms: 2,
+        presence_delay_ms: 0,
+        rate_limit_messages: 3,
+        rate_limit_window_ms: 4,
+        rate_limit_requests: 5,
+        rate_limit_disconnect_after: 6,
+        rooms_per_user_max: 0,
+        ping_interval_ms: 7,
+        idle_timeout_ms: 8,
+        outbound_queue_limit: 9,
+        shutdown_grace_ms: 0,
+        worker_threads: 3,
+        log_level: "chat_flow=debug,warn".to_owned(),
+        log_format: LogFormat::Pretty,
+        app_env: AppEnv::Development,
+    };
+    assert_eq!(config, expected);
+    assert!(!config.uses_dev_secret());
+}
+
+#[test]
+fn errors_name_the_variable_and_the_value() {
+    assert_eq!(
+        error_for("PORT", "abc").to_string(),
+        r#"invalid value "abc" for PORT: expected an integer 0-65535"#
+    );
+    assert_eq!(
+        error_for("PORT", "65536").to_string(),
+        r#"invalid value "65536" for PORT: expected an integer 0-65535"#
+    );
+    assert_eq!(
+        error_for("MAX_CONNECTIONS", "-1").to_string(),
+        r#"invalid value "-1" for MAX_CONNECTIONS: expected an integer >= 1"#
+    );
+    assert_eq!(
+        error_for("WORKER_THREADS", "1025").to_string(),
+        r#"invalid value "1025" for WORKER_THREADS: expected an integer 0-1024"#
+    );
+    assert_eq!(
+        error_for("PRESENCE_DELAY_MS", "10001").to_string(),
+        r#"invalid value "10001" for PRESENCE_DELAY_MS: expected an integer 0-10000"#
+    );
+    let e = error_for("HOST", "localhost");
+    assert_eq!(e.variable(), Some("HOST"));
+    assert!(e.to_string().contains(r#""localhost""#), "{e}");
+}
+
+#[test]
+fn zero_is_rejected_where_it_makes_no_sense() {
+    for var in [
+        "MAX_MESSAGE_BYTES",
+        "MAX_CONNECTIONS",
+        "MAX_CONNECTIONS_PER_IP",
+        "AUTH_TIMEOUT_MS",
+        "MAX_CONTENT_LENGTH",
+        "HISTORY_LIMIT",
+        "TYPING_TIMEOUT_MS",
+        "RATE_LIMIT_MESSAGES",
+        "RATE_LIMIT_WINDOW_MS",
+        "RATE_LIMIT_REQUESTS",
+        "RATE_LIMIT_DISCONNECT_AFTER",
+        "PING_INTERVAL_MS",
+        "IDLE_TIMEOUT_MS",
+        "OUTBOUND_QUEUE_LIMIT",
+    ] {
+        let e = error_for(var, "0");
+        assert_eq!(e.variable(), Some(var));
+        assert!(
+            e.to_string()
+                .starts_with(&format!("invalid value \"0\" for {var}")),
+            "{e}"
+        );
+    }
+    for var in [
+        "PORT",
+        "JWT_LEEWAY_SECONDS",
+        "ROOMS_PER_USER_MAX",
+        "SHUTDOWN_GRACE_MS",
+        "WORKER_THREADS",
+    ] {
+        load(&[(var, "0")]).unwrap_or_else(|e| panic!("{var}=0 rejected: {e}"));
+    }
+}
+
+#[test]
+fn out_of_range_and_garbage_numbers_are_rejected() {
+    for (var, value) in [
+        ("MAX_MESSAGE_BYTES", "67108865"),
+        ("RATE_LIMIT_MESSAGES", "4294967296"),
+        ("AUTH_TIMEOUT_MS", "2592000001"),
+        ("JWT_LEEWAY_SECONDS", "86401"),
+        ("HISTORY_LIMIT", "1.5"),
+        ("HISTORY_LIMIT", "1e3"),
+        ("HISTORY_LIMIT", "99999999999999999999999"),
+        ("PORT", ""),
+        ("PORT", "   "),
+    ] {
+        assert_eq!(error_for(var, value).variable(), Some(var), "{var}={value}");
+    }
+    assert_eq!(load(&[("PORT", " 8080 ")]).expect("trimmed").port, 8080);
+}
+
+#[test]
+fn idle_timeout_must_exceed_ping_interval() {
+    let e = load(&[("PING_INTERVAL_MS", "1000"), ("IDLE_TIMEOUT_MS", "1000")])
+        .expect_err("equal is rejected");
+    assert_eq!(e.variable(), Some("IDLE_TIMEOUT_MS"));
+    assert!(e.to_string().contains("PING_INTERVAL_MS (1000)"), "{e}");
+    let e = error_for("PING_INTERVAL_MS", "80000");
+    assert_eq!(e.variable(), Some("IDLE_TIMEOUT_MS"));
+}
+
+#[test]
+fn enums_are_validated() {
+    assert_eq!(error_for("APP_ENV", "staging").variable(), Some("APP_ENV"));
+    assert_eq!(
+        error_for("LOG_FORMAT", "xml").variable(),
+        Some("LOG_FORMAT")
+    );
+    assert_eq!(
+        error_for("JWT_ALGORITHM", "none").variable(),
+        Some("JWT_ALGORITHM")
+    );
+    assert_eq!(
+        error_for("JWT_ALGORITHM", "HS512").variable(),
+        Some("JWT_ALGORITHM")
+    );
+    for alg in JwtAlgorithm::ALL {
+        assert_eq!(JwtAlgorithm::from_name(alg.as_str()), Some(alg));
+    }
+    assert_eq!(JwtAlgorithm::from_name("eddsa"), Some(JwtAlgorithm::EdDsa));
+}
+
+#[test]
+fn log_level_must_parse_as_an_env_filter() {
+    assert_eq!(
+        error_for("LOG_LEVEL", "foo=bogus").variable(),
+        Some("LOG_LEVEL")
+    );
+    assert_eq!(error_for("LOG_LEVEL", "").variable(), Some("LOG_LEVEL"));
+    assert_eq!(
+        load(&[("LOG_LEVEL", "debug")]).expect("valid").log_level,
+        "debug"
+    );
+}
+
+#[test]
+fn allowed_origins_rules() {
+    for bad in [
+        "",
+        ",",
+        "https://a.com,",
+        "https://a.com/",
+        "a.com",
+        "*",
+        "https://a.com/x",
+    ] {
+        assert_eq!(
+            error_for("ALLOWED_ORIGINS", bad).variable(),
+            Some("ALLOWED_ORIGINS")
+        );
+    }
+    let config = load(&[("ALLOWED_ORIGINS", "https://a.com,https://A.com")]).expect("ok");
+    assert_eq!(
+        config.allowed_origins,
+        Some(vec!["https://a.com".to_owned()])
+    );
+}
+
+#[test]
+fn default_rooms_rules() {
+    assert_eq!(
+        load(&[("DEFAULT_ROOMS", "")]).expect("ok").default_rooms,
+        vec![]
+    );
+    for bad in [
+        "general",
+        "general:",
+        ":General",
+        "a:A,,b:B",
+        "a:A,",
+        "a b:A",
+        "a:A,a:Again",
+        "a:   ",
+        "a:bell\u{7}",
+        &format!("{}:x", "i".repeat(65)),
+        &format!("a:{}", "n".repeat(65)),
+    ] {
+        let e = error_for("DEFAULT_ROOMS", bad);
+        assert_eq!(e.variable(), Some("DEFAULT_ROOMS"), "{bad:?}");
+    }
+    let long = format!("{}:{}", "i".repeat(64), "é".repeat(64));
+    assert_eq!(
+        load(&[("DEFAULT_ROOMS", &long)])
+            .expect("ok")
+            .default_rooms
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn production_requires_a_strong_secret() {
+    let e = load(&[("APP_ENV", "production")]).expect_err("no secret");
+    assert_eq!(e.variable(), Some("JWT_SECRET"));
+    let short = "x".repeat(JWT_SECRET_MIN_BYTES - 1);
+    let e = load(&[("APP_ENV", "production"), ("JWT_SECRET", &short)]).expect_err("short");
+    assert_eq!(e.variable(), Some("JWT_SECRET"));
+    assert!(
+        !e.to_string().contains(&short),
+        "the secret is never shown: {e}"
+    );
+    let e =
+        load(&[("APP_ENV", "production"), ("JWT_SECRET", DEV_JWT_SECRET)]).expect_err("dev secret");
+    assert_eq!(e.variable(), Some("JWT_SECRET"));
+    let strong = "y".repeat(JWT_SECRET_MIN_BYTES);
+    let config = load(&[("APP_ENV", "production"), ("JWT_SECRET", &strong)]).expect("ok");
+    assert_eq!(config.jwt_key, JwtKeySource::Secret(strong.into_bytes()));
+    assert!(!config.uses_dev_secret());
+}
+
+#[test]
+fn development_allows_short_secrets_but_not_empty_ones() {
+    let config = load(&[("JWT_SECRET", "short")]).expect("ok");
+    assert_eq!(config.jwt_key.hmac_secret(), Some(&b"short"[..]));
+    assert_eq!(error_for("JWT_SECRET", "").variable(), Some("JWT_SECRET"));
+}
+
+#[test]
+fn secrets_are_redacted_in_debug_output() {
+    let config = load(&[("JWT_SECRET", "hunter2-hunter2")]).expect("ok");
+    assert!(!format!("{config:?}").contains("hunter2"));
+}
+
+/// Only the setting is checked here; reading and parsing the key file is
+/// `auth`'s (see the tests in `auth/keys.rs`).
+#[test]
+fn public_key_algorithms_require_a_key_file() {
+    for alg in ["RS256", "ES256", "EdDSA"] {
+        let e = load(&[("JWT_ALGORITHM", alg)]).expect_err("no key file");
+        assert_eq!(e.variable(), Some("JWT_PUBLIC_KEY_FILE"), "{alg}");
+        assert!(e.to_string().contains(alg), "{e}");
+
+        let e =
+            load(&[("JWT_ALGORITHM", alg), ("JWT_PUBLIC_KEY_FILE", " ")]).expect_err("blank path");
+        assert_eq!(e.variable(), Some("JWT_PUBLIC_KEY_FILE"), "{alg}");
+
+        let path = fixture("rsa_public.pem");
+        let config = load(&[("JWT_ALGORITHM", alg), ("JWT_PUBLIC_KEY_FILE", &path)])
+            .unwrap_or_else(|e| panic!("{alg}: {e}"));
+        assert_eq!(config.jwt_key, JwtKeySource::PublicKeyFile(path.into()));
+        assert_eq!(config.jwt_key.hmac_secret(), None);
+        assert!(!config.uses_dev_secret());
+    }
+}
+
+#[test]
+fn a_public_key_file_under_hs256_is_an_error() {
+    let e = error_for("JWT_PUBLIC_KEY_FILE", &fixture("rsa_public.pem"));
+    assert_eq!(e.variable(), Some("JWT_PUBLIC_KEY_FILE"));
+}
+
+#[test]
+fn issuer_and_audience_must_not_be_blank() {
+    assert_eq!(error_for("JWT_ISSUER", " ").variable(), Some("JWT_ISSUER"));
+    assert_eq!(
+        error_for("JWT_AUDIENCE", "").variable(),
+        Some("JWT_AUDIENCE")
+    );
+}
+
+#[test]
+fn long_values_are_shortened_in_errors() {
+    let e = error_for("PORT", &"9".repeat(10_000));
+    assert!(e.to_string().len() < 300, "{e}");
+}
+
+#[test]
+fn serve_args_cover_every_variable_and_feed_from_args() {
+    let mut args = ServeArgs::default();
+    for var in ServeArgs::VARIABLES {
+        assert_eq!(args.value(var), None);
+    }
+    assert_eq!(ServeArgs::VARIABLES.len(), 31);
+    args.port = Some("4000".to_owned());
+    args.log_format = Some("pretty".to_owned());
+    let config = Config::from_args(&args).expect("valid");
+    assert_eq!((config.port, config.log_format), (4000, LogFormat::Pretty));
+    args.history_limit = Some("0".to_owned());
+    assert_eq!(
+        Config::from_args(&args).expect_err("zero").variable(),
+        Some("HISTORY_LIMIT")
+    );
+}
+
+#[test]
+fn env_example_documents_every_variable() {
+    let example = include_str!("../../.env.example");
+    for var in ServeArgs::VARIABLES {
+        let line = format!("\n#{var}=");
+        assert!(example.contains(&line), ".env.example lacks {var}");
+    }
+}
+
+#[test]
+fn env_example_defaults_are_the_defaults() {
+    let example = include_str!("../../.env.example");
+    let vars: HashMap<String, String> = example
+        .lines()
+        .filter_map(|line| line.strip_prefix('#'))
+        .filter_map(|line| line.split_once('='))
+        .filter(|(var, _)| ServeArgs::VARIABLES.contains(var))
+        .map(|(var, value)| (var.to_owned(), value.to_owned()))
+        .filter(|(_, value)| !value.is_empty())
+        .collect();
+    let config = Config::from_lookup(|var| vars.get(var).cloned()).expect("valid");
+    assert_eq!(config, Config::default());
+}
