@@ -18,7 +18,9 @@ use super::{AuthOutcome, ConnId, DefaultRoom, Hub, Inbound, Limits, Output, Time
 use crate::auth::{AuthError, VerifiedToken};
 use crate::protocol::parse::{ParseLimits, parse_once};
 use crate::protocol::server::{ChatMessage, RoomInfo, ServerFrame, ServerMessage, UserRef};
-use crate::protocol::{ClientMessage, ClientRequest, ErrorCode, MessageKind, RoomKind};
+use crate::protocol::{
+    Authenticate, ClientMessage, ClientRequest, ErrorCode, MessageKind, RoomKind,
+};
 
 // ----- the two places that know the shape of `crate::auth` -------------------
 
@@ -194,11 +196,12 @@ impl TestHub {
         self.pump();
     }
 
-    /// A typed request.
+    /// A typed request, handed over as it is (an `AUTHENTICATE` among them
+    /// carries an unverified token).
     pub(super) fn request(
         &mut self,
         conn: ConnId,
-        request: ClientRequest<AuthOutcome>,
+        request: ClientRequest,
         request_id: Option<&str>,
     ) {
         self.handle(
@@ -215,10 +218,7 @@ impl TestHub {
     pub(super) fn text(&mut self, conn: ConnId, text: &str) {
         let mut bytes = text.as_bytes().to_vec();
         let inbound = match parse_once(&mut bytes, ParseLimits::default()) {
-            Ok(m) => Inbound::Request(ClientMessage {
-                request_id: m.request_id,
-                request: m.request.map_token(|sub| Ok(token(&sub))),
-            }),
+            Ok(m) => Inbound::from_message(m, |sub| Ok(token(sub))),
             Err(e) => Inbound::Invalid(e),
         };
         self.handle(conn, inbound);
@@ -250,13 +250,13 @@ impl TestHub {
         username: Option<&str>,
         rid: Option<&str>,
     ) {
-        self.request(
+        self.handle(
             conn,
-            ClientRequest::Authenticate {
+            Inbound::Authenticate {
+                request_id: rid.map(str::to_owned),
                 token: outcome,
                 username: username.map(str::to_owned),
             },
-            rid,
         );
     }
 
@@ -950,6 +950,48 @@ fn token_refresh_for_another_sub_is_refused_and_identity_kept() {
     assert_eq!(t.closed(a), None);
     t.advance(1);
     assert_eq!(t.closed(a), Some(1008));
+}
+
+#[test]
+fn an_unverified_token_is_never_trusted() {
+    let mut t = TestHub::new(small_limits());
+    // What a driver that forgot to verify would hand over.
+    let raw = |sub: &str| {
+        ClientRequest::Authenticate(Authenticate {
+            token: sub.to_owned(),
+            username: None,
+        })
+    };
+    // Before authentication: a failed attempt; the connection stays anonymous.
+    let a = t.connect();
+    t.request(a, raw("alice"), Some("a1"));
+    assert_eq!(
+        t.error(a, ErrorCode::Unauthorized, Some("a1")),
+        "token was not verified"
+    );
+    t.call(a, "PING", json!({}), "p");
+    t.error(a, ErrorCode::Unauthorized, Some("p"));
+    // It counts towards the failed attempts: the third closes.
+    t.request(a, raw("alice"), Some("a2"));
+    t.error(a, ErrorCode::Unauthorized, Some("a2"));
+    t.request(a, raw("alice"), Some("a3"));
+    let f = frame_then_close_1008(&mut t, a);
+    assert_error(&f, ErrorCode::Unauthorized, Some("a3"));
+    // After authentication: neither another identity nor a refresh.
+    let b = t.connect();
+    let mut tok = token("bob");
+    tok.expires_at_unix_ms = T0 + 5_000;
+    t.auth_with(b, Ok(tok), None, Some("b"));
+    t.one(b);
+    t.join(b, "general");
+    t.request(b, raw("mallory"), Some("swap"));
+    t.error(b, ErrorCode::Unauthorized, Some("swap"));
+    assert_eq!(t.say(b, "general", "still me").user_id, "bob");
+    assert_eq!(t.hub.stats().token_refreshes, 0);
+    t.advance_to(T0 + 4_999);
+    assert_eq!(t.closed(b), None);
+    t.advance(1);
+    assert_eq!(t.closed(b), Some(1008));
 }
 
 // ----- rooms ----------------------------------------------------------------------

@@ -37,157 +37,125 @@ pub const HISTORY_PAGE_DEFAULT: u32 = 50;
 
 /// One parsed client request with the `requestId` it carried.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientMessage<T = String> {
+pub struct ClientMessage {
     /// Echoed on every reply to this request.
     pub request_id: Option<String>,
     /// What the client asked for.
-    pub request: ClientRequest<T>,
+    pub request: ClientRequest,
 }
 
-/// The client → server requests of the contract.
-///
-/// `T` is what `AUTHENTICATE` carries: the raw token (`String`) as parsed,
-/// and a verification outcome once the shell has checked the signature, so
-/// that the core never sees a raw token.
+/// The client → server requests of the contract, each with its payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientRequest<T = String> {
+pub enum ClientRequest {
     /// `AUTHENTICATE {token, username?}`.
-    Authenticate {
-        /// The token, or the outcome of verifying it.
-        token: T,
-        /// The username the client proposes (used only when the token has none).
-        username: Option<String>,
-    },
+    Authenticate(Authenticate),
     /// `CREATE_ROOM {name, description?, type?, id?}`.
-    CreateRoom {
-        /// Display name, 1–64 characters.
-        name: String,
-        /// 0–256 characters; `""` when absent.
-        description: String,
-        /// Public unless `"private"`.
-        kind: RoomKind,
-        /// The id the client wants, or `None` to let the server pick.
-        id: Option<String>,
-    },
+    CreateRoom(CreateRoom),
     /// `LIST_ROOMS {}`.
     ListRooms,
     /// `JOIN_ROOM {roomId, sinceSeq?, epoch?}`.
-    JoinRoom {
-        /// The room.
-        room_id: String,
-        /// The last `seq` the client has, to recover only what it missed.
-        since_seq: Option<u64>,
-        /// The room epoch that `since_seq` belongs to.
-        epoch: Option<String>,
-    },
+    JoinRoom(JoinRoom),
     /// `LEAVE_ROOM {roomId}`.
-    LeaveRoom {
-        /// The room.
-        room_id: String,
-    },
+    LeaveRoom(LeaveRoom),
     /// `GET_HISTORY {roomId, beforeSeq?, limit?}`.
-    GetHistory {
-        /// The room.
-        room_id: String,
-        /// Only messages with `seq < before_seq`.
-        before_seq: Option<u64>,
-        /// 1–100, default 50.
-        limit: u32,
-    },
+    GetHistory(GetHistory),
     /// `SEND_MESSAGE {roomId, content, type?, clientMessageId?}`.
-    SendMessage {
-        /// The room.
-        room_id: String,
-        /// The text, 1–`MAX_CONTENT_LENGTH` characters, not only whitespace.
-        content: String,
-        /// `text` (default) or `emote`.
-        kind: MessageKind,
-        /// Makes a resend after a lost acknowledgement safe.
-        client_message_id: Option<String>,
-    },
+    SendMessage(SendMessage),
     /// `TYPING_STATUS {roomId, isTyping}`.
-    TypingStatus {
-        /// The room.
-        room_id: String,
-        /// Whether the user is typing now.
-        is_typing: bool,
-    },
+    TypingStatus(TypingStatus),
     /// `PING {}`.
     Ping,
 }
 
-impl<T> ClientRequest<T> {
+impl ClientRequest {
     /// The wire name of this request's `type`.
     pub fn type_name(&self) -> &'static str {
         match self {
-            ClientRequest::Authenticate { .. } => "AUTHENTICATE",
-            ClientRequest::CreateRoom { .. } => "CREATE_ROOM",
+            ClientRequest::Authenticate(_) => "AUTHENTICATE",
+            ClientRequest::CreateRoom(_) => "CREATE_ROOM",
             ClientRequest::ListRooms => "LIST_ROOMS",
-            ClientRequest::JoinRoom { .. } => "JOIN_ROOM",
-            ClientRequest::LeaveRoom { .. } => "LEAVE_ROOM",
-            ClientRequest::GetHistory { .. } => "GET_HISTORY",
-            ClientRequest::SendMessage { .. } => "SEND_MESSAGE",
-            ClientRequest::TypingStatus { .. } => "TYPING_STATUS",
+            ClientRequest::JoinRoom(_) => "JOIN_ROOM",
+            ClientRequest::LeaveRoom(_) => "LEAVE_ROOM",
+            ClientRequest::GetHistory(_) => "GET_HISTORY",
+            ClientRequest::SendMessage(_) => "SEND_MESSAGE",
+            ClientRequest::TypingStatus(_) => "TYPING_STATUS",
             ClientRequest::Ping => "PING",
         }
     }
+}
 
-    /// Replaces what `AUTHENTICATE` carries (the token) with `f(token)`,
-    /// leaving every other request as it is.
-    pub fn map_token<U>(self, f: impl FnOnce(T) -> U) -> ClientRequest<U> {
-        match self {
-            ClientRequest::Authenticate { token, username } => ClientRequest::Authenticate {
-                token: f(token),
-                username,
-            },
-            ClientRequest::CreateRoom {
-                name,
-                description,
-                kind,
-                id,
-            } => ClientRequest::CreateRoom {
-                name,
-                description,
-                kind,
-                id,
-            },
-            ClientRequest::ListRooms => ClientRequest::ListRooms,
-            ClientRequest::JoinRoom {
-                room_id,
-                since_seq,
-                epoch,
-            } => ClientRequest::JoinRoom {
-                room_id,
-                since_seq,
-                epoch,
-            },
-            ClientRequest::LeaveRoom { room_id } => ClientRequest::LeaveRoom { room_id },
-            ClientRequest::GetHistory {
-                room_id,
-                before_seq,
-                limit,
-            } => ClientRequest::GetHistory {
-                room_id,
-                before_seq,
-                limit,
-            },
-            ClientRequest::SendMessage {
-                room_id,
-                content,
-                kind,
-                client_message_id,
-            } => ClientRequest::SendMessage {
-                room_id,
-                content,
-                kind,
-                client_message_id,
-            },
-            ClientRequest::TypingStatus { room_id, is_typing } => {
-                ClientRequest::TypingStatus { room_id, is_typing }
-            }
-            ClientRequest::Ping => ClientRequest::Ping,
-        }
-    }
+/// The payload of `AUTHENTICATE`, as received: the token is not yet verified
+/// (the shell verifies it; the core accepts only the outcome).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticate {
+    /// The raw token.
+    pub token: String,
+    /// The username the client proposes (used only when the token has none).
+    pub username: Option<String>,
+}
+
+/// The payload of `CREATE_ROOM`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateRoom {
+    /// Display name, 1–64 characters.
+    pub name: String,
+    /// 0–256 characters; `""` when absent.
+    pub description: String,
+    /// Public unless `"private"`.
+    pub kind: RoomKind,
+    /// The id the client wants, or `None` to let the server pick.
+    pub id: Option<String>,
+}
+
+/// The payload of `JOIN_ROOM`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinRoom {
+    /// The room.
+    pub room_id: String,
+    /// The last `seq` the client has, to recover only what it missed.
+    pub since_seq: Option<u64>,
+    /// The room epoch that `since_seq` belongs to.
+    pub epoch: Option<String>,
+}
+
+/// The payload of `LEAVE_ROOM`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaveRoom {
+    /// The room.
+    pub room_id: String,
+}
+
+/// The payload of `GET_HISTORY`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GetHistory {
+    /// The room.
+    pub room_id: String,
+    /// Only messages with `seq < before_seq`.
+    pub before_seq: Option<u64>,
+    /// 1–100, default 50.
+    pub limit: u32,
+}
+
+/// The payload of `SEND_MESSAGE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendMessage {
+    /// The room.
+    pub room_id: String,
+    /// The text, 1–`MAX_CONTENT_LENGTH` characters, not only whitespace.
+    pub content: String,
+    /// `text` (default) or `emote`.
+    pub kind: MessageKind,
+    /// Makes a resend after a lost acknowledgement safe.
+    pub client_message_id: Option<String>,
+}
+
+/// The payload of `TYPING_STATUS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypingStatus {
+    /// The room.
+    pub room_id: String,
+    /// Whether the user is typing now.
+    pub is_typing: bool,
 }
 
 /// Whether anyone may join a room or only those the token names.
@@ -304,7 +272,12 @@ pub fn char_len(s: &str) -> usize {
     s.chars().count()
 }
 
-/// `[A-Za-z0-9_-]{1,64}`: the shape of a room id.
+/// At most 128 characters: a `requestId`.
+pub fn valid_request_id(id: &str) -> bool {
+    char_len(id) <= REQUEST_ID_CHARS_MAX
+}
+
+/// `[A-Za-z0-9_-]{1,64}`: the shape of a room id (one a room may be given).
 pub fn valid_room_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= ROOM_ID_CHARS_MAX
@@ -313,8 +286,32 @@ pub fn valid_room_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// 1–`max` characters, no control characters, not only whitespace.
+/// A `roomId` a request may name: any non-empty string of at most four times
+/// [`ROOM_ID_CHARS_MAX`] characters. Looser than [`valid_room_id`] on
+/// purpose: a room id that cannot exist is still a well-formed request
+/// (answered `ROOM_NOT_FOUND`), unless it is absurdly long.
+pub fn valid_room_reference(id: &str) -> bool {
+    !id.is_empty() && char_len(id) <= ROOM_ID_CHARS_MAX * 4
+}
+
+/// 1–`max` characters, no control characters, not only whitespace: a room
+/// name (`max` = [`ROOM_NAME_CHARS_MAX`]).
 pub fn valid_display_text(s: &str, max: usize) -> bool {
-    let n = char_len(s);
-    n >= 1 && n <= max && !s.chars().any(char::is_control) && !s.trim().is_empty()
+    valid_message_content(s, max) && !s.chars().any(char::is_control)
+}
+
+/// At most [`ROOM_DESCRIPTION_CHARS_MAX`] characters: a room `description`.
+pub fn valid_room_description(s: &str) -> bool {
+    char_len(s) <= ROOM_DESCRIPTION_CHARS_MAX
+}
+
+/// 1–`max` characters, not only whitespace: a message's `content` (`max` is
+/// `MAX_CONTENT_LENGTH`). Unlike a name, content may hold line breaks.
+pub fn valid_message_content(s: &str, max: usize) -> bool {
+    (1..=max).contains(&char_len(s)) && !s.trim().is_empty()
+}
+
+/// 1–[`CLIENT_MESSAGE_ID_CHARS_MAX`] characters: a `clientMessageId`.
+pub fn valid_client_message_id(id: &str) -> bool {
+    (1..=CLIENT_MESSAGE_ID_CHARS_MAX).contains(&char_len(id))
 }

@@ -33,7 +33,7 @@ use super::outbox::{Batch, Control, OutFrame, Outbox};
 use super::reader::{FrameError, FrameReader};
 use crate::core::{ConnId, Inbound};
 use crate::protocol::parse::ParseLimits;
-use crate::protocol::{ClientMessage, CloseCode, Parser};
+use crate::protocol::{CloseCode, Parser};
 use std::future::Future;
 
 /// A fragmented message may span at most one frame per this many bytes of
@@ -320,15 +320,12 @@ impl Handler for ChatHandler {
                     Ok(message) => {
                         debug!(request = message.request.type_name(), "request");
                         let now = shared.clock.now();
-                        Inbound::Request(ClientMessage {
-                            request_id: message.request_id,
-                            request: message.request.map_token(|token| {
-                                let verified = shared.verifier.load().verify(&token, now.0);
-                                if let Ok(t) = &verified {
-                                    tracing::Span::current().record("user", t.user_id.as_str());
-                                }
-                                verified
-                            }),
+                        Inbound::from_message(message, |token| {
+                            let verified = shared.verifier.load().verify(token, now.0);
+                            if let Ok(t) = &verified {
+                                tracing::Span::current().record("user", t.user_id.as_str());
+                            }
+                            verified
                         })
                     }
                 }
