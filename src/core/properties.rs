@@ -25,7 +25,8 @@
 //! never comes back: the next user of its slot (`ann0` → `ann1`) takes its
 //! place. [`prop_returning_users_keep_their_send_bucket`] lifts that
 //! restriction; it is ignored while the core forgets the send bucket of a
-//! user who returns (see `core::tests::a_stale_forget_timer_does_not_reset_the_send_bucket`).
+//! user who returns (see
+//! `core::tests::rate_limits::a_stale_forget_timer_does_not_reset_the_send_bucket`).
 //! Once that is fixed, it can run by default and the restriction can go.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
 use serde_json::json;
 
-use super::tests::{T0, TestHub, refused_token};
+use super::tests::harness::{T0, TestHub, refused_token};
 use super::{AUTH_FAILURES_MAX, ConnId, Limits, Output};
 use crate::protocol::server::{ChatMessage, RoomInfo, ServerFrame, ServerMessage, UserRef};
 use crate::protocol::time::rfc3339_ms;
