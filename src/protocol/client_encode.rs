@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{
+use super::request::{
     Authenticate, ClientMessage, ClientRequest, CreateRoom, GetHistory, JoinRoom, LeaveRoom,
     MessageKind, RoomKind, SendMessage, TypingStatus,
 };

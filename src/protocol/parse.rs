@@ -14,12 +14,15 @@
 use simd_json::prelude::*;
 use simd_json::tape::{Object, Tape, Value};
 
-use super::{
-    Authenticate, CLIENT_MESSAGE_ID_CHARS_MAX, ClientMessage, ClientRequest, CreateRoom,
-    GetHistory, HISTORY_PAGE_DEFAULT, HISTORY_PAGE_MAX, JoinRoom, LeaveRoom, MessageKind,
-    REQUEST_ID_CHARS_MAX, ROOM_DESCRIPTION_CHARS_MAX, ROOM_NAME_CHARS_MAX, RoomKind, SendMessage,
-    TypingStatus, valid_client_message_id, valid_display_text, valid_message_content,
-    valid_request_id, valid_room_description, valid_room_id, valid_room_reference,
+use super::request::{
+    Authenticate, ClientMessage, ClientRequest, CreateRoom, GetHistory, JoinRoom, LeaveRoom,
+    MessageKind, RoomKind, SendMessage, TypingStatus,
+};
+use super::rules::{
+    CLIENT_MESSAGE_ID_CHARS_MAX, HISTORY_PAGE_DEFAULT, HISTORY_PAGE_MAX, REQUEST_ID_CHARS_MAX,
+    ROOM_DESCRIPTION_CHARS_MAX, ROOM_NAME_CHARS_MAX, valid_client_message_id, valid_display_text,
+    valid_message_content, valid_request_id, valid_room_description, valid_room_id,
+    valid_room_reference,
 };
 
 /// Why a frame is not a valid request. Answered with `ERROR INVALID_MESSAGE`.
