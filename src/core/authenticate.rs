@@ -80,13 +80,7 @@ impl Hub {
         }
     }
 
-    pub(super) fn auth_success(
-        &mut self,
-        conn: ConnId,
-        user_id: &UserId,
-        username: &str,
-        rid: Option<&str>,
-    ) {
+    fn auth_success(&mut self, conn: ConnId, user_id: &UserId, username: &str, rid: Option<&str>) {
         let message = ServerMessage::AuthSuccess {
             user_id: user_id.0.to_string(),
             username: username.to_owned(),

@@ -88,7 +88,7 @@ impl Hub {
 
     /// The rest of [`leave`](Hub::leave), once the room is off the
     /// connection's list.
-    pub(super) fn left(&mut self, conn: ConnId, room_id: &RoomId) {
+    fn left(&mut self, conn: ConnId, room_id: &RoomId) {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
