@@ -203,3 +203,50 @@ async fn the_fanout_histogram_observes_only_accepted_messages() {
         "one message was accepted and fanned out"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cores_other_counters_follow_the_traffic() {
+    let server = start_with(|c| c.history_limit = 1).await;
+    let addr = server.addr;
+    let closes = "chatflow_closes_total{code=\"1008\"}";
+    let body = metrics(addr).await;
+    for name in [
+        "chatflow_retries_deduplicated",
+        "chatflow_history_evictions",
+        "chatflow_closes",
+        "chatflow_token_refreshes",
+    ] {
+        assert!(
+            body.contains(&format!("# TYPE {name} counter\n")),
+            "{name} missing:\n{body}"
+        );
+        if name != "chatflow_closes" {
+            assert_eq!(value(&body, &format!("{name}_total")), 0.0, "{name}");
+        }
+    }
+    assert_eq!(value(&body, closes), 0.0);
+
+    let mut alice = Client::authed(addr, "alice").await;
+    alice.join("general").await;
+    // A resend of a clientMessageId is answered with the original.
+    let send = json!({"roomId": "general", "content": "one", "clientMessageId": "k"});
+    let first = alice.ok("SEND_MESSAGE", send.clone(), "NEW_MESSAGE").await;
+    let again = alice.ok("SEND_MESSAGE", send, "NEW_MESSAGE").await;
+    assert_eq!(again["payload"]["id"], first["payload"]["id"]);
+    wait_metric(addr, "chatflow_retries_deduplicated_total", |v| v == 1.0).await;
+    // A second message evicts the first from a history of one.
+    alice.say("general", "two").await;
+    wait_metric(addr, "chatflow_history_evictions_total", |v| v == 1.0).await;
+    // Authenticating again on the same connection refreshes the token.
+    alice.auth("alice").await;
+    wait_metric(addr, "chatflow_token_refreshes_total", |v| v == 1.0).await;
+    // The third failed authentication closes the connection (1008).
+    let mut mallory = Client::connect(addr).await;
+    for _ in 0..3 {
+        mallory
+            .fails("AUTHENTICATE", json!({"token": "nope"}), "UNAUTHORIZED")
+            .await;
+    }
+    mallory.expect_close(1008).await;
+    wait_metric(addr, closes, |v| v == 1.0).await;
+}

@@ -14,7 +14,7 @@ use std::hint::black_box;
 
 use chat_flow::auth::VerifiedToken;
 use chat_flow::core::{ConnId, DefaultRoom, Hub, Inbound, Limits, Output, Timestamp};
-use chat_flow::protocol::{ClientMessage, ClientRequest, MessageKind};
+use chat_flow::protocol::{ClientMessage, ClientRequest, JoinRoom, MessageKind, SendMessage};
 use chat_flow_bench::alloc::CountingAlloc;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -67,24 +67,22 @@ fn room_of(members: u64) -> Hub {
         hub.handle(
             NOW,
             conn,
-            Inbound::Request(ClientMessage {
+            Inbound::Authenticate {
                 request_id: Some("a".into()),
-                request: ClientRequest::Authenticate {
-                    token: Ok(token),
-                    username: None,
-                },
-            }),
+                token: Ok(token),
+                username: None,
+            },
         );
         hub.handle(
             NOW,
             conn,
             Inbound::Request(ClientMessage {
                 request_id: Some("j".into()),
-                request: ClientRequest::JoinRoom {
+                request: ClientRequest::JoinRoom(JoinRoom {
                     room_id: "general".into(),
                     since_seq: None,
                     epoch: None,
-                },
+                }),
             }),
         );
         drain(&mut hub);
@@ -97,7 +95,7 @@ fn room_of(members: u64) -> Hub {
 fn send(i: u64) -> Inbound {
     Inbound::Request(ClientMessage {
         request_id: Some(format!("m-{i}")),
-        request: ClientRequest::SendMessage {
+        request: ClientRequest::SendMessage(SendMessage {
             room_id: "general".into(),
             content: "Hello everyone, this is a chat message of typical length. "
                 .chars()
@@ -106,7 +104,7 @@ fn send(i: u64) -> Inbound {
                 .collect(),
             kind: MessageKind::Text,
             client_message_id: Some(format!("c-{i}")),
-        },
+        }),
     })
 }
 

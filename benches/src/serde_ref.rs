@@ -11,8 +11,9 @@
 use std::borrow::Cow;
 
 use chat_flow::protocol::{
-    CLIENT_MESSAGE_ID_CHARS_MAX, ClientMessage, ClientRequest, MessageKind, ParseError,
-    REQUEST_ID_CHARS_MAX, char_len,
+    Authenticate, ClientMessage, ClientRequest, JoinRoom, MessageKind, ParseError, SendMessage,
+    TypingStatus, valid_client_message_id, valid_message_content, valid_request_id,
+    valid_room_reference,
 };
 use serde::Deserialize;
 
@@ -52,7 +53,7 @@ pub fn parse(buf: &[u8], content_chars_max: usize) -> Result<ClientMessage, Pars
     let env: Envelope<'_> =
         serde_json::from_slice(buf).map_err(|_| invalid(None, "malformed JSON"))?;
     let request_id = match env.request_id {
-        Some(id) if char_len(&id) > REQUEST_ID_CHARS_MAX => {
+        Some(id) if !valid_request_id(&id) => {
             return Err(invalid(None, "requestId too long"));
         }
         id => id,
@@ -62,7 +63,7 @@ pub fn parse(buf: &[u8], content_chars_max: usize) -> Result<ClientMessage, Pars
     };
     let p = env.payload.unwrap_or_default();
     let room_id = |p: &mut Payload| match p.room_id.take() {
-        Some(id) if !id.is_empty() && char_len(&id) <= 256 => Ok(id),
+        Some(id) if valid_room_reference(&id) => Ok(id),
         _ => Err("roomId must be a non-empty string"),
     };
     let mut p = p;
@@ -70,8 +71,7 @@ pub fn parse(buf: &[u8], content_chars_max: usize) -> Result<ClientMessage, Pars
         "SEND_MESSAGE" => (|| {
             let room_id = room_id(&mut p)?;
             let content = p.content.take().ok_or("content is required")?;
-            let n = char_len(&content);
-            if n == 0 || n > content_chars_max || content.trim().is_empty() {
+            if !valid_message_content(&content, content_chars_max) {
                 return Err("content must be 1-max characters and not only whitespace");
             }
             let kind = match p.kind.as_deref() {
@@ -80,18 +80,18 @@ pub fn parse(buf: &[u8], content_chars_max: usize) -> Result<ClientMessage, Pars
                 Some(_) => return Err("type must be \"text\" or \"emote\""),
             };
             let client_message_id = p.client_message_id.take();
-            if let Some(id) = &client_message_id {
-                let n = char_len(id);
-                if n == 0 || n > CLIENT_MESSAGE_ID_CHARS_MAX {
-                    return Err("clientMessageId must be 1-64 characters");
-                }
+            if client_message_id
+                .as_deref()
+                .is_some_and(|id| !valid_client_message_id(id))
+            {
+                return Err("clientMessageId must be 1-64 characters");
             }
-            Ok(ClientRequest::SendMessage {
+            Ok(ClientRequest::SendMessage(SendMessage {
                 room_id,
                 content,
                 kind,
                 client_message_id,
-            })
+            }))
         })(),
         "AUTHENTICATE" => (|| {
             let token = p.token.take().ok_or("token is required")?;
@@ -102,17 +102,25 @@ pub fn parse(buf: &[u8], content_chars_max: usize) -> Result<ClientMessage, Pars
             {
                 return Err("username must be 1-32 characters without control characters");
             }
-            Ok(ClientRequest::Authenticate { token, username })
+            Ok(ClientRequest::Authenticate(Authenticate {
+                token,
+                username,
+            }))
         })(),
-        "JOIN_ROOM" => room_id(&mut p).map(|room_id| ClientRequest::JoinRoom {
-            room_id,
-            since_seq: p.since_seq,
-            epoch: p.epoch.take(),
+        "JOIN_ROOM" => room_id(&mut p).map(|room_id| {
+            ClientRequest::JoinRoom(JoinRoom {
+                room_id,
+                since_seq: p.since_seq,
+                epoch: p.epoch.take(),
+            })
         }),
         "TYPING_STATUS" => (|| {
             let room_id = room_id(&mut p)?;
             let is_typing = p.is_typing.ok_or("isTyping is required")?;
-            Ok(ClientRequest::TypingStatus { room_id, is_typing })
+            Ok(ClientRequest::TypingStatus(TypingStatus {
+                room_id,
+                is_typing,
+            }))
         })(),
         "PING" => Ok(ClientRequest::Ping),
         _ => Err("unknown type"),

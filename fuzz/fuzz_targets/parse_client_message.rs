@@ -22,7 +22,10 @@ use std::cell::RefCell;
 
 use chat_flow::protocol::client_encode::encode;
 use chat_flow::protocol::parse::{ParseLimits, parse_once};
-use chat_flow::protocol::{ClientMessage, ClientRequest, Parser};
+use chat_flow::protocol::{
+    Authenticate, ClientMessage, ClientRequest, CreateRoom, GetHistory, JoinRoom, LeaveRoom,
+    Parser, SendMessage, TypingStatus,
+};
 use libfuzzer_sys::fuzz_target;
 
 thread_local! {
@@ -70,19 +73,19 @@ fn check_limits(message: &ClientMessage, limits: ParseLimits) {
         assert!(chars(id) <= 128);
     }
     match &message.request {
-        ClientRequest::Authenticate { username, .. } => {
+        ClientRequest::Authenticate(Authenticate { username, .. }) => {
             // The token's length is the verifier's to judge.
             if let Some(name) = username {
                 assert!((1..=32).contains(&chars(name)));
                 assert!(!name.chars().any(char::is_control));
             }
         }
-        ClientRequest::CreateRoom {
+        ClientRequest::CreateRoom(CreateRoom {
             name,
             description,
             id,
             ..
-        } => {
+        }) => {
             assert!((1..=64).contains(&chars(name)));
             assert!(!name.trim().is_empty());
             assert!(!name.chars().any(char::is_control));
@@ -95,16 +98,16 @@ fn check_limits(message: &ClientMessage, limits: ParseLimits) {
                 );
             }
         }
-        ClientRequest::GetHistory { room_id, limit, .. } => {
+        ClientRequest::GetHistory(GetHistory { room_id, limit, .. }) => {
             assert!(!room_id.is_empty());
             assert!((1..=100).contains(limit));
         }
-        ClientRequest::SendMessage {
+        ClientRequest::SendMessage(SendMessage {
             room_id,
             content,
             client_message_id,
             ..
-        } => {
+        }) => {
             assert!(!room_id.is_empty());
             assert!((1..=limits.content_chars_max).contains(&chars(content)));
             assert!(!content.trim().is_empty());
@@ -112,9 +115,9 @@ fn check_limits(message: &ClientMessage, limits: ParseLimits) {
                 assert!((1..=64).contains(&chars(id)));
             }
         }
-        ClientRequest::JoinRoom { room_id, .. }
-        | ClientRequest::LeaveRoom { room_id }
-        | ClientRequest::TypingStatus { room_id, .. } => assert!(!room_id.is_empty()),
+        ClientRequest::JoinRoom(JoinRoom { room_id, .. })
+        | ClientRequest::LeaveRoom(LeaveRoom { room_id })
+        | ClientRequest::TypingStatus(TypingStatus { room_id, .. }) => assert!(!room_id.is_empty()),
         ClientRequest::ListRooms | ClientRequest::Ping => {}
     }
 }

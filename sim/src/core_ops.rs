@@ -33,7 +33,10 @@ use chat_flow::core::{ConnId, Hub, Inbound, Limits, Output, Timestamp};
 use chat_flow::protocol::client_encode::encode;
 use chat_flow::protocol::parse::ParseLimits;
 use chat_flow::protocol::server::{ServerFrame, ServerMessage};
-use chat_flow::protocol::{ClientMessage, ClientRequest, MessageKind, Parser, RoomKind};
+use chat_flow::protocol::{
+    Authenticate, ClientMessage, ClientRequest, CreateRoom, GetHistory, JoinRoom, LeaveRoom,
+    MessageKind, Parser, RoomKind, SendMessage, TypingStatus,
+};
 use chat_flow::server::default_rooms;
 
 use crate::obs::{ConnNo, Obs, Record};
@@ -435,10 +438,7 @@ impl Driver {
                 });
                 let now = self.now_ms;
                 let verifier = &self.verifier;
-                Inbound::Request(ClientMessage {
-                    request_id: message.request_id,
-                    request: message.request.map_token(|t| verifier.verify(&t, now)),
-                })
+                Inbound::from_message(message, |token| verifier.verify(token, now))
             }
         };
         self.hub
@@ -475,16 +475,16 @@ impl Driver {
                     DEV_JWT_SECRET
                 };
                 let token = mint_hs256(secret.as_bytes(), &spec).expect("valid claims");
-                ClientRequest::Authenticate {
+                ClientRequest::Authenticate(Authenticate {
                     token,
                     username: username.map(|n| format!("name{n}")),
-                }
+                })
             }
             Request::CreateRoom {
                 room: id,
                 name,
                 private,
-            } => ClientRequest::CreateRoom {
+            } => ClientRequest::CreateRoom(CreateRoom {
                 name: name.clone(),
                 description: String::new(),
                 kind: if *private {
@@ -493,7 +493,7 @@ impl Driver {
                     RoomKind::Public
                 },
                 id: id.as_ref().map(room),
-            },
+            }),
             Request::ListRooms => ClientRequest::ListRooms,
             Request::JoinRoom {
                 room: r,
@@ -508,28 +508,30 @@ impl Driver {
                     EpochChoice::First => known.and_then(|e| e.first().cloned()),
                     EpochChoice::Other(n) => Some(format!("e{n}")),
                 };
-                ClientRequest::JoinRoom {
+                ClientRequest::JoinRoom(JoinRoom {
                     room_id,
                     since_seq: since_seq.map(u64::from),
                     epoch,
-                }
+                })
             }
-            Request::LeaveRoom { room: r } => ClientRequest::LeaveRoom { room_id: room(r) },
+            Request::LeaveRoom { room: r } => {
+                ClientRequest::LeaveRoom(LeaveRoom { room_id: room(r) })
+            }
             Request::GetHistory {
                 room: r,
                 before_seq,
                 limit,
-            } => ClientRequest::GetHistory {
+            } => ClientRequest::GetHistory(GetHistory {
                 room_id: room(r),
                 before_seq: before_seq.map(u64::from),
                 limit: limit.map_or(50, |l| 1 + u32::from(l % 100)),
-            },
+            }),
             Request::SendMessage {
                 room: r,
                 content,
                 emote,
                 client_message_id,
-            } => ClientRequest::SendMessage {
+            } => ClientRequest::SendMessage(SendMessage {
                 room_id: room(r),
                 content: match content {
                     Content::Word(n) => format!("m{n}"),
@@ -541,11 +543,13 @@ impl Driver {
                     MessageKind::Text
                 },
                 client_message_id: client_message_id.map(|n| format!("c{}", n % 8)),
-            },
-            Request::TypingStatus { room: r, is_typing } => ClientRequest::TypingStatus {
-                room_id: room(r),
-                is_typing: *is_typing,
-            },
+            }),
+            Request::TypingStatus { room: r, is_typing } => {
+                ClientRequest::TypingStatus(TypingStatus {
+                    room_id: room(r),
+                    is_typing: *is_typing,
+                })
+            }
             Request::Ping => ClientRequest::Ping,
         }
     }

@@ -6,7 +6,10 @@
 //! prefixes are defined here and read back by the session state.
 
 use crate::protocol::client_encode;
-use crate::protocol::{ClientMessage, ClientRequest, HISTORY_PAGE_DEFAULT, MessageKind};
+use crate::protocol::{
+    Authenticate, ClientMessage, ClientRequest, GetHistory, HISTORY_PAGE_DEFAULT, JoinRoom,
+    LeaveRoom, MessageKind, SendMessage, TypingStatus,
+};
 
 /// `requestId` prefix of a `JOIN_ROOM`, followed by the room.
 pub(super) const JOIN_ID_PREFIX: &str = "j:";
@@ -17,10 +20,10 @@ pub(super) const SEND_ID_PREFIX: &str = "s:";
 pub(super) fn authenticate(token: String, username: Option<&str>) -> String {
     encode(
         Some("auth".to_owned()),
-        ClientRequest::Authenticate {
+        ClientRequest::Authenticate(Authenticate {
             token,
             username: username.map(str::to_owned),
-        },
+        }),
     )
 }
 
@@ -28,11 +31,11 @@ pub(super) fn authenticate(token: String, username: Option<&str>) -> String {
 pub(super) fn join(room: &str, since_seq: Option<u64>, epoch: Option<&str>) -> String {
     encode(
         Some(format!("{JOIN_ID_PREFIX}{room}")),
-        ClientRequest::JoinRoom {
+        ClientRequest::JoinRoom(JoinRoom {
             room_id: room.to_owned(),
             since_seq,
             epoch: epoch.map(str::to_owned),
-        },
+        }),
     )
 }
 
@@ -40,9 +43,9 @@ pub(super) fn join(room: &str, since_seq: Option<u64>, epoch: Option<&str>) -> S
 pub(super) fn leave(room: &str) -> String {
     encode(
         Some(format!("l:{room}")),
-        ClientRequest::LeaveRoom {
+        ClientRequest::LeaveRoom(LeaveRoom {
             room_id: room.to_owned(),
-        },
+        }),
     )
 }
 
@@ -55,12 +58,12 @@ pub(super) fn send(
 ) -> String {
     encode(
         Some(format!("{SEND_ID_PREFIX}{client_message_id}")),
-        ClientRequest::SendMessage {
+        ClientRequest::SendMessage(SendMessage {
             room_id: room.to_owned(),
             content: content.to_owned(),
             kind,
             client_message_id: Some(client_message_id.to_owned()),
-        },
+        }),
     )
 }
 
@@ -68,10 +71,10 @@ pub(super) fn send(
 pub(super) fn typing(room: &str, is_typing: bool) -> String {
     encode(
         None,
-        ClientRequest::TypingStatus {
+        ClientRequest::TypingStatus(TypingStatus {
             room_id: room.to_owned(),
             is_typing,
-        },
+        }),
     )
 }
 
@@ -79,11 +82,11 @@ pub(super) fn typing(room: &str, is_typing: bool) -> String {
 pub(super) fn history(room: &str, before_seq: Option<u64>, limit: Option<u32>) -> String {
     encode(
         Some(format!("h:{room}")),
-        ClientRequest::GetHistory {
+        ClientRequest::GetHistory(GetHistory {
             room_id: room.to_owned(),
             before_seq,
             limit: limit.unwrap_or(HISTORY_PAGE_DEFAULT),
-        },
+        }),
     )
 }
 
@@ -115,41 +118,41 @@ mod tests {
         assert_eq!(m.request_id.as_deref(), Some("j:r"));
         assert_eq!(
             m.request,
-            ClientRequest::JoinRoom {
+            ClientRequest::JoinRoom(JoinRoom {
                 room_id: "r".into(),
                 since_seq: Some(3),
                 epoch: Some("e".into()),
-            }
+            })
         );
         let m = parsed(send("r", "hi", MessageKind::Emote, "c-1"));
         assert_eq!(m.request_id.as_deref(), Some("s:c-1"));
         assert_eq!(
             m.request,
-            ClientRequest::SendMessage {
+            ClientRequest::SendMessage(SendMessage {
                 room_id: "r".into(),
                 content: "hi".into(),
                 kind: MessageKind::Emote,
                 client_message_id: Some("c-1".into()),
-            }
+            })
         );
         let m = parsed(history("r", None, None));
         assert_eq!(
             m.request,
-            ClientRequest::GetHistory {
+            ClientRequest::GetHistory(GetHistory {
                 room_id: "r".into(),
                 before_seq: None,
                 limit: HISTORY_PAGE_DEFAULT,
-            }
+            })
         );
         assert_eq!(parsed(typing("r", true)).request_id, None);
         assert_eq!(parsed(leave("r")).request_id.as_deref(), Some("l:r"));
         let m = parsed(authenticate("t".into(), Some("ann")));
         assert_eq!(
             m.request,
-            ClientRequest::Authenticate {
+            ClientRequest::Authenticate(Authenticate {
                 token: "t".into(),
                 username: Some("ann".into()),
-            }
+            })
         );
     }
 }

@@ -1,6 +1,6 @@
 //! Token buckets with exact integer arithmetic.
 
-use super::Timestamp;
+use super::types::Timestamp;
 
 /// A token bucket holding at most `capacity` tokens, refilled evenly so that
 /// an empty bucket is full again after `window_ms`.

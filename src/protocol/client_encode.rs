@@ -5,7 +5,10 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{ClientMessage, ClientRequest, MessageKind, RoomKind};
+use super::request::{
+    Authenticate, ClientMessage, ClientRequest, CreateRoom, GetHistory, JoinRoom, LeaveRoom,
+    MessageKind, RoomKind, SendMessage, TypingStatus,
+};
 
 /// Writes `message` as the contract's JSON envelope. With
 /// `spell_absent_as_null`, every optional field that is absent is written as
@@ -24,16 +27,16 @@ pub fn encode(message: &ClientMessage, spell_absent_as_null: bool) -> Value {
         None => {}
     };
     match &message.request {
-        ClientRequest::Authenticate { token, username } => {
+        ClientRequest::Authenticate(Authenticate { token, username }) => {
             put("token", Some(json!(token)));
             put("username", username.as_ref().map(|u| json!(u)));
         }
-        ClientRequest::CreateRoom {
+        ClientRequest::CreateRoom(CreateRoom {
             name,
             description,
             kind,
             id,
-        } => {
+        }) => {
             put("name", Some(json!(name)));
             put(
                 "description",
@@ -47,31 +50,31 @@ pub fn encode(message: &ClientMessage, spell_absent_as_null: bool) -> Value {
             put("id", id.as_ref().map(|id| json!(id)));
         }
         ClientRequest::ListRooms | ClientRequest::Ping => {}
-        ClientRequest::JoinRoom {
+        ClientRequest::JoinRoom(JoinRoom {
             room_id,
             since_seq,
             epoch,
-        } => {
+        }) => {
             put("roomId", Some(json!(room_id)));
             put("sinceSeq", since_seq.map(|s| json!(s)));
             put("epoch", epoch.as_ref().map(|e| json!(e)));
         }
-        ClientRequest::LeaveRoom { room_id } => put("roomId", Some(json!(room_id))),
-        ClientRequest::GetHistory {
+        ClientRequest::LeaveRoom(LeaveRoom { room_id }) => put("roomId", Some(json!(room_id))),
+        ClientRequest::GetHistory(GetHistory {
             room_id,
             before_seq,
             limit,
-        } => {
+        }) => {
             put("roomId", Some(json!(room_id)));
             put("beforeSeq", before_seq.map(|s| json!(s)));
             put("limit", (full || *limit != 50).then(|| json!(limit)));
         }
-        ClientRequest::SendMessage {
+        ClientRequest::SendMessage(SendMessage {
             room_id,
             content,
             kind,
             client_message_id,
-        } => {
+        }) => {
             put("roomId", Some(json!(room_id)));
             put("content", Some(json!(content)));
             let kind = match kind {
@@ -84,7 +87,7 @@ pub fn encode(message: &ClientMessage, spell_absent_as_null: bool) -> Value {
                 client_message_id.as_ref().map(|c| json!(c)),
             );
         }
-        ClientRequest::TypingStatus { room_id, is_typing } => {
+        ClientRequest::TypingStatus(TypingStatus { room_id, is_typing }) => {
             put("roomId", Some(json!(room_id)));
             put("isTyping", Some(json!(is_typing)));
         }

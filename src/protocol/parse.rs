@@ -14,10 +14,15 @@
 use simd_json::prelude::*;
 use simd_json::tape::{Object, Tape, Value};
 
-use super::{
-    CLIENT_MESSAGE_ID_CHARS_MAX, ClientMessage, ClientRequest, HISTORY_PAGE_DEFAULT,
-    HISTORY_PAGE_MAX, MessageKind, REQUEST_ID_CHARS_MAX, ROOM_DESCRIPTION_CHARS_MAX,
-    ROOM_NAME_CHARS_MAX, RoomKind, char_len, valid_display_text, valid_room_id,
+use super::request::{
+    Authenticate, ClientMessage, ClientRequest, CreateRoom, GetHistory, JoinRoom, LeaveRoom,
+    MessageKind, RoomKind, SendMessage, TypingStatus,
+};
+use super::rules::{
+    CLIENT_MESSAGE_ID_CHARS_MAX, HISTORY_PAGE_DEFAULT, HISTORY_PAGE_MAX, REQUEST_ID_CHARS_MAX,
+    ROOM_DESCRIPTION_CHARS_MAX, ROOM_NAME_CHARS_MAX, valid_client_message_id, valid_display_text,
+    valid_message_content, valid_request_id, valid_room_description, valid_room_id,
+    valid_room_reference,
 };
 
 /// Why a frame is not a valid request. Answered with `ERROR INVALID_MESSAGE`.
@@ -114,7 +119,7 @@ fn interpret(root: Value<'_, '_>, limits: ParseLimits) -> Result<ClientMessage, 
     let request_id = match present(envelope.get("requestId")) {
         None => None,
         Some(v) => match v.as_str() {
-            Some(s) if char_len(s) <= REQUEST_ID_CHARS_MAX => Some(s.to_owned()),
+            Some(s) if valid_request_id(s) => Some(s.to_owned()),
             _ => {
                 return Err(ParseError {
                     request_id: None,
@@ -164,10 +169,10 @@ fn request_of(
                     "username must be 1-32 characters without control characters".to_owned(),
                 );
             }
-            ClientRequest::Authenticate {
+            ClientRequest::Authenticate(Authenticate {
                 token: token.to_owned(),
                 username: username.map(str::to_owned),
-            }
+            })
         }
         "CREATE_ROOM" => {
             let name = f.required_str("name")?;
@@ -177,7 +182,7 @@ fn request_of(
                 ));
             }
             let description = f.optional_str("description")?.unwrap_or("");
-            if char_len(description) > ROOM_DESCRIPTION_CHARS_MAX {
+            if !valid_room_description(description) {
                 return Err(format!(
                     "description must be at most {ROOM_DESCRIPTION_CHARS_MAX} characters"
                 ));
@@ -191,27 +196,27 @@ fn request_of(
             if id.is_some_and(|id| !valid_room_id(id)) {
                 return Err("id must be 1-64 characters of [A-Za-z0-9_-]".to_owned());
             }
-            ClientRequest::CreateRoom {
+            ClientRequest::CreateRoom(CreateRoom {
                 name: name.to_owned(),
                 description: description.to_owned(),
                 kind,
                 id: id.map(str::to_owned),
-            }
+            })
         }
         "LIST_ROOMS" => ClientRequest::ListRooms,
         "JOIN_ROOM" => {
             let room_id = f.room_id()?;
             let since_seq = f.optional_seq("sinceSeq")?;
             let epoch = f.optional_str("epoch")?.map(str::to_owned);
-            ClientRequest::JoinRoom {
+            ClientRequest::JoinRoom(JoinRoom {
                 room_id,
                 since_seq,
                 epoch,
-            }
+            })
         }
-        "LEAVE_ROOM" => ClientRequest::LeaveRoom {
+        "LEAVE_ROOM" => ClientRequest::LeaveRoom(LeaveRoom {
             room_id: f.room_id()?,
-        },
+        }),
         "GET_HISTORY" => {
             let room_id = f.room_id()?;
             let before_seq = f.optional_seq("beforeSeq")?;
@@ -220,18 +225,17 @@ fn request_of(
                 Some(n) if (1..=u64::from(HISTORY_PAGE_MAX)).contains(&n) => n as u32,
                 Some(_) => return Err(format!("limit must be 1-{HISTORY_PAGE_MAX}")),
             };
-            ClientRequest::GetHistory {
+            ClientRequest::GetHistory(GetHistory {
                 room_id,
                 before_seq,
                 limit,
-            }
+            })
         }
         "SEND_MESSAGE" => {
             let room_id = f.room_id()?;
             let content = f.required_str("content")?;
             let max = limits.content_chars_max;
-            let n = char_len(content);
-            if n == 0 || n > max || content.trim().is_empty() {
+            if !valid_message_content(content, max) {
                 return Err(format!(
                     "content must be 1-{max} characters and not only whitespace"
                 ));
@@ -242,20 +246,17 @@ fn request_of(
                 Some(_) => return Err("type must be \"text\" or \"emote\"".to_owned()),
             };
             let client_message_id = f.optional_str("clientMessageId")?;
-            if let Some(id) = client_message_id {
-                let n = char_len(id);
-                if n == 0 || n > CLIENT_MESSAGE_ID_CHARS_MAX {
-                    return Err(format!(
-                        "clientMessageId must be 1-{CLIENT_MESSAGE_ID_CHARS_MAX} characters"
-                    ));
-                }
+            if client_message_id.is_some_and(|id| !valid_client_message_id(id)) {
+                return Err(format!(
+                    "clientMessageId must be 1-{CLIENT_MESSAGE_ID_CHARS_MAX} characters"
+                ));
             }
-            ClientRequest::SendMessage {
+            ClientRequest::SendMessage(SendMessage {
                 room_id,
                 content: content.to_owned(),
                 kind,
                 client_message_id: client_message_id.map(str::to_owned),
-            }
+            })
         }
         "TYPING_STATUS" => {
             let room_id = f.room_id()?;
@@ -265,7 +266,7 @@ fn request_of(
                     .ok_or_else(|| "isTyping must be a boolean".to_owned())?,
                 None => return Err("isTyping is required".to_owned()),
             };
-            ClientRequest::TypingStatus { room_id, is_typing }
+            ClientRequest::TypingStatus(TypingStatus { room_id, is_typing })
         }
         "PING" => ClientRequest::Ping,
         other => {
@@ -303,10 +304,7 @@ impl<'t, 'i> Fields<'t, 'i> {
 
     fn room_id(&self) -> Result<String, String> {
         let id = self.required_str("roomId")?;
-        // Room ids are at most 64 characters; a longer one cannot exist, but
-        // it is still a well-formed request (answered ROOM_NOT_FOUND) unless
-        // it is absurdly long.
-        if id.is_empty() || char_len(id) > super::ROOM_ID_CHARS_MAX * 4 {
+        if !valid_room_reference(id) {
             return Err("roomId must be a non-empty string".to_owned());
         }
         Ok(id.to_owned())
@@ -354,12 +352,12 @@ mod tests {
         assert_eq!(m.request_id.as_deref(), Some("m1"));
         assert_eq!(
             m.request,
-            ClientRequest::SendMessage {
+            ClientRequest::SendMessage(SendMessage {
                 room_id: "general".into(),
                 content: "hi".into(),
                 kind: MessageKind::Emote,
                 client_message_id: Some("c1".into()),
-            }
+            })
         );
     }
 
@@ -369,11 +367,11 @@ mod tests {
         assert_eq!(m.request_id, None);
         assert_eq!(
             m.request,
-            ClientRequest::JoinRoom {
+            ClientRequest::JoinRoom(JoinRoom {
                 room_id: "r".into(),
                 since_seq: None,
                 epoch: None
-            }
+            })
         );
     }
 
@@ -457,7 +455,7 @@ mod tests {
         let m = parse(r#"{"type":"GET_HISTORY","payload":{"roomId":"r"}}"#).unwrap();
         assert!(matches!(
             m.request,
-            ClientRequest::GetHistory { limit: 50, .. }
+            ClientRequest::GetHistory(GetHistory { limit: 50, .. })
         ));
     }
 
@@ -494,12 +492,12 @@ mod tests {
         .unwrap();
         assert_eq!(
             m.request,
-            ClientRequest::CreateRoom {
+            ClientRequest::CreateRoom(CreateRoom {
                 name: "Ok".into(),
                 description: String::new(),
                 kind: RoomKind::Private,
                 id: Some("a-b_9".into())
-            }
+            })
         );
     }
 

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{ErrorCode, MessageKind, RoomKind};
+use super::codes::ErrorCode;
+use super::request::{MessageKind, RoomKind};
 
 /// A room as it appears on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -24,7 +24,7 @@ use super::shared::Shared;
 use crate::config::Config;
 use crate::core::{ConnId, DefaultRoom, Inbound, Limits};
 use crate::protocol::parse::ParseLimits;
-use crate::protocol::{ClientMessage, CloseCode, Parser};
+use crate::protocol::{CloseCode, Parser};
 
 thread_local! {
     /// simd-json scratch space, reused by every connection served on this
@@ -113,18 +113,15 @@ impl Handler for ChatHandler {
                     Ok(message) => {
                         debug!(request = message.request.type_name(), "request");
                         let now = shared.clock.now();
-                        Inbound::Request(ClientMessage {
-                            request_id: message.request_id,
-                            request: message.request.map_token(|token| {
-                                let verified = live.verifier.verify(&token, now.0);
-                                match &verified {
-                                    Ok(t) => {
-                                        tracing::Span::current().record("user", t.user_id.as_str());
-                                    }
-                                    Err(e) => warn!(error = %e, "authentication failed"),
+                        Inbound::from_message(message, |token| {
+                            let verified = live.verifier.verify(token, now.0);
+                            match &verified {
+                                Ok(t) => {
+                                    tracing::Span::current().record("user", t.user_id.as_str());
                                 }
-                                verified
-                            }),
+                                Err(e) => warn!(error = %e, "authentication failed"),
+                            }
+                            verified
                         })
                     }
                 }

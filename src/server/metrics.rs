@@ -1,8 +1,8 @@
 //! Prometheus metrics (`GET /metrics`), with prometheus-client.
 //!
-//! The hub publishes the core's counters and gauges after each batch of work
-//! (the core itself knows nothing of Prometheus); connection tasks count
-//! frames received and open sockets.
+//! The hub publishes the core's counters (every field of [`Stats`]) and
+//! gauges after each batch of work (the core itself knows nothing of
+//! Prometheus); connection tasks count frames received and open sockets.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -12,13 +12,20 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::core::{Gauges, Stats};
-use crate::protocol::ErrorCode;
+use crate::protocol::{CloseCode, ErrorCode};
 
 /// The `code` label of `chatflow_errors_total`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct CodeLabel {
     /// An `ERROR` code.
     pub code: &'static str,
+}
+
+/// The `code` label of `chatflow_closes_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct CloseLabel {
+    /// A WebSocket close code.
+    pub code: u16,
 }
 
 /// Every metric the server exports.
@@ -43,6 +50,17 @@ pub struct Metrics {
     pub errors: Family<CodeLabel, Counter>,
     /// Requests refused by a rate limit.
     pub rate_limited: Counter,
+    /// `SEND_MESSAGE` retries answered with the original message (a client
+    /// resending after a lost acknowledgement).
+    pub retries_deduplicated: Counter,
+    /// Messages evicted from a room's history (recovery can no longer
+    /// return them).
+    pub history_evictions: Counter,
+    /// Connections the core closed (authentication timeout, failed
+    /// authentications, token expiry, rate-limit abuse), by close code.
+    pub closes: Family<CloseLabel, Counter>,
+    /// Tokens of authenticated connections refreshed by a new `AUTHENTICATE`.
+    pub token_refreshes: Counter,
     /// Connections closed as slow consumers (1013).
     pub slow_consumers: Counter,
     /// TCP connections closed on accept because the connection caps were
@@ -73,6 +91,10 @@ impl Metrics {
             messages_delivered: Counter::default(),
             errors: Family::default(),
             rate_limited: Counter::default(),
+            retries_deduplicated: Counter::default(),
+            history_evictions: Counter::default(),
+            closes: Family::default(),
+            token_refreshes: Counter::default(),
             slow_consumers: Counter::default(),
             refused_handshakes: Counter::default(),
             fanout_seconds: Histogram::new(exponential_buckets(0.000_01, 2.5, 14)),
@@ -116,6 +138,27 @@ impl Metrics {
             m.rate_limited.clone(),
         );
         registry.register(
+            "retries_deduplicated",
+            "SEND_MESSAGE retries answered with the original message instead of storing a duplicate",
+            m.retries_deduplicated.clone(),
+        );
+        registry.register(
+            "history_evictions",
+            "Messages evicted from a room's history",
+            m.history_evictions.clone(),
+        );
+        registry.register(
+            "closes",
+            "Connections closed by the server's rules (authentication timeout, failed \
+             authentications, token expiry, rate-limit abuse), by close code",
+            m.closes.clone(),
+        );
+        registry.register(
+            "token_refreshes",
+            "Tokens of authenticated connections refreshed by a new AUTHENTICATE",
+            m.token_refreshes.clone(),
+        );
+        registry.register(
             "slow_consumer_closes",
             "Connections closed because their outbound queue was full",
             m.slow_consumers.clone(),
@@ -137,6 +180,10 @@ impl Metrics {
                 code: code.as_str(),
             });
         }
+        // The one code the core closes with, present from the start at 0.
+        let _ = m.closes.get_or_create(&CloseLabel {
+            code: CloseCode::Policy.code(),
+        });
         Metrics { registry, ..m }
     }
 
@@ -152,6 +199,20 @@ impl Metrics {
             .inc_by(stats.messages_delivered - last.messages_delivered);
         self.rate_limited
             .inc_by(stats.rate_limited - last.rate_limited);
+        self.retries_deduplicated
+            .inc_by(stats.retries_deduplicated - last.retries_deduplicated);
+        self.history_evictions
+            .inc_by(stats.history_evictions - last.history_evictions);
+        self.token_refreshes
+            .inc_by(stats.token_refreshes - last.token_refreshes);
+        for (&code, &count) in &stats.closes {
+            let delta = count - last.closes.get(&code).copied().unwrap_or(0);
+            if delta > 0 {
+                self.closes
+                    .get_or_create(&CloseLabel { code })
+                    .inc_by(delta);
+            }
+        }
         for (i, code) in ErrorCode::ALL.iter().enumerate() {
             let delta = stats.errors[i] - last.errors[i];
             if delta > 0 {
@@ -170,5 +231,60 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(text: &str, series: &str) -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing from:\n{text}"))
+    }
+
+    #[test]
+    fn every_core_counter_is_exported_and_follows_the_stats() {
+        let metrics = Metrics::new();
+        let text = metrics.encode();
+        for series in [
+            "chatflow_retries_deduplicated_total",
+            "chatflow_history_evictions_total",
+            "chatflow_closes_total{code=\"1008\"}",
+            "chatflow_token_refreshes_total",
+        ] {
+            assert_eq!(value(&text, series), 0.0, "{series} starts at 0");
+        }
+
+        let first = Stats {
+            messages_accepted: 4,
+            messages_delivered: 9,
+            rate_limited: 1,
+            retries_deduplicated: 2,
+            history_evictions: 3,
+            closes: [(1008, 5)].into(),
+            token_refreshes: 1,
+            ..Stats::default()
+        };
+        metrics.publish(&first, &Stats::default(), Gauges::default());
+        let mut second = first.clone();
+        second.retries_deduplicated += 1;
+        second.history_evictions += 10;
+        *second.closes.get_mut(&1008).expect("present") += 2;
+        second.closes.insert(1011, 1);
+        second.token_refreshes += 3;
+        metrics.publish(&second, &first, Gauges::default());
+
+        let text = metrics.encode();
+        assert_eq!(value(&text, "chatflow_chat_messages_accepted_total"), 4.0);
+        assert_eq!(value(&text, "chatflow_messages_delivered_total"), 9.0);
+        assert_eq!(value(&text, "chatflow_rate_limit_rejections_total"), 1.0);
+        assert_eq!(value(&text, "chatflow_retries_deduplicated_total"), 3.0);
+        assert_eq!(value(&text, "chatflow_history_evictions_total"), 13.0);
+        assert_eq!(value(&text, "chatflow_closes_total{code=\"1008\"}"), 7.0);
+        assert_eq!(value(&text, "chatflow_closes_total{code=\"1011\"}"), 1.0);
+        assert_eq!(value(&text, "chatflow_token_refreshes_total"), 4.0);
     }
 }

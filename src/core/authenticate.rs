@@ -1,0 +1,101 @@
+//! `AUTHENTICATE`: a verified token starts a session, or refreshes the
+//! expiry of one for the same user.
+
+use std::sync::Arc;
+
+use super::bucket::Bucket;
+use super::hub::{Hub, Timer};
+use super::inbound::AuthOutcome;
+use super::session::{ConnState, Session, User};
+use super::sorted_set::SortedSet;
+use super::types::{ConnId, Timestamp, UserId};
+use crate::protocol::server::ServerMessage;
+use crate::protocol::{CloseCode, ErrorCode};
+
+impl Hub {
+    pub(super) fn authenticate(
+        &mut self,
+        conn: ConnId,
+        outcome: AuthOutcome,
+        username: Option<String>,
+        rid: Option<&str>,
+    ) {
+        let token = match outcome {
+            // `expires_at_unix_ms` is the first moment the token is no longer accepted.
+            Ok(t) if Timestamp(t.expires_at_unix_ms) > self.now => Ok(t),
+            Ok(_) => Err("token expired".to_owned()),
+            Err(e) => Err(e.to_string()),
+        };
+        let token = match token {
+            Ok(t) => t,
+            Err(reason) => return self.auth_failed(conn, reason, rid),
+        };
+        let expires_at = Timestamp(token.expires_at_unix_ms);
+        let c = self.conns.get_mut(&conn).expect("caller checked");
+        match &mut c.state {
+            ConnState::ExpectAuthenticate { deadline } => {
+                let deadline = *deadline;
+                let user_id = UserId(Arc::from(token.user_id.as_str()));
+                let username: Arc<str> = Arc::from(
+                    token
+                        .username
+                        .or(username)
+                        .unwrap_or_else(|| token.user_id.clone()),
+                );
+                c.state = ConnState::Authenticated(Session {
+                    user_id: user_id.clone(),
+                    username: username.clone(),
+                    rooms_claim: token.rooms.into_iter().collect(),
+                    expires_at,
+                });
+                self.authenticated += 1;
+                self.timers.remove(&(deadline, Timer::AuthDeadline(conn)));
+                self.timers.insert((expires_at, Timer::TokenExpiry(conn)));
+                let send_limit = self.limits.send_bucket();
+                let now = self.now;
+                let user = self.users.entry(user_id.clone()).or_insert_with(|| User {
+                    conns: SortedSet::default(),
+                    sends: Bucket::full(send_limit, now),
+                });
+                user.conns.insert(conn);
+                self.auth_success(conn, &user_id, &username, rid);
+            }
+            ConnState::Authenticated(session) => {
+                if *session.user_id.0 != *token.user_id {
+                    return self.auth_failed(conn, "token is for a different user".to_owned(), rid);
+                }
+                let old = session.expires_at;
+                session.expires_at = old.max(expires_at);
+                session.rooms_claim = token.rooms.into_iter().collect();
+                let (new, user_id, username) = (
+                    session.expires_at,
+                    session.user_id.clone(),
+                    session.username.clone(),
+                );
+                self.timers.remove(&(old, Timer::TokenExpiry(conn)));
+                self.timers.insert((new, Timer::TokenExpiry(conn)));
+                self.stats.token_refreshes += 1;
+                self.auth_success(conn, &user_id, &username, rid);
+            }
+        }
+    }
+
+    fn auth_success(&mut self, conn: ConnId, user_id: &UserId, username: &str, rid: Option<&str>) {
+        let message = ServerMessage::AuthSuccess {
+            user_id: user_id.0.to_string(),
+            username: username.to_owned(),
+            status: "online".to_owned(),
+        };
+        self.reply(conn, &message, rid);
+    }
+
+    pub(super) fn auth_failed(&mut self, conn: ConnId, reason: String, rid: Option<&str>) {
+        let c = self.conns.get_mut(&conn).expect("caller checked");
+        c.failed_auths += 1;
+        let close = c.failed_auths >= self.limits.auth_failures_max;
+        self.error(conn, ErrorCode::Unauthorized, reason, rid);
+        if close {
+            self.close(conn, CloseCode::Policy, "too many failed authentications");
+        }
+    }
+}
