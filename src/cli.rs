@@ -45,10 +45,11 @@
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::auth::{AuthError, TokenSpec, mint_hs256, valid_username};
+use crate::auth::{AuthError, TokenSpec, mint_hs256};
 pub use crate::config::ServeArgs;
 use crate::config::{Config, ConfigError, JwtAlgorithm};
 use crate::protocol::valid_room_id;
+use crate::protocol::valid_username;
 
 /// Default lifetime of a token printed by `chat-flow token`.
 pub const DEFAULT_TOKEN_TTL: &str = "1h";

@@ -98,7 +98,7 @@ pub fn parse(buf: &[u8], content_chars_max: usize) -> Result<ClientMessage, Pars
             let username = p.username.take();
             if username
                 .as_deref()
-                .is_some_and(|u| !chat_flow::auth::valid_username(u))
+                .is_some_and(|u| !chat_flow::protocol::valid_username(u))
             {
                 return Err("username must be 1-32 characters without control characters");
             }

@@ -1,5 +1,6 @@
 //! The rules on a token's content that both the verifier and the minter
-//! apply (its size, the `username` claim), and how the verifier reads the
+//! apply (its size; the `username` claim follows the contract's
+//! [`valid_username`](crate::protocol::valid_username)), and how the verifier reads the
 //! NumericDate claims (`exp`, `nbf`).
 
 use serde_json::Value;
@@ -7,23 +8,6 @@ use serde_json::Value;
 /// Longest token accepted, in bytes (8 KiB). Checked before decoding so an
 /// oversized token costs nothing; real tokens are well under 1 KiB.
 pub const TOKEN_MAX_BYTES: usize = 8 * 1024;
-
-/// Longest username, in Unicode code points.
-pub const USERNAME_MAX_CHARS: usize = 32;
-
-/// Whether `name` is an acceptable username: 1–32 Unicode code points and no
-/// control characters. Shared by the `username` claim and the `AUTHENTICATE`
-/// payload validation.
-pub fn valid_username(name: &str) -> bool {
-    let mut count = 0usize;
-    for c in name.chars() {
-        count += 1;
-        if count > USERNAME_MAX_CHARS || c.is_control() {
-            return false;
-        }
-    }
-    count >= 1
-}
 
 /// Which way to round a fractional NumericDate: always towards the stricter
 /// outcome (an earlier `exp`, a later `nbf`).

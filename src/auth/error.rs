@@ -44,7 +44,7 @@ pub enum AuthError {
     #[error("token audience is not accepted")]
     WrongAudience,
     /// The `username` claim breaks the username rule (see
-    /// [`valid_username`](super::valid_username)).
+    /// [`valid_username`](crate::protocol::valid_username)).
     #[error("token username claim is invalid")]
     InvalidUsername,
     /// The `rooms` claim is not an array of strings.

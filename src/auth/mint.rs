@@ -5,15 +5,17 @@
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Map, Value};
 
-use super::claims::{TOKEN_MAX_BYTES, valid_username};
+use super::claims::TOKEN_MAX_BYTES;
 use super::error::AuthError;
+use crate::protocol::valid_username;
 
 /// What to put in a token minted by [`mint_hs256`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenSpec<'a> {
     /// `sub`: the user id (non-empty).
     pub sub: &'a str,
-    /// `username` claim, omitted when `None`; must satisfy [`valid_username`].
+    /// `username` claim, omitted when `None`; must satisfy
+    /// [`valid_username`](crate::protocol::valid_username).
     pub username: Option<&'a str>,
     /// `rooms` claim (private rooms the user may join), omitted when empty.
     pub rooms: &'a [String],

@@ -21,7 +21,7 @@
 //! | `nbf` | optional NumericDate; rejected before `(nbf - leeway)` seconds |
 //! | `iss` | when `JWT_ISSUER` is set: required, equal to it |
 //! | `aud` | when `JWT_AUDIENCE` is set: required, a string equal to it or an array of strings containing it |
-//! | `username` | optional; when present it must satisfy [`valid_username`] |
+//! | `username` | optional; when present it must satisfy [`valid_username`](crate::protocol::valid_username) |
 //! | `rooms` | optional; when present an array of strings (private rooms the user may join) |
 //!
 //! A claim that is `null` counts as absent, like optional fields on the wire.
@@ -36,7 +36,7 @@ mod mint;
 #[cfg(test)]
 mod tests;
 
-pub use claims::{TOKEN_MAX_BYTES, USERNAME_MAX_CHARS, valid_username};
+pub use claims::TOKEN_MAX_BYTES;
 pub use error::AuthError;
 pub use mint::{TokenSpec, mint_hs256};
 
@@ -50,6 +50,7 @@ use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::{Map, Value};
 
 use crate::config::{Config, ConfigError, JwtAlgorithm};
+use crate::protocol::valid_username;
 use claims::{Rounding, numeric_date};
 
 /// What a successfully verified token says about the connection's user.

@@ -31,7 +31,7 @@ pub use request::{
 };
 pub use rules::{
     CLIENT_MESSAGE_ID_CHARS_MAX, HISTORY_PAGE_DEFAULT, HISTORY_PAGE_MAX, REQUEST_ID_CHARS_MAX,
-    ROOM_DESCRIPTION_CHARS_MAX, ROOM_ID_CHARS_MAX, ROOM_NAME_CHARS_MAX, char_len,
-    valid_client_message_id, valid_display_text, valid_message_content, valid_request_id,
-    valid_room_description, valid_room_id, valid_room_reference,
+    ROOM_DESCRIPTION_CHARS_MAX, ROOM_ID_CHARS_MAX, ROOM_NAME_CHARS_MAX, USERNAME_MAX_CHARS,
+    char_len, valid_client_message_id, valid_display_text, valid_message_content, valid_request_id,
+    valid_room_description, valid_room_id, valid_room_reference, valid_username,
 };

@@ -22,7 +22,7 @@ use super::rules::{
     CLIENT_MESSAGE_ID_CHARS_MAX, HISTORY_PAGE_DEFAULT, HISTORY_PAGE_MAX, REQUEST_ID_CHARS_MAX,
     ROOM_DESCRIPTION_CHARS_MAX, ROOM_NAME_CHARS_MAX, valid_client_message_id, valid_display_text,
     valid_message_content, valid_request_id, valid_room_description, valid_room_id,
-    valid_room_reference,
+    valid_room_reference, valid_username,
 };
 
 /// Why a frame is not a valid request. Answered with `ERROR INVALID_MESSAGE`.
@@ -164,7 +164,7 @@ fn request_of(
             // verifier's to judge.
             let token = f.required_str("token")?;
             let username = f.optional_str("username")?;
-            if username.is_some_and(|name| !crate::auth::valid_username(name)) {
+            if username.is_some_and(|name| !valid_username(name)) {
                 return Err(
                     "username must be 1-32 characters without control characters".to_owned(),
                 );

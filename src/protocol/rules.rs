@@ -18,6 +18,23 @@ pub const HISTORY_PAGE_MAX: u32 = 100;
 /// `limit` of a `GET_HISTORY` that does not give one.
 pub const HISTORY_PAGE_DEFAULT: u32 = 50;
 
+/// Longest username, in Unicode code points.
+pub const USERNAME_MAX_CHARS: usize = 32;
+
+/// Whether `name` is an acceptable username: 1–32 Unicode code points and no
+/// control characters. The contract's rule for the `AUTHENTICATE`
+/// payload's `username`, which the token's `username` claim follows too.
+pub fn valid_username(name: &str) -> bool {
+    let mut count = 0usize;
+    for c in name.chars() {
+        count += 1;
+        if count > USERNAME_MAX_CHARS || c.is_control() {
+            return false;
+        }
+    }
+    count >= 1
+}
+
 /// Number of Unicode code points in `s`: every length in the contract counts these.
 pub fn char_len(s: &str) -> usize {
     s.chars().count()
@@ -120,5 +137,17 @@ mod tests {
         assert!(!valid_client_message_id(
             &"é".repeat(CLIENT_MESSAGE_ID_CHARS_MAX + 1)
         ));
+    }
+
+    #[test]
+    fn usernames() {
+        assert!(valid_username("alice"));
+        assert!(valid_username(&"ü".repeat(32)));
+        assert!(valid_username("a b"));
+        assert!(!valid_username(""));
+        assert!(!valid_username(&"a".repeat(33)));
+        assert!(!valid_username("tab\there"));
+        assert!(!valid_username("nul\0"));
+        assert!(!valid_username("del\u{7f}"));
     }
 }
