@@ -27,13 +27,12 @@ use chat_flow::config::Config;
 use chat_flow::protocol::CloseCode;
 use chat_flow::server::conn::{DataKind, Handler, ReadLimits, serve_with};
 use chat_flow::server::outbox::{OutFrame, Outbox, PushError};
-use chat_flow::server::{HEADER_READ_TIMEOUT, HEADERS_MAX};
 use fastwebsockets::WebSocket;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
@@ -90,12 +89,7 @@ async fn serve_http(io: tokio::net::TcpStream, peer: SocketAddr, limits: Limits)
         hyper::service::service_fn(
             move |req| async move { Ok::<_, Infallible>(route(req, limits)) },
         );
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_headers(HEADERS_MAX);
-    let connection = builder
+    let connection = chat_flow::server::http::builder(true)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     if let Err(e) = connection.await {

@@ -32,16 +32,9 @@ pub const HEADERS_MAX: usize = 64;
 /// refused with 431.
 pub const HEAD_BYTES_MAX: usize = 16 * 1024;
 
-/// Serves one TCP connection's HTTP until it ends or upgrades.
-pub(crate) async fn serve<I>(io: I, peer: SocketAddr, shared: Arc<Shared>)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let date_header = shared.http_date_header;
-    let service = hyper::service::service_fn(move |req| {
-        let shared = shared.clone();
-        async move { Ok::<_, Infallible>(route(req, peer, &shared)) }
-    });
+/// hyper's HTTP/1.1 server with this server's limits on request heads (time,
+/// lines, bytes); `date_header` says whether responses carry `Date`.
+pub fn builder(date_header: bool) -> hyper::server::conn::http1::Builder {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -49,6 +42,19 @@ where
         .max_headers(HEADERS_MAX)
         .max_buf_size(HEAD_BYTES_MAX)
         .auto_date_header(date_header);
+    builder
+}
+
+/// Serves one TCP connection's HTTP until it ends or upgrades.
+pub(crate) async fn serve<I>(io: I, peer: SocketAddr, shared: Arc<Shared>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let builder = builder(shared.http_date_header);
+    let service = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(route(req, peer, &shared)) }
+    });
     let connection = builder
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();

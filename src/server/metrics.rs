@@ -100,73 +100,79 @@ impl Metrics {
             fanout_seconds: Histogram::new(exponential_buckets(0.000_01, 2.5, 14)),
             registry: Registry::default(),
         };
-        registry.register(
-            "connections",
-            "WebSocket connections open",
-            m.connections.clone(),
-        );
-        registry.register(
-            "authenticated_connections",
-            "Authenticated WebSocket connections",
-            m.authenticated.clone(),
-        );
-        registry.register("rooms", "Rooms", m.rooms.clone());
-        registry.register(
-            "room_memberships",
-            "Connection-room memberships",
-            m.memberships.clone(),
-        );
-        registry.register(
-            "messages_received",
-            "WebSocket messages received from clients",
-            m.messages_received.clone(),
-        );
-        registry.register(
-            "chat_messages_accepted",
-            "Chat messages accepted and stored",
-            m.messages_accepted.clone(),
-        );
-        registry.register(
-            "messages_delivered",
-            "NEW_MESSAGE frames queued to recipients",
-            m.messages_delivered.clone(),
-        );
+        let gauges = [
+            ("connections", "WebSocket connections open", &m.connections),
+            (
+                "authenticated_connections",
+                "Authenticated WebSocket connections",
+                &m.authenticated,
+            ),
+            ("rooms", "Rooms", &m.rooms),
+            (
+                "room_memberships",
+                "Connection-room memberships",
+                &m.memberships,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            registry.register(name, help, gauge.clone());
+        }
+        let counters = [
+            (
+                "messages_received",
+                "WebSocket messages received from clients",
+                &m.messages_received,
+            ),
+            (
+                "chat_messages_accepted",
+                "Chat messages accepted and stored",
+                &m.messages_accepted,
+            ),
+            (
+                "messages_delivered",
+                "NEW_MESSAGE frames queued to recipients",
+                &m.messages_delivered,
+            ),
+            (
+                "rate_limit_rejections",
+                "Requests refused by a rate limit",
+                &m.rate_limited,
+            ),
+            (
+                "retries_deduplicated",
+                "SEND_MESSAGE retries answered with the original message instead of storing a duplicate",
+                &m.retries_deduplicated,
+            ),
+            (
+                "history_evictions",
+                "Messages evicted from a room's history",
+                &m.history_evictions,
+            ),
+            (
+                "token_refreshes",
+                "Tokens of authenticated connections refreshed by a new AUTHENTICATE",
+                &m.token_refreshes,
+            ),
+            (
+                "slow_consumer_closes",
+                "Connections closed because their outbound queue was full",
+                &m.slow_consumers,
+            ),
+            (
+                "refused_handshakes",
+                "TCP connections closed on accept: too many connections still in HTTP",
+                &m.refused_handshakes,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
         registry.register("errors", "ERROR frames sent, by code", m.errors.clone());
-        registry.register(
-            "rate_limit_rejections",
-            "Requests refused by a rate limit",
-            m.rate_limited.clone(),
-        );
-        registry.register(
-            "retries_deduplicated",
-            "SEND_MESSAGE retries answered with the original message instead of storing a duplicate",
-            m.retries_deduplicated.clone(),
-        );
-        registry.register(
-            "history_evictions",
-            "Messages evicted from a room's history",
-            m.history_evictions.clone(),
-        );
         registry.register(
             "closes",
             "Connections closed by the server's rules (authentication timeout, failed \
              authentications, token expiry, rate-limit abuse), by close code",
             m.closes.clone(),
-        );
-        registry.register(
-            "token_refreshes",
-            "Tokens of authenticated connections refreshed by a new AUTHENTICATE",
-            m.token_refreshes.clone(),
-        );
-        registry.register(
-            "slow_consumer_closes",
-            "Connections closed because their outbound queue was full",
-            m.slow_consumers.clone(),
-        );
-        registry.register(
-            "refused_handshakes",
-            "TCP connections closed on accept: too many connections still in HTTP",
-            m.refused_handshakes.clone(),
         );
         registry.register(
             "message_fanout_seconds",
