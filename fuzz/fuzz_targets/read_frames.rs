@@ -19,7 +19,7 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use chat_flow::frame::{OpCode, parse_head, unmask};
-use chat_flow::server::reader::FrameReader;
+use chat_flow::server::frame_reader::FrameReader;
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncRead, ReadBuf};
 

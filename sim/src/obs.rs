@@ -71,6 +71,16 @@ pub enum Obs {
         /// The WebSocket opcode (9 ping, 10 pong).
         opcode: u8,
     },
+    /// Bytes that are not a valid WebSocket frame crossed the wire; nothing
+    /// after them on that stream can be parsed.
+    Malformed {
+        /// The connection.
+        conn: ConnNo,
+        /// True when the server wrote them.
+        from_server: bool,
+        /// What is wrong with them.
+        reason: &'static str,
+    },
     /// The server's close frame arrived.
     CloseRecv {
         /// The connection.
@@ -193,6 +203,14 @@ pub fn trace_line(record: &Record, out: &mut String) {
             let kind = if *opcode == 9 { "PING" } else { "PONG" };
             let dir = if *from_server { '<' } else { '>' };
             write!(out, "#{conn} {dir} {kind}")
+        }
+        Obs::Malformed {
+            conn,
+            from_server,
+            reason,
+        } => {
+            let dir = if *from_server { '<' } else { '>' };
+            write!(out, "#{conn} {dir} MALFORMED {reason}")
         }
         Obs::CloseRecv { conn, code } => match code {
             Some(c) => write!(out, "#{conn} < CLOSE {c}"),

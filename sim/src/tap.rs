@@ -91,9 +91,19 @@ impl Sniffer {
             let (head, payload) = match parse_frame(&self.buf) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return,
-                // Nothing the server or a simulated client writes: protocol
-                // confusion, after which nothing can be parsed.
-                Err(_) => {
+                // Nothing the server or a simulated client writes: the
+                // transport oracle fails the run on it, and nothing after it
+                // can be parsed.
+                Err(e) => {
+                    rec.push(Obs::Malformed {
+                        conn,
+                        from_server: self.dir == Dir::Down,
+                        reason: match e {
+                            FrameError::Protocol(reason) => reason,
+                            FrameError::TooBig => "frame too big",
+                            FrameError::Gone => "stream ended",
+                        },
+                    });
                     self.dead = true;
                     return;
                 }

@@ -9,6 +9,7 @@ use super::request::{
     Authenticate, ClientMessage, ClientRequest, CreateRoom, GetHistory, JoinRoom, LeaveRoom,
     MessageKind, RoomKind, SendMessage, TypingStatus,
 };
+use super::rules::HISTORY_PAGE_DEFAULT;
 
 /// Writes `message` as the contract's JSON envelope. With
 /// `spell_absent_as_null`, every optional field that is absent is written as
@@ -42,11 +43,10 @@ pub fn encode(message: &ClientMessage, spell_absent_as_null: bool) -> Value {
                 "description",
                 (full || !description.is_empty()).then(|| json!(description)),
             );
-            let kind = match kind {
-                RoomKind::Public => "public",
-                RoomKind::Private => "private",
-            };
-            put("type", (full || kind != "public").then(|| json!(kind)));
+            put(
+                "type",
+                (full || *kind != RoomKind::default()).then(|| json!(kind)),
+            );
             put("id", id.as_ref().map(|id| json!(id)));
         }
         ClientRequest::ListRooms | ClientRequest::Ping => {}
@@ -67,7 +67,10 @@ pub fn encode(message: &ClientMessage, spell_absent_as_null: bool) -> Value {
         }) => {
             put("roomId", Some(json!(room_id)));
             put("beforeSeq", before_seq.map(|s| json!(s)));
-            put("limit", (full || *limit != 50).then(|| json!(limit)));
+            put(
+                "limit",
+                (full || *limit != HISTORY_PAGE_DEFAULT).then(|| json!(limit)),
+            );
         }
         ClientRequest::SendMessage(SendMessage {
             room_id,
@@ -77,11 +80,10 @@ pub fn encode(message: &ClientMessage, spell_absent_as_null: bool) -> Value {
         }) => {
             put("roomId", Some(json!(room_id)));
             put("content", Some(json!(content)));
-            let kind = match kind {
-                MessageKind::Text => "text",
-                MessageKind::Emote => "emote",
-            };
-            put("type", (full || kind != "text").then(|| json!(kind)));
+            put(
+                "type",
+                (full || *kind != MessageKind::default()).then(|| json!(kind)),
+            );
             put(
                 "clientMessageId",
                 client_message_id.as_ref().map(|c| json!(c)),

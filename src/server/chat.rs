@@ -45,23 +45,26 @@ where
     let outbox = Arc::new(Outbox::new(live.config.outbound_queue_limit));
     let ping_interval = Duration::from_millis(live.config.ping_interval_ms);
     drop(live);
-    let handler = ChatHandler {
-        conn,
-        shared: shared.clone(),
-        outbox: outbox.clone(),
-    };
-    // The socket is split now, before any future holds it.
-    let serving = conn::serve_with(ws, outbox.clone(), ping_interval, handler);
+    // The socket is split now, before any future holds it, and the
+    // connection's future is built inside the task, once: a future captured
+    // by this block and then awaited would be held twice for the
+    // connection's whole life.
+    let read_half = conn::split(ws, &outbox);
     async move {
-        if shared
-            .send(Command::Connect { conn, outbox })
-            .await
-            .is_err()
-        {
+        let connect = Command::Connect {
+            conn,
+            outbox: outbox.clone(),
+        };
+        if shared.send(connect).await.is_err() {
             return;
         }
         info!("connected");
-        serving.await;
+        let handler = ChatHandler {
+            conn,
+            shared: shared.clone(),
+            outbox: outbox.clone(),
+        };
+        conn::serve_split(read_half, outbox, ping_interval, handler).await;
         // Idempotent: the core may already have forgotten the connection.
         let _ = shared.send(Command::Disconnect { conn }).await;
     }

@@ -26,13 +26,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::message_reader::{MessageReader, Read};
+use super::message_reader::{DataKind, MessageReader, Received};
 use super::outbox::writer::{WriteEnd, write_loop};
 use super::outbox::{Control, Outbox};
-use super::reader::FrameError;
+use crate::frame::FrameError;
 use crate::protocol::CloseCode;
-
-pub use super::message_reader::DataKind;
 
 /// Why the reader stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +97,7 @@ where
 /// reader and the write half goes to the outbox until the end, so that after
 /// a close the socket can still be drained: see [`linger`]. Frames are laid
 /// out by the outbound path ([`outbox`](super::outbox)).
-fn split<S>(ws: WebSocket<S>, outbox: &Outbox) -> ReadHalf<S>
+pub(crate) fn split<S>(ws: WebSocket<S>, outbox: &Outbox) -> ReadHalf<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -108,7 +106,9 @@ where
     read_half
 }
 
-async fn serve_split<R, H>(
+/// [`serve_with`] once the socket is split: `read_half` is the socket's
+/// read half, and its write half is attached to `outbox`.
+pub(crate) async fn serve_split<R, H>(
     mut read_half: R,
     outbox: Arc<Outbox>,
     ping_interval: Duration,
@@ -260,11 +260,11 @@ where
         let received = Instant::now();
         match messages.on_frame(frame, limits.max_message_bytes, outbox.is_closing()) {
             Err((code, reason)) => return ReadEnd::Close(code, reason),
-            Ok(Read::Nothing) => {}
-            Ok(Read::Ping(payload)) => outbox.push_control(Control::Pong(Bytes::from(payload))),
-            Ok(Read::PeerClosed(code)) => return ReadEnd::PeerClosed(code),
-            Ok(Read::CloseAnswered) => return ReadEnd::Stopped,
-            Ok(Read::Message(kind, mut payload)) => {
+            Ok(Received::Nothing) => {}
+            Ok(Received::Ping(payload)) => outbox.push_control(Control::Pong(Bytes::from(payload))),
+            Ok(Received::PeerClosed(code)) => return ReadEnd::PeerClosed(code),
+            Ok(Received::CloseAnswered) => return ReadEnd::Stopped,
+            Ok(Received::Message(kind, mut payload)) => {
                 if let Err((code, reason)) = handler.message(kind, &mut payload, received).await {
                     return ReadEnd::Close(code, reason);
                 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::metrics::Metrics;
 use super::outbox::flushes::Flushes;
@@ -243,7 +243,7 @@ impl Driver {
                         match self.flushes.queue(outbox, frame, notice) {
                             Ok(()) | Err(PushError::Closed) => {}
                             Err(PushError::Full) => {
-                                warn!(
+                                debug!(
                                     conn = conn.0,
                                     "slow consumer: outbound queue full, closing with 1013"
                                 );

@@ -11,7 +11,8 @@
 use fastwebsockets::OpCode;
 use tokio::io::AsyncRead;
 
-use super::reader::{FrameError, FrameReader, InFrame};
+use super::frame_reader::{FrameReader, InFrame};
+use crate::frame::FrameError;
 use crate::protocol::CloseCode;
 
 /// A fragmented message may span at most one frame per this many bytes of
@@ -33,7 +34,7 @@ pub enum DataKind {
 
 /// What one frame amounts to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Read {
+pub enum Received {
     /// Nothing to act on: a fragment of a message still incomplete, a pong,
     /// or, once the server is closing, anything but a close.
     Nothing,
@@ -94,7 +95,7 @@ impl MessageReader {
         frame: InFrame,
         max_message_bytes: usize,
         closing: bool,
-    ) -> Result<Read, Refusal> {
+    ) -> Result<Received, Refusal> {
         // RFC 6455 5.1: a server must close the connection on a frame from
         // the client that is not masked.
         if !frame.masked {
@@ -102,9 +103,9 @@ impl MessageReader {
         }
         if closing {
             return Ok(if frame.opcode == OpCode::Close {
-                Read::CloseAnswered
+                Received::CloseAnswered
             } else {
-                Read::Nothing
+                Received::Nothing
             });
         }
         let kind = |opcode| {
@@ -127,7 +128,7 @@ impl MessageReader {
                         payload: frame.payload,
                         fragments: 1,
                     });
-                    Ok(Read::Nothing)
+                    Ok(Received::Nothing)
                 }
             }
             OpCode::Continuation => {
@@ -141,30 +142,30 @@ impl MessageReader {
                 partial.payload.extend_from_slice(&frame.payload);
                 match self.partial.take_if(|_| frame.fin) {
                     Some(done) => complete(done.kind, done.payload),
-                    None => Ok(Read::Nothing),
+                    None => Ok(Received::Nothing),
                 }
             }
             OpCode::Close => peer_close(&frame.payload),
-            OpCode::Ping => Ok(Read::Ping(frame.payload)),
-            OpCode::Pong => Ok(Read::Nothing),
+            OpCode::Ping => Ok(Received::Ping(frame.payload)),
+            OpCode::Pong => Ok(Received::Nothing),
         }
     }
 }
 
 /// A complete message; a text message must be valid UTF-8 as a whole (RFC
 /// 6455 8.1): fragments are checked once reassembled.
-fn complete(kind: DataKind, payload: Vec<u8>) -> Result<Read, Refusal> {
+fn complete(kind: DataKind, payload: Vec<u8>) -> Result<Received, Refusal> {
     if kind == DataKind::Text && std::str::from_utf8(&payload).is_err() {
         return Err((CloseCode::InvalidPayload, "invalid UTF-8"));
     }
-    Ok(Read::Message(kind, payload))
+    Ok(Received::Message(kind, payload))
 }
 
 /// Validates a close frame from the peer (auto-close is off, so this is ours
 /// to do).
-fn peer_close(payload: &[u8]) -> Result<Read, Refusal> {
+fn peer_close(payload: &[u8]) -> Result<Received, Refusal> {
     match payload.len() {
-        0 => Ok(Read::PeerClosed(1005)),
+        0 => Ok(Received::PeerClosed(1005)),
         1 => Err((CloseCode::ProtocolError, "invalid close frame")),
         _ => {
             let code = u16::from_be_bytes([payload[0], payload[1]]);
@@ -174,7 +175,7 @@ fn peer_close(payload: &[u8]) -> Result<Read, Refusal> {
             if std::str::from_utf8(&payload[2..]).is_err() {
                 return Err((CloseCode::InvalidPayload, "invalid close reason"));
             }
-            Ok(Read::PeerClosed(code))
+            Ok(Received::PeerClosed(code))
         }
     }
 }
@@ -194,7 +195,7 @@ mod tests {
         }
     }
 
-    fn on(r: &mut MessageReader, f: InFrame) -> Result<Read, Refusal> {
+    fn on(r: &mut MessageReader, f: InFrame) -> Result<Received, Refusal> {
         r.on_frame(f, LIMIT, false)
     }
 
@@ -203,11 +204,11 @@ mod tests {
         let mut r = MessageReader::default();
         assert_eq!(
             on(&mut r, frame(true, OpCode::Text, b"hi")),
-            Ok(Read::Message(DataKind::Text, b"hi".to_vec()))
+            Ok(Received::Message(DataKind::Text, b"hi".to_vec()))
         );
         assert_eq!(
             on(&mut r, frame(true, OpCode::Binary, &[0xff])),
-            Ok(Read::Message(DataKind::Binary, vec![0xff]))
+            Ok(Received::Message(DataKind::Binary, vec![0xff]))
         );
     }
 
@@ -216,28 +217,28 @@ mod tests {
         let mut r = MessageReader::default();
         assert_eq!(
             on(&mut r, frame(false, OpCode::Text, b"he")),
-            Ok(Read::Nothing)
+            Ok(Received::Nothing)
         );
         assert_eq!(
             on(&mut r, frame(true, OpCode::Ping, b"p")),
-            Ok(Read::Ping(b"p".to_vec()))
+            Ok(Received::Ping(b"p".to_vec()))
         );
         assert_eq!(
             on(&mut r, frame(true, OpCode::Pong, b"")),
-            Ok(Read::Nothing)
+            Ok(Received::Nothing)
         );
         assert_eq!(
             on(&mut r, frame(false, OpCode::Continuation, b"ll")),
-            Ok(Read::Nothing)
+            Ok(Received::Nothing)
         );
         assert_eq!(
             on(&mut r, frame(true, OpCode::Continuation, b"o")),
-            Ok(Read::Message(DataKind::Text, b"hello".to_vec()))
+            Ok(Received::Message(DataKind::Text, b"hello".to_vec()))
         );
         // The next message starts afresh.
         assert_eq!(
             on(&mut r, frame(true, OpCode::Text, b"x")),
-            Ok(Read::Message(DataKind::Text, b"x".to_vec()))
+            Ok(Received::Message(DataKind::Text, b"x".to_vec()))
         );
     }
 
@@ -277,7 +278,7 @@ mod tests {
         for _ in 1..max {
             assert_eq!(
                 on(&mut r, frame(false, OpCode::Continuation, b"")),
-                Ok(Read::Nothing)
+                Ok(Received::Nothing)
             );
         }
         assert_eq!(
@@ -302,7 +303,7 @@ mod tests {
         on(&mut r, frame(false, OpCode::Text, &euro[..1])).expect("first");
         assert_eq!(
             on(&mut r, frame(true, OpCode::Continuation, &euro[1..])),
-            Ok(Read::Message(DataKind::Text, euro.to_vec()))
+            Ok(Received::Message(DataKind::Text, euro.to_vec()))
         );
         assert_eq!(
             on(&mut r, frame(true, OpCode::Text, &[0xc3])),
@@ -311,7 +312,7 @@ mod tests {
         // Binary is not text.
         assert_eq!(
             on(&mut r, frame(true, OpCode::Binary, &[0xc3])),
-            Ok(Read::Message(DataKind::Binary, vec![0xc3]))
+            Ok(Received::Message(DataKind::Binary, vec![0xc3]))
         );
     }
 
@@ -320,9 +321,12 @@ mod tests {
         let close = |payload: &[u8]| {
             MessageReader::default().on_frame(frame(true, OpCode::Close, payload), LIMIT, false)
         };
-        assert_eq!(close(b""), Ok(Read::PeerClosed(1005)));
-        assert_eq!(close(&[0x03, 0xe8]), Ok(Read::PeerClosed(1000)));
-        assert_eq!(close(&[0x03, 0xe9, b'b', b'y']), Ok(Read::PeerClosed(1001)));
+        assert_eq!(close(b""), Ok(Received::PeerClosed(1005)));
+        assert_eq!(close(&[0x03, 0xe8]), Ok(Received::PeerClosed(1000)));
+        assert_eq!(
+            close(&[0x03, 0xe9, b'b', b'y']),
+            Ok(Received::PeerClosed(1001))
+        );
         assert_eq!(
             close(&[0x03]),
             Err((CloseCode::ProtocolError, "invalid close frame"))
@@ -348,16 +352,16 @@ mod tests {
         let closing = |r: &mut MessageReader, f| r.on_frame(f, LIMIT, true);
         assert_eq!(
             closing(&mut r, frame(true, OpCode::Text, b"late")),
-            Ok(Read::Nothing)
+            Ok(Received::Nothing)
         );
         // Even frames that would be errors are ignored.
         assert_eq!(
             closing(&mut r, frame(true, OpCode::Continuation, b"x")),
-            Ok(Read::Nothing)
+            Ok(Received::Nothing)
         );
         assert_eq!(
             closing(&mut r, frame(true, OpCode::Close, &[0x03])),
-            Ok(Read::CloseAnswered)
+            Ok(Received::CloseAnswered)
         );
     }
 }

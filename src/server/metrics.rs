@@ -1,6 +1,6 @@
 //! Prometheus metrics (`GET /metrics`), with prometheus-client.
 //!
-//! The hub publishes the core's counters (every field of [`Stats`]) and
+//! The driver publishes the core's counters (every field of [`Stats`]) and
 //! gauges after each batch of work (the core itself knows nothing of
 //! Prometheus); connection tasks count frames received and open sockets.
 
@@ -199,24 +199,49 @@ impl Metrics {
         self.authenticated.set(gauges.authenticated as i64);
         self.rooms.set(gauges.rooms as i64);
         self.memberships.set(gauges.memberships as i64);
-        self.messages_accepted
-            .inc_by(stats.messages_accepted - last.messages_accepted);
-        self.messages_delivered
-            .inc_by(stats.messages_delivered - last.messages_delivered);
-        self.rate_limited
-            .inc_by(stats.rate_limited - last.rate_limited);
-        self.retries_deduplicated
-            .inc_by(stats.retries_deduplicated - last.retries_deduplicated);
-        self.history_evictions
-            .inc_by(stats.history_evictions - last.history_evictions);
-        self.token_refreshes
-            .inc_by(stats.token_refreshes - last.token_refreshes);
-        for (&code, &count) in &stats.closes {
-            let delta = count - last.closes.get(&code).copied().unwrap_or(0);
-            if delta > 0 {
-                self.closes
-                    .get_or_create(&CloseLabel { code })
-                    .inc_by(delta);
+        // Only what moved: at low load a batch is one message, and most
+        // counters stand still.
+        let counters = [
+            (
+                &self.messages_accepted,
+                stats.messages_accepted,
+                last.messages_accepted,
+            ),
+            (
+                &self.messages_delivered,
+                stats.messages_delivered,
+                last.messages_delivered,
+            ),
+            (&self.rate_limited, stats.rate_limited, last.rate_limited),
+            (
+                &self.retries_deduplicated,
+                stats.retries_deduplicated,
+                last.retries_deduplicated,
+            ),
+            (
+                &self.history_evictions,
+                stats.history_evictions,
+                last.history_evictions,
+            ),
+            (
+                &self.token_refreshes,
+                stats.token_refreshes,
+                last.token_refreshes,
+            ),
+        ];
+        for (counter, now, before) in counters {
+            if now > before {
+                counter.inc_by(now - before);
+            }
+        }
+        if stats.closes != last.closes {
+            for (&code, &count) in &stats.closes {
+                let delta = count - last.closes.get(&code).copied().unwrap_or(0);
+                if delta > 0 {
+                    self.closes
+                        .get_or_create(&CloseLabel { code })
+                        .inc_by(delta);
+                }
             }
         }
         for (i, code) in ErrorCode::ALL.iter().enumerate() {

@@ -11,7 +11,7 @@
 //!    an upgrade of `/ws`.
 //! 2. [`chat`] gives the upgraded connection an [`outbox::Outbox`] and
 //!    registers it with the driver; [`conn`] runs its reader and writer.
-//! 3. The reader: [`reader`] reads frames (holding no buffer while idle),
+//! 3. The reader: [`frame_reader`] reads frames (holding no buffer while idle),
 //!    [`message_reader`] reassembles them into messages and applies the
 //!    frame rules, [`chat`] parses each message, verifies tokens and sends
 //!    it to the driver as a [`driver::Command`].
@@ -28,11 +28,11 @@ pub mod admission;
 pub mod chat;
 pub mod conn;
 pub mod driver;
+pub mod frame_reader;
 pub mod http;
 pub mod message_reader;
 pub mod metrics;
 pub mod outbox;
-pub mod reader;
 mod shared;
 
 use std::future::Future;

@@ -284,6 +284,20 @@ impl Checker {
                     );
                 }
             }
+            Obs::Malformed {
+                conn,
+                from_server,
+                reason,
+            } => {
+                let place = self.model.place(*conn);
+                let who = if *from_server { "server" } else { "client" };
+                self.out.fail(
+                    "transport",
+                    at,
+                    place,
+                    format!("the {who} wrote a malformed frame: {reason}"),
+                );
+            }
             Obs::Sent { conn, text } => self.on_sent(at, *conn, text),
             Obs::Recv { conn, text } => self.on_recv(at, *conn, text),
             Obs::Control {

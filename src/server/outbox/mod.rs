@@ -116,6 +116,10 @@ struct State {
     /// When the close was requested: the connection's last moment is
     /// [`CLOSE_GRACE`] after it.
     close_requested_at: Option<Instant>,
+    /// Payload bytes queued (not yet taken by the writer) when the close
+    /// was asked for: what a slow consumer's close dropped, or what the
+    /// close frame had to wait behind. For the close log.
+    queued_at_close: usize,
     /// The close was handed to the writer.
     close_taken: bool,
     /// The driver owes this connection a [`flush`](Outbox::flush): it is
@@ -303,6 +307,7 @@ impl Outbox {
         }
         s.close = Some(request);
         s.close_requested_at = Some(Instant::now());
+        s.queued_at_close = payload_bytes(&s.frames);
         if discard {
             // Only the rest of a frame the socket took part of stays: the
             // close frame must not land in the middle of it.
@@ -322,9 +327,14 @@ impl Outbox {
         self.lock().close
     }
 
-    /// Bytes of payload queued and not yet written (for the close log).
+    /// Payload bytes queued and not yet taken by the writer: when the close
+    /// was asked for, once it was (for the close log).
     pub fn queued_bytes(&self) -> usize {
-        self.lock().frames.iter().map(|f| f.bytes().len()).sum()
+        let s = self.lock();
+        match s.close {
+            Some(_) => s.queued_at_close,
+            None => payload_bytes(&s.frames),
+        }
     }
 
     /// Whether a close was requested.
@@ -405,6 +415,11 @@ impl Outbox {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The payload bytes of `frames`.
+fn payload_bytes(frames: &VecDeque<OutFrame>) -> usize {
+    frames.iter().map(|f| f.bytes().len()).sum()
 }
 
 #[cfg(test)]

@@ -216,7 +216,7 @@ async fn what_the_socket_does_not_take_goes_to_the_writer_in_order() {
     assert!(matches!(batch.frames[0], OutFrame::Rest(_)));
     let mut got = received(&mut peer).await;
     assert_eq!(got.len(), room);
-    // The hub must not write past the writer while it holds the socket.
+    // The driver must not write past the writer while it holds the socket.
     o.queue(Bytes::from_static(b"later"), false)
         .expect("queued");
     o.flush();
@@ -459,4 +459,26 @@ fn prop_the_write_protocol_strands_nothing_and_keeps_order() {
     quickcheck::QuickCheck::new()
         .tests(2_000)
         .quickcheck(run as fn(u8, Vec<Op>) -> quickcheck::TestResult);
+}
+
+#[test]
+fn the_bytes_queued_when_a_close_is_asked_for_are_kept_for_the_log() {
+    let frame = || Bytes::from(vec![b'x'; 100]);
+    let o = Outbox::new(8);
+    for _ in 0..3 {
+        o.push_frame(OutFrame::Text(frame())).expect("queued");
+    }
+    assert_eq!(o.queued_bytes(), 300);
+    // A slow consumer's close drops them; the log still says how many.
+    o.close_discarding(CloseCode::TryAgainLater, "slow consumer");
+    assert_eq!(o.queued_bytes(), 300);
+    let o = Outbox::new(8);
+    o.push_frame(OutFrame::Text(frame())).expect("queued");
+    o.close(CloseCode::Normal, "");
+    // A later push is refused and does not count.
+    assert_eq!(
+        o.push_frame(OutFrame::Text(frame())),
+        Err(PushError::Closed)
+    );
+    assert_eq!(o.queued_bytes(), 100);
 }

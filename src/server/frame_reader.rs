@@ -20,7 +20,7 @@ use fastwebsockets::OpCode;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 /// Why no frame could be read (the frame codec's error).
-pub use crate::frame::FrameError;
+use crate::frame::FrameError;
 use crate::frame::parse_head;
 
 /// Bytes read at once into the thread's scratch buffer while no frame needs
