@@ -53,10 +53,6 @@ use serde_json::{Map, Value, json};
 const SECRET: &[u8] = b"chat-flow-fuzz-secret-0123456789abcdef";
 const WRONG_SECRET: &[u8] = b"chat-flow-fuzz-secret-0123456789abcdeF";
 const EC_PUBLIC: &[u8] = include_bytes!("../../tests/fixtures/jwt/ec_p256_public.pem");
-const EC_PUBLIC_FILE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../tests/fixtures/jwt/ec_p256_public.pem"
-);
 const EC_PRIVATE: &[u8] = include_bytes!("../../tests/fixtures/jwt/ec_p256_private.pem");
 /// "Now" for raw and built tokens, give or take the fuzzer's offset.
 const BASE_S: u64 = 1_700_000_000;
@@ -257,7 +253,10 @@ fn config_of(spec: &ConfigSpec<'_>) -> Config {
         // built once, as parsing its PEM on every input would dominate.
         return Config {
             jwt_algorithm: JwtAlgorithm::Es256,
-            jwt_key: JwtKeySource::PublicKeyFile(EC_PUBLIC_FILE.into()),
+            jwt_key: JwtKeySource::PublicKeyPem {
+                path: "ec_p256_public.pem".into(),
+                pem: EC_PUBLIC.to_vec(),
+            },
             ..Config::default()
         };
     }

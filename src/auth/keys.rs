@@ -4,16 +4,9 @@
 //! too weak. Its errors are [`ConfigError`]s because they name
 //! `JWT_PUBLIC_KEY_FILE`, the setting the operator has to fix.
 
-use std::io::Read;
-use std::path::Path;
-
 use jsonwebtoken::DecodingKey;
 
 use crate::config::{ConfigError, DEV_JWT_SECRET, JwtAlgorithm, JwtKeySource};
-
-/// Largest public key file read from `JWT_PUBLIC_KEY_FILE` (a PEM public key
-/// is a few KiB at most; this stops a misconfigured path from being slurped).
-const PUBLIC_KEY_FILE_MAX_BYTES: u64 = 64 * 1024;
 
 /// Smallest accepted RSA modulus for `RS256` (NIST SP 800-131A).
 const RSA_MIN_BITS: usize = 2048;
@@ -28,26 +21,6 @@ pub(super) fn jsonwebtoken_algorithm(algorithm: JwtAlgorithm) -> jsonwebtoken::A
     }
 }
 
-/// Reads at most [`PUBLIC_KEY_FILE_MAX_BYTES`] of the key file.
-fn read_key_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
-    let unreadable = |reason: String| ConfigError::KeyFileUnreadable {
-        var: "JWT_PUBLIC_KEY_FILE",
-        path: path.to_owned(),
-        reason,
-    };
-    let file = std::fs::File::open(path).map_err(|e| unreadable(e.to_string()))?;
-    let mut pem = Vec::new();
-    file.take(PUBLIC_KEY_FILE_MAX_BYTES + 1)
-        .read_to_end(&mut pem)
-        .map_err(|e| unreadable(e.to_string()))?;
-    if pem.len() as u64 > PUBLIC_KEY_FILE_MAX_BYTES {
-        return Err(unreadable(format!(
-            "larger than {PUBLIC_KEY_FILE_MAX_BYTES} bytes; expected a PEM public key"
-        )));
-    }
-    Ok(pem)
-}
-
 /// Builds the `jsonwebtoken` key that verifies `algorithm` from `source`,
 /// reading a public key file and checking that the key actually parses for
 /// that algorithm (the binary builds a verifier right after validating the
@@ -58,7 +31,7 @@ pub(super) fn decoding_key(
     source: &JwtKeySource,
 ) -> Result<DecodingKey, ConfigError> {
     let (path, pem) = match (algorithm.uses_public_key(), source) {
-        (false, JwtKeySource::PublicKeyFile(path)) => {
+        (false, JwtKeySource::PublicKeyPem { path, .. }) => {
             return Err(ConfigError::invalid(
                 "JWT_PUBLIC_KEY_FILE",
                 &path.to_string_lossy(),
@@ -69,7 +42,7 @@ pub(super) fn decoding_key(
             let secret = key.hmac_secret().unwrap_or(DEV_JWT_SECRET.as_bytes());
             return Ok(DecodingKey::from_secret(secret));
         }
-        (true, JwtKeySource::PublicKeyFile(path)) => (path, read_key_file(path)?),
+        (true, JwtKeySource::PublicKeyPem { path, pem }) => (path, pem),
         (true, _) => {
             return Err(ConfigError::Missing {
                 var: "JWT_PUBLIC_KEY_FILE",
@@ -88,9 +61,9 @@ pub(super) fn decoding_key(
         _ => "an Ed25519 public key in PEM (\"PUBLIC KEY\")",
     };
     let key = match algorithm {
-        JwtAlgorithm::Rs256 => DecodingKey::from_rsa_pem(&pem),
-        JwtAlgorithm::Es256 => DecodingKey::from_ec_pem(&pem),
-        _ => DecodingKey::from_ed_pem(&pem),
+        JwtAlgorithm::Rs256 => DecodingKey::from_rsa_pem(pem),
+        JwtAlgorithm::Es256 => DecodingKey::from_ec_pem(pem),
+        _ => DecodingKey::from_ed_pem(pem),
     }
     .map_err(|_| invalid(format!("expected {expected} for {algorithm}")))?;
     let der = key
@@ -187,17 +160,5 @@ mod tests {
                 "{alg}/{file}: {e}"
             );
         }
-    }
-
-    #[test]
-    fn an_oversized_key_file_is_unreadable() {
-        let dir = std::env::temp_dir().join(format!("chat-flow-keys-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("huge.pem");
-        let size = usize::try_from(PUBLIC_KEY_FILE_MAX_BYTES).expect("small") + 1;
-        std::fs::write(&path, vec![b'A'; size]).expect("write");
-        let e = load("ES256", &path.to_string_lossy()).expect_err("too large");
-        assert!(matches!(e, ConfigError::KeyFileUnreadable { .. }), "{e}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -32,7 +32,10 @@ fn verifier(config: &Config) -> Verifier {
 fn public_key_config(algorithm: JwtAlgorithm, file: &str) -> Config {
     Config {
         jwt_algorithm: algorithm,
-        jwt_key: JwtKeySource::PublicKeyFile(fixture_path(file).into()),
+        jwt_key: JwtKeySource::PublicKeyPem {
+            path: fixture_path(file).into(),
+            pem: std::fs::read(fixture_path(file)).expect("fixture"),
+        },
         ..Config::default()
     }
 }

@@ -5,6 +5,10 @@
 use std::fmt;
 use std::path::PathBuf;
 
+/// Largest public key file read from `JWT_PUBLIC_KEY_FILE` (a PEM public key
+/// is a few KiB at most; this stops a misconfigured path from being slurped).
+pub const PUBLIC_KEY_FILE_MAX_BYTES: u64 = 64 * 1024;
+
 /// Minimum `JWT_SECRET` length under `APP_ENV=production` (256 bits, the
 /// HS256 output size; shorter secrets are guessable).
 pub const JWT_SECRET_MIN_BYTES: usize = 32;
@@ -83,11 +87,18 @@ pub enum JwtKeySource {
     DevSecret,
     /// HS256 with the bytes of `JWT_SECRET`.
     Secret(Vec<u8>),
-    /// RS256, ES256 or EdDSA with the PEM public key in this file
-    /// (`JWT_PUBLIC_KEY_FILE`). `auth` reads and parses it when it builds a
-    /// verifier; the binary does so right after validation, so a missing or
-    /// wrong key is a start-up error.
-    PublicKeyFile(PathBuf),
+    /// RS256, ES256 or EdDSA with the PEM public key read from
+    /// `JWT_PUBLIC_KEY_FILE` during validation (once: a verifier built from
+    /// this configuration, now or after a reload, parses these bytes, never
+    /// a file that may have changed since). `auth` parses it; the binary
+    /// builds a verifier right after validation, so a wrong key is a
+    /// start-up error.
+    PublicKeyPem {
+        /// The path it was read from, for errors and logs.
+        path: PathBuf,
+        /// The file's contents.
+        pem: Vec<u8>,
+    },
 }
 
 impl JwtKeySource {
@@ -97,7 +108,7 @@ impl JwtKeySource {
         match self {
             Self::DevSecret => Some(DEV_JWT_SECRET.as_bytes()),
             Self::Secret(secret) => Some(secret),
-            Self::PublicKeyFile(_) => None,
+            Self::PublicKeyPem { .. } => None,
         }
     }
 }
@@ -107,7 +118,11 @@ impl fmt::Debug for JwtKeySource {
         match self {
             Self::DevSecret => f.write_str("DevSecret"),
             Self::Secret(secret) => write!(f, "Secret([redacted; {} bytes])", secret.len()),
-            Self::PublicKeyFile(path) => f.debug_tuple("PublicKeyFile").field(path).finish(),
+            Self::PublicKeyPem { path, pem } => f
+                .debug_struct("PublicKeyPem")
+                .field("path", path)
+                .field("pem_bytes", &pem.len())
+                .finish(),
         }
     }
 }

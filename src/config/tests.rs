@@ -347,7 +347,13 @@ fn public_key_algorithms_require_a_key_file() {
         let path = fixture("rsa_public.pem");
         let config = load(&[("JWT_ALGORITHM", alg), ("JWT_PUBLIC_KEY_FILE", &path)])
             .unwrap_or_else(|e| panic!("{alg}: {e}"));
-        assert_eq!(config.jwt_key, JwtKeySource::PublicKeyFile(path.into()));
+        assert_eq!(
+            config.jwt_key,
+            JwtKeySource::PublicKeyPem {
+                pem: std::fs::read(&path).expect("fixture"),
+                path: path.into(),
+            }
+        );
         assert_eq!(config.jwt_key.hmac_secret(), None);
         assert!(!config.uses_dev_secret());
     }
@@ -414,4 +420,20 @@ fn env_example_defaults_are_the_defaults() {
         .collect();
     let config = Config::from_lookup(|var| vars.get(var).cloned()).expect("valid");
     assert_eq!(config, Config::default());
+}
+
+#[test]
+fn an_oversized_key_file_is_unreadable() {
+    let dir = std::env::temp_dir().join(format!("chat-flow-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("huge.pem");
+    let size = usize::try_from(super::jwt::PUBLIC_KEY_FILE_MAX_BYTES).expect("small") + 1;
+    std::fs::write(&path, vec![b'A'; size]).expect("write");
+    let e = load(&[
+        ("JWT_ALGORITHM", "ES256"),
+        ("JWT_PUBLIC_KEY_FILE", &path.to_string_lossy()),
+    ])
+    .expect_err("too large");
+    assert!(matches!(e, ConfigError::KeyFileUnreadable { .. }), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

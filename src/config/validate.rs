@@ -1,11 +1,14 @@
 //! Validation: [`Config::from_lookup`] turns raw values into a [`Config`],
 //! one rule per variable, and every error names the variable and the value.
 
+use std::io::Read;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::error::ConfigError;
-use super::jwt::{DEV_JWT_SECRET, JWT_SECRET_MIN_BYTES, JwtAlgorithm, JwtKeySource};
+use super::jwt::{
+    DEV_JWT_SECRET, JWT_SECRET_MIN_BYTES, JwtAlgorithm, JwtKeySource, PUBLIC_KEY_FILE_MAX_BYTES,
+};
 use super::settings::*;
 use super::sources::ServeArgs;
 use crate::protocol;
@@ -333,7 +336,29 @@ fn resolve_jwt_key(
             format!("expected the path of a PEM public key file for {algorithm}"),
         ));
     }
-    Ok(JwtKeySource::PublicKeyFile(PathBuf::from(raw_path)))
+    let path = PathBuf::from(raw_path);
+    let pem = read_key_file(&path)?;
+    Ok(JwtKeySource::PublicKeyPem { path, pem })
+}
+
+/// Reads at most [`PUBLIC_KEY_FILE_MAX_BYTES`] of the key file.
+fn read_key_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let unreadable = |reason: String| ConfigError::KeyFileUnreadable {
+        var: "JWT_PUBLIC_KEY_FILE",
+        path: path.to_owned(),
+        reason,
+    };
+    let file = std::fs::File::open(path).map_err(|e| unreadable(e.to_string()))?;
+    let mut pem = Vec::new();
+    file.take(PUBLIC_KEY_FILE_MAX_BYTES + 1)
+        .read_to_end(&mut pem)
+        .map_err(|e| unreadable(e.to_string()))?;
+    if pem.len() as u64 > PUBLIC_KEY_FILE_MAX_BYTES {
+        return Err(unreadable(format!(
+            "larger than {PUBLIC_KEY_FILE_MAX_BYTES} bytes; expected a PEM public key"
+        )));
+    }
+    Ok(pem)
 }
 
 /// Parses `DEFAULT_ROOMS`: comma-separated `id:name` pairs; blank = none.

@@ -311,6 +311,9 @@ pub struct RunningServer {
 impl RunningServer {
     /// Binds `config`'s address (port 0 picks a free one) and starts serving.
     pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+        // A key that does not parse is an error here, not when the server
+        // stops.
+        Verifier::from_config(&config)?;
         let addr = config.listen_addr();
         let listener = tokio::net::TcpListener::bind(addr)
             .await
