@@ -36,6 +36,16 @@ const DEFAULTS = {
   closeTimeoutMs: 1000,
 };
 
+/** Requests other than sends and heartbeats: they share one window. */
+const CONTROL = new Set(['join', 'leave', 'request']);
+
+/**
+ * Most of them in flight at once: fewer than any sensible
+ * `RATE_LIMIT_DISCONNECT_AFTER`, so that a burst (a resume of many rooms)
+ * cannot be refused often enough in a row to be closed for abuse.
+ */
+const REQUEST_WINDOW = 4;
+
 /** Request kinds that may simply be written again on a new connection. */
 const RETRYABLE = new Set(['LIST_ROOMS', 'GET_HISTORY', 'PING']);
 
@@ -88,6 +98,8 @@ export class ChatClient {
   #queue = [];
   #queueSeq = 0;
   #requestGateUntil = 0;
+  /** A request was rate-limited and none answered since: one at a time. */
+  #requestsCareful = false;
   /** @type {Map<string, Array<{ resolve: Function, reject: Function }>>} */
   #joinWaiters = new Map();
   #ready = null;
@@ -315,6 +327,9 @@ export class ChatClient {
       return item.kind === 'request';
     });
     this.#outbox.connectionLost();
+    // The request bucket is per connection (the send bucket, per user, is not).
+    this.#requestGateUntil = 0;
+    this.#requestsCareful = false;
     for (const t of this.#typing.values()) this.#clock.clearTimeout(t.timer);
     this.#typing.clear();
     if (code === CLOSE_POLICY) this.#refusedToken = conn.token;
@@ -460,8 +475,12 @@ export class ChatClient {
     const conn = this.#authenticated();
     if (conn === null) return;
     const now = this.#clock.now();
-    // Requests other than sends, in order, unless rate-limited.
-    while (this.#queue.length > 0 && now >= this.#requestGateUntil) {
+    // Requests other than sends, in order, through their own window, unless
+    // rate-limited (one at a time after a rejection, until a reply).
+    let inFlight = 0;
+    for (const entry of conn.pending.values()) if (CONTROL.has(entry.kind)) inFlight += 1;
+    const window = this.#requestsCareful ? 1 : REQUEST_WINDOW;
+    while (this.#queue.length > 0 && now >= this.#requestGateUntil && inFlight < window) {
       const item = this.#queue.shift();
       if (item.kind === 'join') {
         if (!this.#rooms.has(item.roomId) || conn.joining.has(item.roomId)) continue;
@@ -473,9 +492,10 @@ export class ChatClient {
         if (item.type === 'PING') item.sentAt = now;
         this.#write(conn, item.type, item.payload, { kind: 'request', request: item });
       }
+      inFlight += 1;
     }
     this.#clearTimer('gate');
-    if (this.#queue.length > 0) {
+    if (this.#queue.length > 0 && now < this.#requestGateUntil) {
       this.#timers.gate = this.#clock.setTimeout(() => {
         this.#timers.gate = null;
         this.#pump();
@@ -521,7 +541,12 @@ export class ChatClient {
     const payload = frame.payload ?? {};
     const rid = typeof frame.requestId === 'string' ? frame.requestId : undefined;
     const entry = rid === undefined ? undefined : conn.pending.get(rid);
-    if (entry !== undefined) conn.pending.delete(rid);
+    if (entry !== undefined) {
+      conn.pending.delete(rid);
+      if (CONTROL.has(entry.kind) && !(frame.type === 'ERROR' && payload.code === 'RATE_LIMIT_EXCEEDED')) {
+        this.#requestsCareful = false;
+      }
+    }
     switch (frame.type) {
       case 'AUTH_SUCCESS':
         if (entry?.kind === 'auth') this.#onAuthSuccess(conn, entry, payload);
@@ -678,6 +703,7 @@ export class ChatClient {
       case 'join':
         conn.joining.delete(entry.roomId);
         if (limited) {
+          this.#requestsCareful = true;
           this.#requestGateUntil = Math.max(this.#requestGateUntil, now + (retryAfterMs ?? 1000));
           this.#enqueue({ kind: 'join', roomId: entry.roomId, seq: 0 });
         } else {
@@ -689,6 +715,7 @@ export class ChatClient {
         break;
       case 'leave':
         if (limited) {
+          this.#requestsCareful = true;
           this.#requestGateUntil = Math.max(this.#requestGateUntil, now + (retryAfterMs ?? 1000));
           this.#enqueue({ kind: 'leave', roomId: entry.roomId, resolve: entry.resolve, reject: entry.reject, seq: 0 });
         } else if (code === 'NOT_A_MEMBER' || code === 'ROOM_NOT_FOUND') {
@@ -710,6 +737,7 @@ export class ChatClient {
         break;
       case 'request':
         if (limited) {
+          this.#requestsCareful = true;
           this.#requestGateUntil = Math.max(this.#requestGateUntil, now + (retryAfterMs ?? 1000));
           this.#enqueue(entry.request);
         } else {
