@@ -63,6 +63,16 @@ pub const DEFAULT_PING_INTERVAL_MS: u64 = 30_000;
 pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 75_000;
 /// Default for `OUTBOUND_QUEUE_LIMIT`: queued outbound messages per connection.
 pub const DEFAULT_OUTBOUND_QUEUE_LIMIT: usize = 1_024;
+/// Default for `OUTBOUND_QUEUE_BYTES`: bytes of frames a connection's socket
+/// has not yet accepted, queued or being written, before it is closed as a
+/// slow consumer (4 MiB).
+pub const DEFAULT_OUTBOUND_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+/// Default for `WRITE_TIMEOUT_MS`: how long a socket may accept no bytes
+/// while frames wait for it before it is dropped.
+pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 30_000;
+/// Default for `OUTBOUND_MEMORY_MAX_BYTES`: all open connections' queued
+/// bytes together (1 GiB).
+pub const DEFAULT_OUTBOUND_MEMORY_MAX_BYTES: usize = 1024 * 1024 * 1024;
 /// Default for `SHUTDOWN_GRACE_MS`: how long shutdown waits for clients.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 /// Default for `LOG_LEVEL` (a `tracing` `EnvFilter` directive string).
@@ -223,6 +233,18 @@ pub struct Config {
     /// `OUTBOUND_QUEUE_LIMIT`: queued outbound messages per connection before
     /// it is closed as a slow consumer (`1013`).
     pub outbound_queue_limit: usize,
+    /// `OUTBOUND_QUEUE_BYTES`: bytes of frames not yet accepted by a
+    /// connection's socket (queued, or taken by its writer) before it is
+    /// closed as a slow consumer (`1013`); one frame is always accepted into
+    /// an empty queue.
+    pub outbound_queue_bytes: usize,
+    /// `WRITE_TIMEOUT_MS`: a socket that accepts no bytes for this long while
+    /// frames wait for it is dropped (a `1013` close frame is tried).
+    pub write_timeout_ms: u64,
+    /// `OUTBOUND_MEMORY_MAX_BYTES`: all open connections' queued bytes
+    /// together; past it the connections with the largest queues are closed
+    /// with `1013`. At least `outbound_queue_bytes`.
+    pub outbound_memory_max_bytes: usize,
     /// `SHUTDOWN_GRACE_MS`: how long shutdown waits for clients to go after
     /// the `1001` close frames (`0`: do not wait).
     pub shutdown_grace_ms: u64,
@@ -266,6 +288,9 @@ impl Default for Config {
             ping_interval_ms: DEFAULT_PING_INTERVAL_MS,
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
             outbound_queue_limit: DEFAULT_OUTBOUND_QUEUE_LIMIT,
+            outbound_queue_bytes: DEFAULT_OUTBOUND_QUEUE_BYTES,
+            write_timeout_ms: DEFAULT_WRITE_TIMEOUT_MS,
+            outbound_memory_max_bytes: DEFAULT_OUTBOUND_MEMORY_MAX_BYTES,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
             worker_threads: DEFAULT_WORKER_THREADS,
             log_level: DEFAULT_LOG_LEVEL.to_owned(),

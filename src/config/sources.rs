@@ -106,6 +106,12 @@ serve_args! {
     idle_timeout_ms = "IDLE_TIMEOUT_MS";
     /// Queued outbound messages per connection [default: 1024]
     outbound_queue_limit = "OUTBOUND_QUEUE_LIMIT";
+    /// Bytes queued per connection, not yet accepted by its socket [default: 4194304]
+    outbound_queue_bytes = "OUTBOUND_QUEUE_BYTES";
+    /// Drop a socket that accepts no bytes this long while frames wait, in milliseconds [default: 30000]
+    write_timeout_ms = "WRITE_TIMEOUT_MS";
+    /// All connections' queued bytes together [default: 1073741824]
+    outbound_memory_max_bytes = "OUTBOUND_MEMORY_MAX_BYTES";
     /// Shutdown wait for clients in milliseconds [default: 10000]
     shutdown_grace_ms = "SHUTDOWN_GRACE_MS";
     /// Runtime worker threads; 0 for one per core [default: 0]

@@ -68,6 +68,9 @@ fn every_variable_is_read() {
         ("PING_INTERVAL_MS", "7"),
         ("IDLE_TIMEOUT_MS", "8"),
         ("OUTBOUND_QUEUE_LIMIT", "9"),
+        ("OUTBOUND_QUEUE_BYTES", "10"),
+        ("WRITE_TIMEOUT_MS", "11"),
+        ("OUTBOUND_MEMORY_MAX_BYTES", "12"),
         ("SHUTDOWN_GRACE_MS", "0"),
         ("WORKER_THREADS", "3"),
         ("LOG_LEVEL", "chat_flow=debug,warn"),
@@ -107,6 +110,9 @@ fn every_variable_is_read() {
         ping_interval_ms: 7,
         idle_timeout_ms: 8,
         outbound_queue_limit: 9,
+        outbound_queue_bytes: 10,
+        write_timeout_ms: 11,
+        outbound_memory_max_bytes: 12,
         shutdown_grace_ms: 0,
         worker_threads: 3,
         log_level: "chat_flow=debug,warn".to_owned(),
@@ -161,6 +167,9 @@ fn zero_is_rejected_where_it_makes_no_sense() {
         "PING_INTERVAL_MS",
         "IDLE_TIMEOUT_MS",
         "OUTBOUND_QUEUE_LIMIT",
+        "OUTBOUND_QUEUE_BYTES",
+        "WRITE_TIMEOUT_MS",
+        "OUTBOUND_MEMORY_MAX_BYTES",
     ] {
         let e = error_for(var, "0");
         assert_eq!(e.variable(), Some(var));
@@ -207,6 +216,30 @@ fn idle_timeout_must_exceed_ping_interval() {
     assert!(e.to_string().contains("PING_INTERVAL_MS (1000)"), "{e}");
     let e = error_for("PING_INTERVAL_MS", "80000");
     assert_eq!(e.variable(), Some("IDLE_TIMEOUT_MS"));
+}
+
+#[test]
+fn the_memory_cap_is_at_least_one_connections_bound() {
+    let e = load(&[
+        ("OUTBOUND_QUEUE_BYTES", "2048"),
+        ("OUTBOUND_MEMORY_MAX_BYTES", "2047"),
+    ])
+    .expect_err("a cap below one connection's bound is rejected");
+    assert_eq!(e.variable(), Some("OUTBOUND_MEMORY_MAX_BYTES"));
+    assert!(e.to_string().contains("OUTBOUND_QUEUE_BYTES (2048)"), "{e}");
+    // The default cap is below a larger per-connection bound: named too.
+    let e = error_for("OUTBOUND_QUEUE_BYTES", "1073741825");
+    assert_eq!(e.variable(), Some("OUTBOUND_MEMORY_MAX_BYTES"));
+    let equal = load(&[
+        ("OUTBOUND_QUEUE_BYTES", "2048"),
+        ("OUTBOUND_MEMORY_MAX_BYTES", "2048"),
+    ])
+    .expect("equal is fine");
+    assert_eq!(equal.outbound_memory_max_bytes, 2048);
+    assert_eq!(
+        error_for("WRITE_TIMEOUT_MS", "2592000001").variable(),
+        Some("WRITE_TIMEOUT_MS")
+    );
 }
 
 #[test]
@@ -386,7 +419,7 @@ fn serve_args_cover_every_variable_and_feed_from_args() {
     for var in ServeArgs::VARIABLES {
         assert_eq!(args.value(var), None);
     }
-    assert_eq!(ServeArgs::VARIABLES.len(), 31);
+    assert_eq!(ServeArgs::VARIABLES.len(), 34);
     args.port = Some("4000".to_owned());
     args.log_format = Some("pretty".to_owned());
     let config = Config::from_args(&args).expect("valid");

@@ -136,6 +136,29 @@ impl Config {
             1,
             usize_max(),
         )?;
+        let outbound_queue_bytes = vars.int(
+            "OUTBOUND_QUEUE_BYTES",
+            DEFAULT_OUTBOUND_QUEUE_BYTES,
+            1,
+            usize_max(),
+        )?;
+        let write_timeout_ms = vars.duration_ms("WRITE_TIMEOUT_MS", DEFAULT_WRITE_TIMEOUT_MS, 1)?;
+        let outbound_memory_max_bytes = vars.int(
+            "OUTBOUND_MEMORY_MAX_BYTES",
+            DEFAULT_OUTBOUND_MEMORY_MAX_BYTES,
+            1,
+            usize_max(),
+        )?;
+        if outbound_memory_max_bytes < outbound_queue_bytes {
+            return Err(ConfigError::invalid(
+                "OUTBOUND_MEMORY_MAX_BYTES",
+                &outbound_memory_max_bytes.to_string(),
+                format!(
+                    "must be at least OUTBOUND_QUEUE_BYTES ({outbound_queue_bytes}), \
+                     or one connection within its own bound would pass the server's"
+                ),
+            ));
+        }
         let shutdown_grace_ms =
             vars.duration_ms("SHUTDOWN_GRACE_MS", DEFAULT_SHUTDOWN_GRACE_MS, 0)?;
         let worker_threads = vars.int(
@@ -184,6 +207,9 @@ impl Config {
             ping_interval_ms,
             idle_timeout_ms,
             outbound_queue_limit,
+            outbound_queue_bytes,
+            write_timeout_ms,
+            outbound_memory_max_bytes,
             shutdown_grace_ms,
             worker_threads,
             log_level,
