@@ -146,9 +146,11 @@ pub async fn run<L: Listener>(
 ///
 /// Live at once: origins, connection caps, message and content size limits,
 /// JWT settings, the auth timeout, history limit, typing timeout, presence
-/// delay and rate limits (buckets keep their level, capped at the new
-/// capacity). For new connections only: the outbound queue limit, ping
-/// interval and idle timeout. `HOST`, `PORT`, `DEFAULT_ROOMS`, `LOG_LEVEL`,
+/// delay, rate limits (buckets keep their level, capped at the new
+/// capacity) and the server-wide outbound memory cap (a lower one closes
+/// the largest queues at once). For new connections only: the outbound
+/// queue limits (frames and bytes), write timeout, ping interval and idle
+/// timeout. `HOST`, `PORT`, `DEFAULT_ROOMS`, `LOG_LEVEL`,
 /// `LOG_FORMAT` and `WORKER_THREADS` take a restart (a change is logged and
 /// otherwise ignored).
 pub async fn run_with_reloads<L: Listener>(
@@ -174,6 +176,7 @@ pub async fn run_with_reloads<L: Listener>(
         clock,
         metrics.clone(),
         Duration::from_millis(config.presence_delay_ms),
+        config.outbound_memory_max_bytes,
     ));
     let shared = Arc::new(Shared {
         live: ArcSwap::from_pointee(Live { config, verifier }),
@@ -199,14 +202,21 @@ pub async fn run_with_reloads<L: Listener>(
 
     info!("shutting down: refusing new connections and closing open ones");
     shared.draining.store(true, Ordering::SeqCst);
-    let _ = shared.driver.send(Command::Shutdown).await;
     let grace = Duration::from_millis(shared.live.load().config.shutdown_grace_ms);
+    // One moment for everyone: each connection keeps receiving what is
+    // queued for it until then (its writer's last moment), and the drain
+    // stops waiting then.
+    let grace_ends = tokio::time::Instant::now() + grace;
+    let _ = shared
+        .driver
+        .send(Command::Shutdown { until: grace_ends })
+        .await;
     // Upgrades are refused from now on, so no connection task starts after
     // the tracker is closed but one answered just before.
     shared.connections.close();
     let drained = shared.connections.wait();
     tokio::pin!(drained);
-    let deadline = tokio::time::sleep(grace);
+    let deadline = tokio::time::sleep_until(grace_ends);
     tokio::pin!(deadline);
     loop {
         tokio::select! {
@@ -262,6 +272,7 @@ async fn apply_reload(shared: &Shared, config: Config) {
     let reconfigure = Command::Reconfigure {
         limits: core_limits(&config),
         presence_delay: Duration::from_millis(config.presence_delay_ms),
+        memory_max_bytes: config.outbound_memory_max_bytes,
     };
     let _ = shared.driver.send(reconfigure).await;
     shared.live.store(Arc::new(Live { config, verifier }));
