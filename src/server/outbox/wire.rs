@@ -320,8 +320,9 @@ where
 /// broadcasts is never copied whole for one reader.
 ///
 /// Frames leave `batch` as they are laid out or written, so that their
-/// memory goes as soon as it can; each time the socket has accepted whole
-/// frames, `written` is told how many and their wire bytes.
+/// memory goes as soon as it can; each time the socket has accepted
+/// frames, or part of a large one, `written` is told how many frames it
+/// finished and how many of their wire bytes it took.
 pub(super) async fn write_batch<W>(
     tx: &mut W,
     batch: &mut Batch,
@@ -359,12 +360,26 @@ where
                 frame::put_head(&mut buf, true, opcode, None, payload.len());
             }
             // The header goes with what precedes it; the payload follows
-            // from its own bytes, in the middle of the frame.
+            // from its own bytes, in the middle of the frame, each part
+            // the socket takes counted at once (a large frame may take the
+            // socket a long time).
             write_chunk(tx, &buf, starts_clean).await?;
-            written(frames, bytes);
+            written(frames, bytes + wire_len(&frame) - payload.len());
             buf.clear();
-            write_chunk(tx, payload, false).await?;
-            written(1, wire_len(&frame));
+            let mut done = 0;
+            while done < payload.len() {
+                let n = match tx.write(&payload[done..]).await {
+                    Ok(0) => Err(std::io::ErrorKind::WriteZero.into()),
+                    result => result,
+                }
+                .map_err(|error| Cut {
+                    error,
+                    at_boundary: false,
+                })?;
+                done += n;
+                written(0, n);
+            }
+            written(1, 0);
             (frames, bytes) = (0, 0);
             starts_clean = true;
             continue;
