@@ -34,6 +34,12 @@ pub struct Knobs {
     pub auth_timeout_ms: u64,
     /// `OUTBOUND_QUEUE_LIMIT`.
     pub outbound_queue_limit: usize,
+    /// `OUTBOUND_QUEUE_BYTES`.
+    pub outbound_queue_bytes: usize,
+    /// `WRITE_TIMEOUT_MS`.
+    pub write_timeout_ms: u64,
+    /// `OUTBOUND_MEMORY_MAX_BYTES`.
+    pub outbound_memory_max_bytes: usize,
     /// `RATE_LIMIT_MESSAGES`.
     pub rate_limit_messages: u32,
     /// `RATE_LIMIT_WINDOW_MS`.
@@ -64,6 +70,9 @@ impl Knobs {
             idle_timeout_ms: self.idle_timeout_ms,
             auth_timeout_ms: self.auth_timeout_ms,
             outbound_queue_limit: self.outbound_queue_limit,
+            outbound_queue_bytes: self.outbound_queue_bytes,
+            write_timeout_ms: self.write_timeout_ms,
+            outbound_memory_max_bytes: self.outbound_memory_max_bytes,
             rate_limit_messages: self.rate_limit_messages,
             rate_limit_window_ms: self.rate_limit_window_ms,
             rate_limit_requests: self.rate_limit_requests,
@@ -326,6 +335,20 @@ impl Scenario {
         };
         let window = r.range(2_000, 5_000);
         let ping = r.range(800, 2_000);
+        // The outbound bounds from a stream of their own (as the presence
+        // delay), so that every other draw stays as it was: queues small
+        // enough in bytes that a stalled reader's history replies reach
+        // the bound, a write timeout shorter than the longest stalls and
+        // link holds, and a server-wide cap a few queues wide.
+        let mut outbound = SimRng::stream(seed, 11);
+        let outbound_queue_bytes = outbound.range(8 * 1024, 256 * 1024) as usize;
+        let write_timeout_ms = outbound.range(1_000, 8_000);
+        let outbound_memory_max_bytes = outbound_queue_bytes
+            * if outbound.chance(50) {
+                1
+            } else {
+                outbound.range(2, 4) as usize
+            };
         let knobs = Knobs {
             history_limit: r.range(5, 20) as usize,
             typing_timeout_ms: r.range(1_000, 3_000),
@@ -339,6 +362,9 @@ impl Scenario {
             idle_timeout_ms: ping * r.range(2, 3) + r.range(0, 500),
             auth_timeout_ms: r.range(1_000, 3_000),
             outbound_queue_limit: r.range(8, 64) as usize,
+            outbound_queue_bytes,
+            write_timeout_ms,
+            outbound_memory_max_bytes,
             rate_limit_messages: r.range(3, 10) as u32,
             rate_limit_window_ms: window,
             rate_limit_requests: r.range(15, 50) as u32,
