@@ -321,6 +321,34 @@ async fn a_slow_reader_is_kept_and_one_that_stops_reading_is_dropped_after_the_w
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lower_memory_cap_on_reload_closes_the_largest_queue_at_once() {
+    let mut config = test_config();
+    backlog_config(&mut config);
+    let server = chat_flow::server::RunningServer::start(config.clone())
+        .await
+        .expect("server starts");
+    let addr = server.addr;
+    let mut archivist = fill_general(addr).await;
+    let mut stuck = Trickle::connect(addr, "stuck").await;
+    for _ in 0..4 {
+        stuck
+            .send(json!({"type": "JOIN_ROOM", "payload": {"roomId": "general"}}))
+            .await;
+    }
+    queued_over(addr, 4e6).await;
+    archivist.expect_type("USER_JOINED").await;
+    // Under what is queued now: the one large queue goes, nobody else.
+    config.outbound_queue_bytes = 1 << 20;
+    config.outbound_memory_max_bytes = 1 << 20;
+    server.reload(config).await;
+    let left = archivist.expect_type("USER_LEFT").await;
+    assert_eq!(left["payload"]["userId"], "stuck");
+    let queued = metric(&metrics(addr).await, "chatflow_outbound_queued_bytes").expect("gauge");
+    assert!(queued <= f64::from(1 << 20), "{queued}");
+    archivist.ok("PING", json!({}), "PONG").await;
+}
+
 // ----- a reader at the test's pace ----------------------------------------
 
 /// A WebSocket client on a raw socket with a small receive buffer that
