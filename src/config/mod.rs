@@ -49,12 +49,14 @@
 //! * `jwt.rs`: the JWT settings ([`JwtAlgorithm`], [`JwtKeySource`]).
 //! * `sources.rs`: where values come from ([`ServeArgs`], `.env`,
 //!   [`ConfigSource`] for reloads).
+//! * `cidr.rs`: [`Cidr`], the networks of `TRUSTED_PROXIES`.
 //! * `validate.rs`: [`Config::from_lookup`], one rule per variable.
 //! * `error.rs`: [`ConfigError`].
 
 // `mod.rs` only declares and re-exports: every file below imports the files
 // it needs directly, and none imports this one, so no two files import each
 // other.
+mod cidr;
 mod error;
 mod jwt;
 mod settings;
@@ -63,6 +65,7 @@ mod sources;
 mod tests;
 mod validate;
 
+pub use cidr::Cidr;
 pub use error::ConfigError;
 pub use jwt::{DEV_JWT_SECRET, JWT_SECRET_MIN_BYTES, JwtAlgorithm, JwtKeySource};
 pub use settings::*;

@@ -63,8 +63,10 @@ serve_args! {
     allowed_origins = "ALLOWED_ORIGINS";
     /// WebSocket connections in total [default: 100000]
     max_connections = "MAX_CONNECTIONS";
-    /// WebSocket connections per peer address [default: 1000]
+    /// WebSocket connections per client address; an IPv6 /64 counts as one [default: 1000]
     max_connections_per_ip = "MAX_CONNECTIONS_PER_IP";
+    /// Comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client [default: none]
+    trusted_proxies = "TRUSTED_PROXIES";
     /// Accepted JWT algorithm: HS256, RS256, ES256 or EdDSA [default: HS256]
     jwt_algorithm = "JWT_ALGORITHM";
     /// HS256 secret (prefer the environment: flags show up in `ps`) [default: built-in development secret]
