@@ -37,11 +37,12 @@ declare -A dict=(
     [verify_token]=dict/jwt.dict
     [core_operations]=
     [read_frames]=
+    [dotenv]=
 )
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else
-    targets=(parse_client_message verify_token core_operations read_frames)
+    targets=(parse_client_message verify_token core_operations read_frames dotenv)
 fi
 for target in "${targets[@]}"; do
     if [ -z "${dict[$target]+set}" ]; then

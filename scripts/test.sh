@@ -3,12 +3,15 @@
 #
 #   1. cargo test --workspace: unit tests, quickcheck properties, the
 #      integration tests against the real server, the simulation's tests;
-#   2. the deterministic simulation over SIM_SEEDS (default 0..1000) seeds;
-#   3. the Autobahn TestSuite against the production connection layer;
-#   4. every fuzz target for FUZZ_SECONDS (default 60) seconds.
+#   2. the JavaScript client's tests (Node's test runner) against the server
+#      binary that step 1 built;
+#   3. the deterministic simulation over SIM_SEEDS (default 0..1000) seeds;
+#   4. the Autobahn TestSuite against the production connection layer;
+#   5. every fuzz target for FUZZ_SECONDS (default 60) seconds.
 #
-# Needs a Rust toolchain; installs everything else itself (cargo-fuzz, the
-# Autobahn virtualenv). This is what CI runs (.ci/run).
+# Needs a Rust toolchain and Node.js 20+ with npm; installs everything else
+# itself (cargo-fuzz, the Autobahn virtualenv, the JavaScript client's dev
+# dependencies). This is what CI runs (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +20,9 @@ df -h . | tail -n 1
 
 echo "== cargo test --workspace"
 cargo test --workspace --locked
+
+echo "== JavaScript client"
+bash clients/js/test.sh
 
 echo "== simulation, seeds ${SIM_SEEDS:-0..1000}"
 cargo run -p sim --release --locked -- --seeds "${SIM_SEEDS:-0..1000}"

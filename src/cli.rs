@@ -9,7 +9,8 @@
 //!
 //! Every server setting is a flag and an environment variable
 //! (`--port` / `PORT`, see [`ServeArgs`]); a `.env` file in the working
-//! directory fills in variables that are not set. Precedence: flag > real
+//! directory fills in variables that are not set (read after clap, and
+//! never written into the process environment). Precedence: flag > real
 //! environment > `.env`. The `token` command resolves `JWT_SECRET` exactly
 //! like the server (flag, environment, `.env`, else the development secret;
 //! an error under `APP_ENV=production` without a strong secret) and adds
@@ -19,16 +20,21 @@
 //! # Wiring in `main`
 //!
 //! ```no_run
+//! use std::path::Path;
+//!
 //! use chat_flow::cli::{self, Action, Cli};
-//! use chat_flow::config::{self, Config};
+//! use chat_flow::config::{ConfigSource, DotEnv};
 //! use clap::Parser;
 //!
 //! fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     config::load_dotenv()?; // before clap reads the environment, before any thread starts
 //!     match Cli::parse().into_action() {
-//!         Action::Token(args) => println!("{}", cli::run_token(&args, cli::unix_now_s())?),
+//!         Action::Token(mut args) => {
+//!             args.jwt.fill_unset(&DotEnv::read(Path::new(".env"))?);
+//!             println!("{}", cli::run_token(&args, cli::unix_now_s())?);
+//!         }
 //!         Action::Serve(args) => {
-//!             let config = Config::from_args(&args)?;
+//!             // Flags, then the environment, then `./.env`; `load` again to reload.
+//!             let config = ConfigSource::new(args).load()?;
 //!             // Reads and checks a JWT public key file: a bad one is a start-up error too.
 //!             chat_flow::auth::Verifier::from_config(&config)?;
 //!             // … start the server with `config`
@@ -47,7 +53,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::{AuthError, TokenSpec, mint_hs256};
 pub use crate::config::ServeArgs;
-use crate::config::{Config, ConfigError, JwtAlgorithm};
+use crate::config::{Config, ConfigError, DotEnv, JwtAlgorithm};
 use crate::protocol::valid_room_id;
 use crate::protocol::valid_username;
 
@@ -161,6 +167,22 @@ impl TokenSigningArgs {
             "JWT_AUDIENCE" => self.jwt_audience.as_deref(),
             "APP_ENV" => self.app_env.as_deref(),
             _ => None,
+        }
+    }
+
+    /// Sets what neither a flag nor the environment set from `dotenv`, as
+    /// [`ServeArgs::fill_unset`] does for the server.
+    pub fn fill_unset(&mut self, dotenv: &DotEnv) {
+        for (field, var) in [
+            (&mut self.jwt_algorithm, "JWT_ALGORITHM"),
+            (&mut self.jwt_secret, "JWT_SECRET"),
+            (&mut self.jwt_issuer, "JWT_ISSUER"),
+            (&mut self.jwt_audience, "JWT_AUDIENCE"),
+            (&mut self.app_env, "APP_ENV"),
+        ] {
+            if field.is_none() {
+                *field = dotenv.get(var).map(str::to_owned);
+            }
         }
     }
 }

@@ -1,42 +1,48 @@
 //! `chat-flow`: parses the command line and runs the server or prints a token.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use chat_flow::auth::Verifier;
-use chat_flow::cli::{self, Action, Cli};
-use chat_flow::config::{self, Config, ConfigError, ConfigSource, LogFormat};
+use chat_flow::cli::{self, Action, Cli, CliError};
+use chat_flow::config::{Config, ConfigError, ConfigSource, DotEnv, LogFormat};
 use chat_flow::server::{self, RuntimeEnv};
 use clap::Parser;
 use tracing::{info, warn};
 
 fn main() -> ExitCode {
-    // What the real environment sets, before `.env` adds to it: a reload
-    // (SIGHUP) re-reads `.env` for the other variables.
-    let real_env = ConfigSource::snapshot_env();
-    // `.env` fills in variables before clap reads the environment, and
-    // before any thread exists.
-    if let Err(e) = config::load_dotenv() {
-        eprintln!("chat-flow: {e}");
-        return ExitCode::from(2);
-    }
+    // Flags and the real environment (clap); `.env` fills in the rest below,
+    // without writing to the process environment.
     match Cli::parse().into_action() {
-        Action::Token(args) => match cli::run_token(&args, cli::unix_now_s()) {
-            Ok(token) => {
-                println!("{token}");
-                ExitCode::SUCCESS
+        Action::Token(mut args) => {
+            let token = DotEnv::read(Path::new(".env"))
+                .map_err(CliError::from)
+                .and_then(|dotenv| {
+                    args.jwt.fill_unset(&dotenv);
+                    cli::run_token(&args, cli::unix_now_s())
+                });
+            match token {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("chat-flow: {e}");
+                    ExitCode::from(2)
+                }
             }
-            Err(e) => {
-                eprintln!("chat-flow: {e}");
-                ExitCode::from(2)
+        }
+        Action::Serve(args) => {
+            // The same source is read again on every SIGHUP.
+            let source = ConfigSource::new(args);
+            match source.load().and_then(with_checked_key) {
+                Ok(config) => serve(config, source),
+                Err(e) => {
+                    eprintln!("chat-flow: {e}");
+                    ExitCode::from(2)
+                }
             }
-        },
-        Action::Serve(args) => match Config::from_args(&args).and_then(with_checked_key) {
-            Ok(config) => serve(config, ConfigSource::new(args, real_env)),
-            Err(e) => {
-                eprintln!("chat-flow: {e}");
-                ExitCode::from(2)
-            }
-        },
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `chat-flow` binary: configuration errors name the variable, the
-//! precedence flag > environment > `.env`, `chat-flow token`, production
-//! secret rules, and a real process serving and exiting 0 on SIGTERM.
+//! precedence flag > environment > `.env`, `.env` as users write it (and
+//! every line of `.env.example`), `chat-flow token`, production secret
+//! rules, and a real process serving and exiting 0 on SIGTERM.
 //!
 //! Every run uses `env_clear()` (plus `PATH`) and its own temporary working
 //! directory, so no stray `.env` or variable leaks in.
@@ -14,7 +15,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chat_flow::config::{Config, JwtKeySource};
+use chat_flow::config::{Config, ConfigSource, DotEnv, JwtKeySource, ServeArgs};
 use chat_flow::server::RunningServer;
 use common::*;
 use serde_json::json;
@@ -590,4 +591,134 @@ async fn sighup_reloads_dotenv_while_flags_and_the_environment_still_win() {
         origin("http://b.example").await,
         "the previous configuration stays"
     );
+}
+
+/// `.env.example`'s commented settings (`#KEY=value`, no blank after the
+/// `#`), uncommented: (line number, line).
+fn env_example_setting_lines() -> Vec<(usize, String)> {
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example"))
+        .expect(".env.example");
+    example
+        .lines()
+        .enumerate()
+        .filter_map(|(index, line)| {
+            let setting = line.strip_prefix('#')?;
+            let (key, _) = setting.split_once('=')?;
+            let is_name = !key.is_empty()
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            is_name.then(|| (index + 1, setting.to_owned()))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_env_example_line_uncommented_alone_starts_the_server() {
+    let lines = env_example_setting_lines();
+    assert!(lines.len() >= 30, "{} settings found", lines.len());
+    let dir = TempDir::new("env-example");
+    let path = dir.0.join(".env");
+    for (number, line) in lines {
+        let (key, _) = line.split_once('=').expect("KEY=value");
+        assert!(
+            ServeArgs::VARIABLES.contains(&key),
+            ".env.example line {number}: {key} is not a setting"
+        );
+        std::fs::write(&path, format!("{line}\n")).expect("write .env");
+        // The value is read, as written...
+        let dotenv = DotEnv::read(&path).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        assert!(dotenv.get(key).is_some(), "{line:?} sets nothing");
+        // ...and the configuration loads the way the binary loads it (the
+        // same source, then the JWT key check the server does).
+        let mut config = ConfigSource::new(ServeArgs::default())
+            .with_dotenv_path(&path)
+            .load()
+            .unwrap_or_else(|e| panic!(".env.example line {number} ({line:?}): {e}"));
+        // Then the server starts with it (on a free loopback port: the
+        // HOST and PORT lines name the defaults, which may be taken).
+        config.host = [127, 0, 0, 1].into();
+        config.port = 0;
+        let server = RunningServer::start(config)
+            .await
+            .unwrap_or_else(|e| panic!(".env.example line {number} ({line:?}): {e}"));
+        assert_eq!(http_get(server.addr, "/readyz").await.0, 200, "{line:?}");
+        server.shutdown().await.expect("stops");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_reads_dotenv_as_users_write_it() {
+    // What dotenv and `docker run --env-file` users write: a byte-order
+    // mark, CRLF, comments, `export`, an unquoted value with spaces and a
+    // `#` that starts no comment, quotes, a variable the server does not
+    // know, and a key given twice (the last wins).
+    let dir = TempDir::with_dotenv(
+        "dotenv-syntax",
+        "\u{feff}# Chat Flow\r\n\r\n\
+         export DEFAULT_ROOMS=general:General Chat,lobby:Room#1  # two rooms\r\n\
+         MAX_CONTENT_LENGTH='5' # characters\r\n\
+           HISTORY_LIMIT = \"2\"\r\n\
+         NODE_ENV=production\r\n\
+         HISTORY_LIMIT=3\r\n",
+    );
+    let (_child, stdout) = serve_on_port_0(&dir.0, &[]).await;
+    let addr: SocketAddr = log_fields(&stdout, "listening").expect("listening")["addr"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .expect("an address");
+    let mut c = Client::authed(addr, "alice").await;
+    let list = c.ok("LIST_ROOMS", json!({}), "ROOM_LIST").await;
+    let names: Vec<&str> = list["payload"]["rooms"]
+        .as_array()
+        .expect("rooms")
+        .iter()
+        .map(|r| r["name"].as_str().expect("a name"))
+        .collect();
+    assert_eq!(names, ["General Chat", "Room#1"]);
+    c.join("general").await;
+    c.fails(
+        "SEND_MESSAGE",
+        json!({"roomId": "general", "content": "123456"}),
+        "INVALID_MESSAGE",
+    )
+    .await;
+    for i in 0..4 {
+        c.say("general", &format!("m{i}")).await;
+    }
+    // The last HISTORY_LIMIT wins.
+    let history = c
+        .ok("GET_HISTORY", json!({"roomId": "general"}), "HISTORY")
+        .await;
+    assert_eq!(history["payload"]["messages"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn a_bad_dotenv_line_is_an_error_naming_the_file_and_the_line() {
+    for (contents, line, what) in [
+        (
+            "PORT=0\n# a comment\nDEFAULT_ROOMS=general:General Chat\nthis line is prose\n",
+            4,
+            "expected KEY=value",
+        ),
+        ("\n\nJWT_SECRET='s3cret\n", 3, "JWT_SECRET"),
+        ("PORT=0\r\n=value\r\n", 2, "name before '=' is empty"),
+        (
+            "MAX_CONTENT_LENGTH=\"5\" and more\n",
+            1,
+            "MAX_CONTENT_LENGTH",
+        ),
+    ] {
+        let dir = TempDir::with_dotenv("dotenv-bad", contents);
+        for args in [&[][..], &["token", "--sub", "u"]] {
+            let out = run(&dir.0, args, &[]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{contents:?}: {stderr}");
+            assert!(
+                stderr.contains(&format!(".env, line {line}: ")) && stderr.contains(what),
+                "{contents:?}: {stderr}"
+            );
+            assert!(!stderr.contains("s3cret"), "{stderr}");
+        }
+    }
 }

@@ -42,10 +42,9 @@ use std::sync::OnceLock;
 use arbitrary::Arbitrary;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chat_flow::auth::{
-    AuthError, TOKEN_MAX_BYTES, TokenSpec, VerifiedToken, Verifier, mint_hs256, valid_username,
-};
+use chat_flow::auth::{AuthError, TOKEN_MAX_BYTES, TokenSpec, VerifiedToken, Verifier, mint_hs256};
 use chat_flow::config::{Config, JwtAlgorithm, JwtKeySource};
+use chat_flow::protocol::valid_username;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value, json};

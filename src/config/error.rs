@@ -59,9 +59,15 @@ pub enum ConfigError {
         /// What is wrong with the key.
         reason: String,
     },
-    /// The `.env` file exists but cannot be loaded.
-    #[error("cannot load .env: {reason}")]
+    /// The `.env` file exists but cannot be read, or a line of it is not
+    /// `.env` syntax.
+    #[error("cannot load {}{}: {reason}", .file.display(), line_suffix(*.line))]
     DotEnv {
+        /// The file.
+        file: PathBuf,
+        /// The line at fault (from 1), or `None` when the file could not be
+        /// read.
+        line: Option<usize>,
         /// The problem (never includes a value from the file).
         reason: String,
     },
@@ -88,6 +94,11 @@ impl ConfigError {
             expected: expected.into(),
         }
     }
+}
+
+/// `, line N` when there is a line.
+fn line_suffix(line: Option<usize>) -> String {
+    line.map(|n| format!(", line {n}")).unwrap_or_default()
 }
 
 /// Quotes at most [`SHOWN_VALUE_MAX_CHARS`] of a value in an error message.

@@ -7,10 +7,10 @@
 //! A setting comes from, in order of precedence, a command-line flag
 //! (`--port 4000`), a real environment variable (`PORT=4000`), or a `.env`
 //! file in the working directory. Clap applies the first two
-//! ([`ServeArgs`] declares every flag with its `env = "…"`); the `.env` file
-//! is loaded into the process environment *before* clap parses by
-//! [`load_dotenv`], and since `.env` never overrides a variable
-//! that is already set, the precedence falls out naturally.
+//! ([`ServeArgs`] declares every flag with its `env = "…"`); then
+//! [`ServeArgs::fill_unset`] takes what is still unset from the `.env` file
+//! ([`DotEnv`], whose syntax is [`dotenv`]'s). [`ConfigSource`] does both, at
+//! start-up and again on a reload. The process environment is never written.
 //!
 //! [`ServeArgs`] keeps every value as the raw string the operator typed;
 //! [`Config::from_args`] (or [`Config::from_lookup`] in tests) validates them
@@ -47,14 +47,18 @@
 //! * `settings.rs`: [`Config`], its defaults and the log and deployment
 //!   settings.
 //! * `jwt.rs`: the JWT settings ([`JwtAlgorithm`], [`JwtKeySource`]).
-//! * `sources.rs`: where values come from ([`ServeArgs`], `.env`,
-//!   [`ConfigSource`] for reloads).
+//! * `sources.rs`: where values come from ([`ServeArgs`], [`DotEnv`],
+//!   [`ConfigSource`]).
+//! * `dotenv.rs`: the `.env` syntax (a parser of our own, without IO).
+//! * `cidr.rs`: [`Cidr`], the networks of `TRUSTED_PROXIES`.
 //! * `validate.rs`: [`Config::from_lookup`], one rule per variable.
 //! * `error.rs`: [`ConfigError`].
 
 // `mod.rs` only declares and re-exports: every file below imports the files
 // it needs directly, and none imports this one, so no two files import each
 // other.
+mod cidr;
+pub mod dotenv;
 mod error;
 mod jwt;
 mod settings;
@@ -63,7 +67,8 @@ mod sources;
 mod tests;
 mod validate;
 
+pub use cidr::Cidr;
 pub use error::ConfigError;
 pub use jwt::{DEV_JWT_SECRET, JWT_SECRET_MIN_BYTES, JwtAlgorithm, JwtKeySource};
 pub use settings::*;
-pub use sources::{ConfigSource, ServeArgs, load_dotenv};
+pub use sources::{ConfigSource, DotEnv, ServeArgs};

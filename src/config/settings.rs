@@ -4,6 +4,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use super::cidr::Cidr;
 use super::jwt::{JwtAlgorithm, JwtKeySource};
 
 /// Default for `HOST`: listen on every IPv4 interface.
@@ -17,8 +18,12 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 65_536;
 pub const MAX_MESSAGE_BYTES_LIMIT: usize = 64 * 1024 * 1024;
 /// Default for `MAX_CONNECTIONS`: WebSocket connections in total.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
-/// Default for `MAX_CONNECTIONS_PER_IP`: WebSocket connections per peer address.
+/// Default for `MAX_CONNECTIONS_PER_IP`: WebSocket connections per client
+/// address (an IPv6 /64 counts as one address).
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1_000;
+/// Default for `TRUSTED_PROXIES`: no proxy is trusted, so the client address
+/// is always the TCP peer's.
+pub const DEFAULT_TRUSTED_PROXIES: &str = "";
 /// Default for `JWT_ALGORITHM`.
 pub const DEFAULT_JWT_ALGORITHM: JwtAlgorithm = JwtAlgorithm::Hs256;
 /// Default for `JWT_LEEWAY_SECONDS`: tolerated clock skew for `exp`/`nbf`.
@@ -179,9 +184,13 @@ pub struct Config {
     /// `MAX_CONNECTIONS`: WebSocket connections in total before upgrades are
     /// refused with `503`.
     pub max_connections: usize,
-    /// `MAX_CONNECTIONS_PER_IP`: WebSocket connections from one peer address
-    /// before upgrades are refused with `503`.
+    /// `MAX_CONNECTIONS_PER_IP`: WebSocket connections from one client
+    /// address (an IPv6 /64 counts as one) before upgrades are refused with
+    /// `503`.
     pub max_connections_per_ip: usize,
+    /// `TRUSTED_PROXIES`: the networks of the reverse proxies whose
+    /// `X-Forwarded-For` names the client address; empty trusts none.
+    pub trusted_proxies: Vec<Cidr>,
     /// `JWT_ALGORITHM`: the only `alg` accepted in tokens.
     pub jwt_algorithm: JwtAlgorithm,
     /// `JWT_SECRET` / `JWT_PUBLIC_KEY_FILE`: where the verification key
@@ -269,6 +278,7 @@ impl Default for Config {
             allowed_origins: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            trusted_proxies: Vec::new(),
             jwt_algorithm: DEFAULT_JWT_ALGORITHM,
             jwt_key: JwtKeySource::DevSecret,
             jwt_issuer: None,
@@ -306,6 +316,11 @@ impl Config {
     /// server logs a warning at start-up when this is true.
     pub fn uses_dev_secret(&self) -> bool {
         self.jwt_key == JwtKeySource::DevSecret
+    }
+
+    /// Whether `ip` is in one of the `TRUSTED_PROXIES` networks.
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(ip))
     }
 
     /// The socket address to bind (`HOST`:`PORT`).

@@ -1,15 +1,15 @@
 //! Where setting values come from, in order of precedence: a command-line
 //! flag, the real environment, then the `.env` file in the working directory.
 //!
-//! Clap applies the first two ([`ServeArgs`]); [`load_dotenv`] puts `.env`
-//! into the environment before clap reads it, and since `.env` never
-//! overrides a variable that is already set, the precedence falls out. A
-//! reload cannot rely on the environment alone (start-up copied `.env` into
-//! it), so [`ConfigSource`] layers the three sources again itself.
+//! Clap applies the first two ([`ServeArgs`]); [`ServeArgs::fill_unset`]
+//! then takes what is still unset from the `.env` file ([`DotEnv`]). The
+//! process environment is never written: a reload ([`ConfigSource`]) fills
+//! the same flags and environment from `.env` as it reads then.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::dotenv;
 use super::error::ConfigError;
 use super::settings::Config;
 
@@ -21,8 +21,8 @@ macro_rules! serve_args {
         /// The server's command-line flags, one per environment variable
         /// (`--port` / `PORT`, `--max-message-bytes` / `MAX_MESSAGE_BYTES`, …).
         ///
-        /// Clap fills each field from the flag or else the variable (after
-        /// [`load_dotenv`] has put `.env` into the environment).
+        /// Clap fills each field from the flag or else the real environment
+        /// variable; [`ServeArgs::fill_unset`] adds `.env`'s values.
         /// Values stay raw strings: [`Config::from_args`] validates them so
         /// that every error names the variable, whichever source the value
         /// came from.
@@ -48,6 +48,16 @@ macro_rules! serve_args {
                     _ => None,
                 }
             }
+
+            /// Sets every variable that neither a flag nor the environment
+            /// set from `dotenv`, which comes last in precedence.
+            pub fn fill_unset(&mut self, dotenv: &DotEnv) {
+                $(
+                    if self.$field.is_none() {
+                        self.$field = dotenv.get($var).map(str::to_owned);
+                    }
+                )*
+            }
         }
     };
 }
@@ -63,8 +73,10 @@ serve_args! {
     allowed_origins = "ALLOWED_ORIGINS";
     /// WebSocket connections in total [default: 100000]
     max_connections = "MAX_CONNECTIONS";
-    /// WebSocket connections per peer address [default: 1000]
+    /// WebSocket connections per client address; an IPv6 /64 counts as one [default: 1000]
     max_connections_per_ip = "MAX_CONNECTIONS_PER_IP";
+    /// Comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client [default: none]
+    trusted_proxies = "TRUSTED_PROXIES";
     /// Accepted JWT algorithm: HS256, RS256, ES256 or EdDSA [default: HS256]
     jwt_algorithm = "JWT_ALGORITHM";
     /// HS256 secret (prefer the environment: flags show up in `ps`) [default: built-in development secret]
@@ -124,51 +136,71 @@ serve_args! {
     app_env = "APP_ENV";
 }
 
-/// Loads `.env` from the working directory into the process environment,
-/// without overriding variables that are already set. A missing file is
-/// fine; an unreadable or malformed one is an error (which never quotes a
-/// value from the file, since it may hold secrets).
-///
-/// Call it first thing in `main`, before `Cli::parse` (clap reads the
-/// environment) and before any thread is started (it sets environment
-/// variables).
-pub fn load_dotenv() -> Result<(), ConfigError> {
-    load_dotenv_from(Path::new(".env"))
+/// The variables a `.env` file sets, the last assignment of a key winning.
+/// Keys the server does not read are kept but never asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DotEnv {
+    vars: BTreeMap<String, String>,
 }
 
-/// Reads the configuration again, the way start-up did, for a reload
-/// (SIGHUP): flags first, then the real environment, then the `.env` file as
-/// it is now.
-///
-/// Start-up copies `.env` into the process environment, so a reload cannot
-/// tell from the environment alone which values came from the file; the
-/// source remembers which variables the real environment set before `.env`
-/// was read ([`ConfigSource::snapshot_env`]). A flag whose value equals one
-/// taken from `.env` at start-up is taken for that `.env` value.
+impl DotEnv {
+    /// Reads and parses `path` (see [`dotenv`] for the syntax). A missing
+    /// file sets nothing; an unreadable or malformed one is an error naming
+    /// the file and, for syntax, the line (never a value: it may be a
+    /// secret).
+    pub fn read(path: &Path) -> Result<DotEnv, ConfigError> {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(DotEnv::default()),
+            Err(e) => {
+                return Err(ConfigError::DotEnv {
+                    file: path.to_owned(),
+                    line: None,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        Self::parse(path, &bytes)
+    }
+
+    /// Parses the contents of `.env` file `path`.
+    pub fn parse(path: &Path, contents: &[u8]) -> Result<DotEnv, ConfigError> {
+        let assignments = dotenv::parse(contents).map_err(|e| ConfigError::DotEnv {
+            file: path.to_owned(),
+            line: Some(e.line),
+            reason: match e.key {
+                Some(key) => format!("{key}: {}", e.problem),
+                None => e.problem.to_string(),
+            },
+        })?;
+        Ok(DotEnv {
+            vars: assignments.into_iter().map(|a| (a.key, a.value)).collect(),
+        })
+    }
+
+    /// The value the file gives `var`, if any.
+    pub fn get(&self, var: &str) -> Option<&str> {
+        self.vars.get(var).map(String::as_str)
+    }
+}
+
+/// The configuration as the binary reads it, at start-up and again on each
+/// reload (SIGHUP): the flags and real environment clap parsed, then the
+/// `.env` file as it is at that moment.
 #[derive(Debug, Clone)]
 pub struct ConfigSource {
     args: ServeArgs,
-    from_real_env: BTreeSet<&'static str>,
     dotenv_path: PathBuf,
 }
 
 impl ConfigSource {
-    /// The variables the real environment sets now. Call it before
-    /// [`load_dotenv`].
-    pub fn snapshot_env() -> BTreeSet<&'static str> {
-        ServeArgs::VARIABLES
-            .iter()
-            .copied()
-            .filter(|var| std::env::var_os(var).is_some())
-            .collect()
-    }
-
-    /// A source for the server started with `args`, whose real environment
-    /// set `from_real_env`, reading `.env` from the working directory.
-    pub fn new(args: ServeArgs, from_real_env: BTreeSet<&'static str>) -> Self {
+    /// A source for the server started with `args` (flags and the real
+    /// environment, as clap parsed them), reading `.env` from the working
+    /// directory (not from a parent: the contract says the working
+    /// directory).
+    pub fn new(args: ServeArgs) -> Self {
         ConfigSource {
             args,
-            from_real_env,
             dotenv_path: ".env".into(),
         }
     }
@@ -183,72 +215,9 @@ impl ConfigSource {
     /// leaves the JWT key file to `auth`: the caller builds a verifier to
     /// check it.
     pub fn load(&self) -> Result<Config, ConfigError> {
-        let dotenv = read_dotenv(&self.dotenv_path)?;
-        Config::from_lookup(|var| {
-            let env_now = std::env::var(var).ok();
-            if let Some(flag) = self.args.value(var)
-                && env_now.as_deref() != Some(flag)
-            {
-                return Some(flag.to_owned());
-            }
-            if self.from_real_env.contains(var) {
-                return env_now;
-            }
-            dotenv.get(var).cloned()
-        })
-    }
-}
-
-/// The variables a `.env` file sets (none when it does not exist).
-fn read_dotenv(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
-    let iter = match dotenvy::from_path_iter(path) {
-        Ok(iter) => iter,
-        Err(e) if e.not_found() => return Ok(Default::default()),
-        Err(e) => {
-            return Err(ConfigError::DotEnv {
-                reason: e.to_string(),
-            });
-        }
-    };
-    iter.map(|item| {
-        item.map_err(|e| ConfigError::DotEnv {
-            reason: match e {
-                dotenvy::Error::LineParse(_, position) => {
-                    format!("cannot parse a line (at character {position})")
-                }
-                other => other.to_string(),
-            },
-        })
-    })
-    .collect()
-}
-
-/// [`load_dotenv`] for an explicit path.
-fn load_dotenv_from(path: &Path) -> Result<(), ConfigError> {
-    // `from_path`, not `dotenv()`: the contract says the working directory,
-    // and `dotenv()` would also search every parent directory.
-    match dotenvy::from_path(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.not_found() => Ok(()),
-        Err(dotenvy::Error::LineParse(line, position)) => {
-            let name: String = line
-                .trim_start()
-                .trim_start_matches("export ")
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
-                .collect();
-            let what = if name.is_empty() {
-                "a line".to_owned()
-            } else {
-                format!("the line setting {name}")
-            };
-            Err(ConfigError::DotEnv {
-                reason: format!("cannot parse {what} (at character {position})"),
-            })
-        }
-        Err(e) => Err(ConfigError::DotEnv {
-            reason: e.to_string(),
-        }),
+        let mut args = self.args.clone();
+        args.fill_unset(&DotEnv::read(&self.dotenv_path)?);
+        Config::from_args(&args)
     }
 }
 
@@ -256,20 +225,73 @@ fn load_dotenv_from(path: &Path) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn dotenv_errors_do_not_leak_values() {
-        let dir = std::env::temp_dir().join(format!("chat-flow-dotenv-{}", std::process::id()));
+    /// A directory of its own under the system's temporary directory.
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("chat-flow-sources-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    #[test]
+    fn dotenv_errors_name_the_file_and_line_and_not_the_value() {
+        let dir = temp_dir("errors");
         let path = dir.join(".env");
-        std::fs::write(&path, "JWT_SECRET='unterminated-s3cret\n").expect("write");
-        let e = load_dotenv_from(&path).expect_err("malformed");
-        let message = e.to_string();
+        std::fs::write(&path, "PORT=1\nJWT_SECRET='unterminated-s3cret\n").expect("write");
+        let message = DotEnv::read(&path).expect_err("malformed").to_string();
         assert!(
-            message.contains(".env") && message.contains("JWT_SECRET"),
+            message.contains(&path.display().to_string())
+                && message.contains("line 2")
+                && message.contains("JWT_SECRET"),
             "{message}"
         );
         assert!(!message.contains("s3cret"), "{message}");
-        assert_eq!(load_dotenv_from(&dir.join("missing.env")), Ok(()));
+        assert_eq!(
+            DotEnv::read(&dir.join("missing.env")),
+            Ok(DotEnv::default())
+        );
+        // A directory is not a file: an error, not "missing".
+        let message = DotEnv::read(&dir).expect_err("a directory").to_string();
+        assert!(message.contains(&dir.display().to_string()), "{message}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn dotenv_fills_only_what_flags_and_the_environment_left_unset() {
+        let dotenv = DotEnv::parse(
+            Path::new(".env"),
+            b"PORT=1\nHISTORY_LIMIT=2\nHISTORY_LIMIT=3\nUNKNOWN=4\n",
+        )
+        .expect("parses");
+        let mut args = ServeArgs {
+            port: Some("9".to_owned()),
+            ..ServeArgs::default()
+        };
+        args.fill_unset(&dotenv);
+        assert_eq!(args.port.as_deref(), Some("9"), "set before .env");
+        assert_eq!(args.history_limit.as_deref(), Some("3"), "the last wins");
+        assert_eq!(args.max_connections, None);
+        assert_eq!(dotenv.get("UNKNOWN"), Some("4"));
+    }
+
+    #[test]
+    fn a_source_reads_the_file_as_it_is_now() {
+        let dir = temp_dir("source");
+        let path = dir.join(".env");
+        let source = ConfigSource::new(ServeArgs {
+            max_content_length: Some("7".to_owned()),
+            ..ServeArgs::default()
+        })
+        .with_dotenv_path(&path);
+        assert_eq!(source.load().expect("no file").history_limit, 100);
+        std::fs::write(&path, "HISTORY_LIMIT=5\nMAX_CONTENT_LENGTH=1\n").expect("write");
+        let config = source.load().expect("valid");
+        assert_eq!((config.history_limit, config.max_content_length), (5, 7));
+        std::fs::write(&path, "HISTORY_LIMIT=0\n").expect("write");
+        assert_eq!(
+            source.load().expect_err("zero").variable(),
+            Some("HISTORY_LIMIT")
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -49,6 +49,7 @@ fn every_variable_is_read() {
         ),
         ("MAX_CONNECTIONS", "10"),
         ("MAX_CONNECTIONS_PER_IP", "2"),
+        ("TRUSTED_PROXIES", " 10.0.0.0/8 , fd00::/8,127.0.0.1 "),
         ("JWT_ALGORITHM", "hs256"),
         ("JWT_SECRET", "s3cret"),
         ("JWT_ISSUER", "issuer"),
@@ -88,6 +89,9 @@ fn every_variable_is_read() {
         ]),
         max_connections: 10,
         max_connections_per_ip: 2,
+        trusted_proxies: ["10.0.0.0/8", "fd00::/8", "127.0.0.1/32"]
+            .map(|net| Cidr::parse(net).expect("a network"))
+            .to_vec(),
         jwt_algorithm: JwtAlgorithm::Hs256,
         jwt_key: JwtKeySource::Secret(b"s3cret".to_vec()),
         jwt_issuer: Some("issuer".to_owned()),
@@ -419,7 +423,7 @@ fn serve_args_cover_every_variable_and_feed_from_args() {
     for var in ServeArgs::VARIABLES {
         assert_eq!(args.value(var), None);
     }
-    assert_eq!(ServeArgs::VARIABLES.len(), 34);
+    assert_eq!(ServeArgs::VARIABLES.len(), 35);
     args.port = Some("4000".to_owned());
     args.log_format = Some("pretty".to_owned());
     let config = Config::from_args(&args).expect("valid");
@@ -431,28 +435,100 @@ fn serve_args_cover_every_variable_and_feed_from_args() {
     );
 }
 
+/// Settings unset by default: their `.env.example` line holds an example,
+/// not the default.
+const EXAMPLE_VALUED: [&str; 4] = [
+    "ALLOWED_ORIGINS",
+    "JWT_SECRET",
+    "JWT_ISSUER",
+    "JWT_AUDIENCE",
+];
+
+/// The one setting whose `.env.example` line is prose (`# VAR=…`): it
+/// cannot stand alone, as it needs `JWT_ALGORITHM` too.
+const PROSE_ONLY: [&str; 1] = ["JWT_PUBLIC_KEY_FILE"];
+
+/// `.env.example`'s commented settings (`#VAR=value`), in order.
+fn env_example_settings() -> Vec<(&'static str, &'static str)> {
+    include_str!("../../.env.example")
+        .lines()
+        .filter_map(|line| line.strip_prefix('#'))
+        .filter_map(|line| line.split_once('='))
+        .filter(|(var, _)| {
+            !var.is_empty()
+                && var
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
+        .collect()
+}
+
 #[test]
 fn env_example_documents_every_variable() {
     let example = include_str!("../../.env.example");
+    let settings = env_example_settings();
     for var in ServeArgs::VARIABLES {
-        let line = format!("\n#{var}=");
-        assert!(example.contains(&line), ".env.example lacks {var}");
+        let lines = settings.iter().filter(|(v, _)| v == var).count();
+        if PROSE_ONLY.contains(var) {
+            assert_eq!(lines, 0, "{var} has a #{var}= line");
+            assert!(
+                example.contains(&format!("\n# {var}=")),
+                ".env.example lacks {var}"
+            );
+        } else {
+            assert_eq!(lines, 1, ".env.example has {lines} #{var}= lines");
+        }
+    }
+    for (var, _) in settings {
+        assert!(
+            ServeArgs::VARIABLES.contains(&var),
+            "{var} is not a setting"
+        );
     }
 }
 
 #[test]
 fn env_example_defaults_are_the_defaults() {
-    let example = include_str!("../../.env.example");
-    let vars: HashMap<String, String> = example
-        .lines()
-        .filter_map(|line| line.strip_prefix('#'))
-        .filter_map(|line| line.split_once('='))
-        .filter(|(var, _)| ServeArgs::VARIABLES.contains(var))
-        .map(|(var, value)| (var.to_owned(), value.to_owned()))
-        .filter(|(_, value)| !value.is_empty())
+    let vars: HashMap<&str, &str> = env_example_settings()
+        .into_iter()
+        .filter(|(var, _)| !EXAMPLE_VALUED.contains(var))
         .collect();
-    let config = Config::from_lookup(|var| vars.get(var).cloned()).expect("valid");
+    let config = Config::from_lookup(|var| vars.get(var).map(|v| (*v).to_owned())).expect("valid");
     assert_eq!(config, Config::default());
+}
+
+#[test]
+fn trusted_proxies_rules() {
+    assert_eq!(load(&[]).expect("default").trusted_proxies, []);
+    for blank in ["", "  "] {
+        let config = load(&[("TRUSTED_PROXIES", blank)]).expect("blank trusts none");
+        assert_eq!(config.trusted_proxies, []);
+    }
+    let config = load(&[("TRUSTED_PROXIES", "10.1.2.3/8,10.0.0.0/8,::1")]).expect("valid");
+    let shown: Vec<String> = config
+        .trusted_proxies
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        shown,
+        ["10.0.0.0/8", "::1/128"],
+        "host bits cleared, duplicates dropped"
+    );
+    assert!(config.is_trusted_proxy("10.200.0.1".parse().expect("ip")));
+    assert!(config.is_trusted_proxy("::ffff:10.200.0.1".parse().expect("ip")));
+    assert!(!config.is_trusted_proxy("11.0.0.1".parse().expect("ip")));
+    for (bad, entry) in [
+        ("10.0.0.0/33", r#"entry 1 ("10.0.0.0/33")"#),
+        ("10.0.0.0/8,proxy.local", r#"entry 2 ("proxy.local")"#),
+        ("10.0.0.0/8,,::1", "entry 2 is empty"),
+        ("10.0.0.0/8,", "entry 2 is empty"),
+        ("::/129", r#"entry 1 ("::/129")"#),
+    ] {
+        let e = error_for("TRUSTED_PROXIES", bad);
+        assert_eq!(e.variable(), Some("TRUSTED_PROXIES"));
+        assert!(e.to_string().contains(entry), "{bad:?}: {e}");
+    }
 }
 
 #[test]

@@ -5,6 +5,7 @@ use std::io::Read;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use super::cidr::Cidr;
 use super::error::ConfigError;
 use super::jwt::{
     DEV_JWT_SECRET, JWT_SECRET_MIN_BYTES, JwtAlgorithm, JwtKeySource, PUBLIC_KEY_FILE_MAX_BYTES,
@@ -54,6 +55,13 @@ impl Config {
             1,
             usize_max(),
         )?;
+        let trusted_proxies = {
+            let raw = vars
+                .get("TRUSTED_PROXIES")
+                .unwrap_or_else(|| DEFAULT_TRUSTED_PROXIES.to_owned());
+            parse_trusted_proxies(&raw)
+                .map_err(|e| ConfigError::invalid("TRUSTED_PROXIES", &raw, e))?
+        };
         let app_env = vars.parse("APP_ENV", DEFAULT_APP_ENV, |raw| {
             AppEnv::from_name(raw).ok_or_else(|| "expected development or production".to_owned())
         })?;
@@ -188,6 +196,7 @@ impl Config {
             allowed_origins,
             max_connections,
             max_connections_per_ip,
+            trusted_proxies,
             jwt_algorithm,
             jwt_key,
             jwt_issuer,
@@ -422,6 +431,30 @@ fn parse_default_rooms(raw: &str) -> Result<Vec<(String, String)>, String> {
         rooms.push((id.to_owned(), name.to_owned()));
     }
     Ok(rooms)
+}
+
+/// Parses `TRUSTED_PROXIES`: comma-separated CIDRs or addresses; blank =
+/// none. Each error names the bad entry.
+fn parse_trusted_proxies(raw: &str) -> Result<Vec<Cidr>, String> {
+    const SHAPE: &str = "expected comma-separated IP addresses or CIDRs such as \
+                         10.0.0.0/8,fd00::/8 (or an empty value to trust no proxy)";
+    if raw.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut networks: Vec<Cidr> = Vec::new();
+    for (index, entry) in raw.split(',').enumerate() {
+        let position = index + 1;
+        let entry = entry.trim();
+        if entry.is_empty() {
+            return Err(format!("entry {position} is empty; {SHAPE}"));
+        }
+        let network = Cidr::parse(entry)
+            .map_err(|e| format!("entry {position} ({entry:?}) is not a network: {e}"))?;
+        if !networks.contains(&network) {
+            networks.push(network);
+        }
+    }
+    Ok(networks)
 }
 
 /// Parses `ALLOWED_ORIGINS`: comma-separated `scheme://host[:port]`.

@@ -1,6 +1,7 @@
 //! HTTP: hyper 1 serves each TCP connection as HTTP/1.1 until it upgrades.
 //!
-//! Routes: `GET /ws` (WebSocket upgrade, handed to [`chat::serve`]),
+//! Routes: `GET /ws` (WebSocket upgrade, handed to [`chat::serve`], counted
+//! by the client address: see [`admission::client_address`]),
 //! `GET /healthz`, `GET /readyz` (503 while draining), `GET /metrics`;
 //! anything else is 404. Request heads are bounded in time, lines and bytes
 //! before any route runs.
@@ -20,9 +21,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{Instrument, info_span};
 
+use super::admission;
 use super::chat;
 use super::shared::Shared;
 use crate::core::ConnId;
+
+/// The header in which a trusted proxy names the client address.
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
 /// Time a client has to send a complete HTTP request head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -119,6 +124,12 @@ fn upgrade(req: &mut Request<Incoming>, peer: SocketAddr, shared: &Arc<Shared>) 
         return respond(StatusCode::SERVICE_UNAVAILABLE, "server shutting down\n");
     }
     let live = shared.live.load();
+    let forwarded = req.headers().get_all(X_FORWARDED_FOR).iter();
+    let client = admission::client_address(
+        peer.ip(),
+        forwarded.map(HeaderValue::as_bytes),
+        &live.config,
+    );
     if let (Some(allowed), Some(origin)) = (&live.config.allowed_origins, req.headers().get(ORIGIN))
     {
         let listed = origin
@@ -128,19 +139,27 @@ fn upgrade(req: &mut Request<Incoming>, peer: SocketAddr, shared: &Arc<Shared>) 
             return respond(StatusCode::FORBIDDEN, "origin not allowed\n");
         }
     }
-    let Some(guard) = shared.admission.try_open(peer.ip(), &live.config) else {
+    let Some(guard) = shared.admission.try_open(client, &live.config) else {
         return respond(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n");
     };
     drop(live);
     let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut *req) {
         Ok(pair) => pair,
         Err(e) => {
-            tracing::debug!(%peer, error = %e, "bad upgrade request");
+            tracing::debug!(peer = %client, tcp_peer = %peer, error = %e, "bad upgrade request");
             return respond(StatusCode::BAD_REQUEST, "bad WebSocket upgrade request\n");
         }
     };
     let conn = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
-    let span = info_span!("conn", id = conn.0, %peer, user = tracing::field::Empty);
+    // `peer` is the client address (what the caps count); `tcp_peer` the
+    // socket's other end, a proxy's when the client came through one.
+    let span = info_span!(
+        "conn",
+        id = conn.0,
+        peer = %client,
+        tcp_peer = %peer,
+        user = tracing::field::Empty
+    );
     let for_task = shared.clone();
     shared.connections.spawn(
         async move {

@@ -12,13 +12,15 @@
 //!
 //! No assertion is about speed: timeouts only detect hangs.
 //!
-//! One file per topic (`http`, `tokens`, `frames`, `json`, `floods`,
-//! `slow_readers`, `memory`); the arena and the helpers they share are in `harness`.
+//! One file per topic (`http`, `addresses`, `tokens`, `frames`, `json`,
+//! `floods`, `slow_readers`, `memory`); the arena and the helpers they
+//! share are in `harness`.
 
 #[path = "../common/mod.rs"]
 mod common;
 mod harness;
 
+mod addresses;
 mod floods;
 mod frames;
 mod http;

@@ -337,7 +337,9 @@ export class ChatClient {
   /**
    * Asks the token callback for a token now and authenticates the open
    * connection with it (the client does this by itself before expiry).
-   * Resolves when the server accepted it (or on the next connection).
+   * Resolves when the server accepted it, at once when the callback gave
+   * the current token again, or at the next authentication when not
+   * connected; rejects with the server's error if it refused the token.
    */
   refreshToken(): Promise<void>;
 

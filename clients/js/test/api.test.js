@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
 import { ChatClient, ChatClientError, backoffDelay, tokenExpiresAt } from '../src/index.js';
-import { TcpProxy, mintToken, seededRandom, sleep, startServer, testClient, waitFor, within } from './helpers.js';
+import { LIMIT, TcpProxy, closeAll, mintToken, seededRandom, sleep, startServer, testClient, waitFor, within } from './helpers.js';
 
 let server;
 
@@ -14,12 +14,13 @@ before(async () => {
 });
 
 after(async () => {
+  await closeAll();
   await server?.stop();
 });
 
 const direct = () => `ws://127.0.0.1:${server.port}/ws`;
 
-test('requests are promises, broadcasts are events', async () => {
+test('requests are promises, broadcasts are events', LIMIT, async () => {
   const { client: alice, rec: a } = testClient(direct(), 'alice');
   const { client: bob, rec: b } = testClient(direct(), 'bob');
   try {
@@ -85,7 +86,7 @@ test('requests are promises, broadcasts are events', async () => {
   assert.deepEqual(a.of('closed'), [{ reason: 'closed', error: null }]);
 });
 
-test('typing renews while the user types, and stops by itself', async () => {
+test('typing renews while the user types, and stops by itself', LIMIT, async () => {
   // The server clears typing after 1.5 s without a renewal.
   const { client: alice } = testClient(direct(), 'alice', { typingRenewMs: 500, typingIdleMs: 400 });
   const { client: bob, rec: b } = testClient(direct(), 'bob');
@@ -124,7 +125,7 @@ test('typing renews while the user types, and stops by itself', async () => {
   }
 });
 
-test('the outbox is bounded: past it a send fails at once; the queued ones go after reconnecting', async () => {
+test('the outbox is bounded: past it a send fails at once; the queued ones go after reconnecting', LIMIT, async () => {
   const proxy = await TcpProxy.start(server.port);
   const { client, rec } = testClient(proxy.url, 'carol', { outboxMax: 3 });
   try {
@@ -132,7 +133,7 @@ test('the outbox is bounded: past it a send fails at once; the queued ones go af
     await client.join('general');
     proxy.down();
     proxy.cut();
-    await waitFor(() => rec.of('disconnected').length === 1, 'disconnected');
+    await waitFor(() => rec.of('disconnected').length >= 1, 'disconnected');
     const queued = [client.send('general', 'q1'), client.send('general', 'q2'), client.send('general', 'q3')];
     await assert.rejects(client.send('general', 'q4'), (e) => e.code === 'OUTBOX_FULL');
     assert.equal(rec.of('sendFailed').at(-1).code, 'OUTBOX_FULL');
@@ -148,7 +149,7 @@ test('the outbox is bounded: past it a send fails at once; the queued ones go af
   }
 });
 
-test('reconnect delays are full-jitter exponential backoff from the injected random source', async () => {
+test('reconnect delays are full-jitter exponential backoff from the injected random source', LIMIT, async () => {
   const proxy = await TcpProxy.start(server.port);
   proxy.down();
   const seed = 1234;
@@ -179,7 +180,7 @@ test('reconnect delays are full-jitter exponential backoff from the injected ran
   assert.equal(backoffDelay(() => 0, 3, 100, 10_000), 0);
 });
 
-test('close() ends everything: pending promises reject, no more attempts, no timers left', async () => {
+test('close() ends everything: pending promises reject, no more attempts, no timers left', LIMIT, async () => {
   const timersBefore = process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
   const proxy = await TcpProxy.start(server.port);
   const { client, rec } = testClient(proxy.url, 'erin');
@@ -187,7 +188,7 @@ test('close() ends everything: pending promises reject, no more attempts, no tim
   await client.join('general');
   proxy.down();
   proxy.cut();
-  await waitFor(() => rec.of('disconnected').length === 1, 'disconnected');
+  await waitFor(() => rec.of('disconnected').length >= 1, 'disconnected');
   const send = client.send('general', 'never');
   const join = client.join('elsewhere');
   const list = client.listRooms();
@@ -205,7 +206,7 @@ test('close() ends everything: pending promises reject, no more attempts, no tim
   assert.ok(timersAfter <= timersBefore, `timers: ${timersBefore} before, ${timersAfter} after`);
 });
 
-test('close() on a connected client closes the WebSocket cleanly; others see the user leave', async () => {
+test('close() on a connected client closes the WebSocket cleanly; others see the user leave', LIMIT, async () => {
   const { client: alice } = testClient(direct(), 'frank');
   const { client: bob, rec: b } = testClient(direct(), 'gina');
   try {
@@ -219,7 +220,7 @@ test('close() on a connected client closes the WebSocket cleanly; others see the
   }
 });
 
-test('tokenExpiresAt reads exp; a client needs a WebSocket and a token', () => {
+test('tokenExpiresAt reads exp; a client needs a WebSocket and a token', LIMIT, () => {
   const token = mintToken({ sub: 'x', exp: 2_000_000_000 });
   assert.equal(tokenExpiresAt(token), 2_000_000_000_000);
   assert.equal(tokenExpiresAt('not a jwt'), null);
@@ -229,4 +230,33 @@ test('tokenExpiresAt reads exp; a client needs a WebSocket and a token', () => {
     assert.throws(() => new ChatClient({ url: 'ws://x/ws', token: 't' }), /WebSocket/);
   }
   assert.throws(() => new ChatClient({ url: 'ws://x/ws', WebSocket: class {} }), /token/);
+});
+
+test('a message too big: refused at once when the client knows the limit; after close 1009, not resent', LIMIT, async () => {
+  const small = await startServer({ MAX_MESSAGE_BYTES: '1000' });
+  const url = `ws://127.0.0.1:${small.port}/ws`;
+  const A = testClient(url, 'verbose');
+  const B = testClient(url, 'careful', { maxMessageBytes: 1000 });
+  try {
+    await Promise.all([A.client.connect(), B.client.connect()]);
+    await Promise.all([A.client.join('general'), B.client.join('general')]);
+
+    // B knows the server's limit: nothing is written.
+    await assert.rejects(B.client.send('general', 'y'.repeat(2000)), (e) => e.code === 'MESSAGE_TOO_BIG');
+    assert.equal(B.rec.sent.filter((s) => s.frame.type === 'SEND_MESSAGE').length, 0);
+
+    // A does not: the server closes with 1009; that send fails, the next one
+    // (written behind it) is resent after reconnecting.
+    const big = A.client.send('general', 'x'.repeat(2000));
+    const after = A.client.send('general', 'small');
+    await assert.rejects(within(big, 'the big send to fail', 3000), (e) => e.code === 'MESSAGE_TOO_BIG');
+    assert.equal((await within(after, 'the small message')).content, 'small');
+    await sleep(200);
+    assert.deepEqual(A.rec.of('disconnected').map((d) => d.code), [1009], 'closed once, not again by a resend');
+    assert.equal(A.rec.of('sendFailed')[0].code, 'MESSAGE_TOO_BIG');
+  } finally {
+    await A.client.close();
+    await B.client.close();
+    await small.stop();
+  }
 });

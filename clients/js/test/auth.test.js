@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
 import { ChatClient, tokenExpiresAt } from '../src/index.js';
-import { SECRET, mintToken, recordingWebSocket, sleep, startServer, testClient, waitFor, within } from './helpers.js';
+import { LIMIT, SECRET, closeAll, mintToken, recordingWebSocket, sleep, startServer, testClient, track, waitFor, within } from './helpers.js';
 
 let server;
 
@@ -16,12 +16,13 @@ before(async () => {
 });
 
 after(async () => {
+  await closeAll();
   await server?.stop();
 });
 
 const url = () => `ws://127.0.0.1:${server.port}/ws`;
 
-test('the token is refreshed on the open connection before it expires', async () => {
+test('the token is refreshed on the open connection before it expires', LIMIT, async () => {
   // Tokens that live 2 s (1-2 s, as `exp` is in whole seconds).
   const A = testClient(url(), 'refresher', { ttlS: 2 });
   const O = testClient(url(), 'listener');
@@ -40,7 +41,7 @@ test('the token is refreshed on the open connection before it expires', async ()
     assert.deepEqual(A.rec.of('disconnected'), [], 'never disconnected');
     assert.deepEqual(A.rec.of('serverError'), [], 'never told the token expired');
     const refreshed = () => A.rec.of('authenticated').filter((a) => a.refreshed).length;
-    await waitFor(() => refreshed() === auths.length - 1, 'every refresh accepted');
+    await waitFor(() => refreshed() >= auths.length - 1, 'every refresh accepted');
     // Each refresh went out while the token before it was still valid.
     for (let k = 1; k < auths.length; k++) {
       const previousExp = tokenExpiresAt(auths[k - 1].frame.payload.token);
@@ -54,7 +55,7 @@ test('the token is refreshed on the open connection before it expires', async ()
   }
 });
 
-test('without refresh, expiry closes with 1008; the client reconnects with a fresh token and resumes', async () => {
+test('without refresh, expiry closes with 1008; the client reconnects with a fresh token and resumes', LIMIT, async () => {
   const A = testClient(url(), 'expiring', { ttlS: 2, autoRefresh: false });
   const B = testClient(url(), 'steady');
   try {
@@ -81,20 +82,22 @@ test('without refresh, expiry closes with 1008; the client reconnects with a fre
   }
 });
 
-test('close 1008, then the callback gives the same token again: the client stops', async () => {
+test('close 1008, then the callback gives the same token again: the client stops', LIMIT, async () => {
   const token = mintToken({ sub: 'stubborn', ttlS: 2 });
   let calls = 0;
   const sent = [];
-  const client = new ChatClient({
-    url: url(),
-    token: () => {
-      calls += 1;
-      return token;
-    },
-    WebSocket: recordingWebSocket(sent),
-    backoffBaseMs: 20,
-    backoffMaxMs: 100,
-  });
+  const client = track(
+    new ChatClient({
+      url: url(),
+      token: () => {
+        calls += 1;
+        return token;
+      },
+      WebSocket: recordingWebSocket(sent),
+      backoffBaseMs: 20,
+      backoffMaxMs: 100,
+    }),
+  );
   const closed = [];
   const disconnected = [];
   client.on('closed', (c) => closed.push(c));
@@ -116,11 +119,11 @@ test('close 1008, then the callback gives the same token again: the client stops
   }
 });
 
-test('a token the server refuses on connect: the callback is asked again; a new token gets in', async () => {
+test('a token the server refuses on connect: the callback is asked again; a new token gets in', LIMIT, async () => {
   const tokens = [mintToken({ sub: 'retry', secret: 'not-the-server-secret-at-all-0123456789' }), mintToken({ sub: 'retry', secret: SECRET })];
   let calls = 0;
   const errors = [];
-  const client = new ChatClient({ url: url(), token: () => tokens[Math.min(calls++, 1)], WebSocket: recordingWebSocket([]), backoffBaseMs: 20 });
+  const client = track(new ChatClient({ url: url(), token: () => tokens[Math.min(calls++, 1)], WebSocket: recordingWebSocket([]), backoffBaseMs: 20 }));
   client.on('error', (e) => errors.push(e));
   try {
     assert.equal((await within(client.connect(), 'authenticated')).userId, 'retry');
@@ -131,7 +134,7 @@ test('a token the server refuses on connect: the callback is asked again; a new 
   }
   // And when the callback keeps giving the refused token, the client stops.
   const bad = tokens[0];
-  const stubborn = new ChatClient({ url: url(), token: () => bad, WebSocket: recordingWebSocket([]), backoffBaseMs: 20 });
+  const stubborn = track(new ChatClient({ url: url(), token: () => bad, WebSocket: recordingWebSocket([]), backoffBaseMs: 20 }));
   await assert.rejects(within(stubborn.connect(), 'refused'), (e) => e.code === 'TOKEN_REFUSED');
   assert.equal(stubborn.state, 'closed');
 });

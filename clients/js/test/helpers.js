@@ -1,6 +1,6 @@
 // What the tests share: the real server binary, started on a free port;
 // HS256 tokens minted with Node's crypto; a TCP proxy between a client and
-// the server that a test can cut, hold or refuse; a WebSocket that records
+// the server that a test can cut, hold, pause or refuse; a WebSocket that records
 // what the client writes; seeded random numbers.
 
 import { spawn } from 'node:child_process';
@@ -77,6 +77,14 @@ export function mintToken({ sub, username, ttlS = 3600, exp, rooms, secret = SEC
 
 // ----------------------------------------------------------------- server ----
 
+/** Servers still running: killed if the test process exits first. */
+const running = new Set();
+/** Their handles, for `closeAll`. */
+const servers = new Set();
+process.on('exit', () => {
+  for (const proc of running) proc.kill('SIGKILL');
+});
+
 /**
  * Starts the server binary on 127.0.0.1 with `PORT=0` and resolves once it
  * logged the address it listens on (`{"fields":{"message":"listening",
@@ -100,8 +108,14 @@ export async function startServer(env = {}) {
     ...env,
   };
   const proc = spawn(SERVER_BIN, [], { cwd: dir, env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  running.add(proc);
   const logs = [];
-  const exited = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
+  const exited = new Promise((resolve) =>
+    proc.once('exit', (code, signal) => {
+      running.delete(proc);
+      resolve({ code, signal });
+    }),
+  );
   const port = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`the server did not log "listening" within 10 s:\n${logs.join('\n')}`)), 10_000);
     const onLine = (line) => {
@@ -134,20 +148,29 @@ export async function startServer(env = {}) {
     });
   });
   let stopped = null;
-  return {
+  const server = {
     port,
     proc,
     logs,
     env: fullEnv,
+    /** The value of a counter or gauge on `GET /metrics`. */
+    async metric(name) {
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+      return line === undefined ? undefined : Number(line.split(' ')[1]);
+    },
     /** Stops the server (`SIGTERM`: drain with close 1001; `SIGKILL`: die). */
     stop(signal = 'SIGTERM') {
       if (stopped === null) {
+        servers.delete(server);
         proc.kill(signal);
         stopped = within(exited, 'the server to exit', 15_000).finally(() => rmSync(dir, { recursive: true, force: true }));
       }
       return stopped;
     },
   };
+  servers.add(server);
+  return server;
 }
 
 // ------------------------------------------------------------------ proxy ----
@@ -163,6 +186,7 @@ export class TcpProxy {
   /** @param {number} target the server's port */
   static async start(target) {
     const proxy = new TcpProxy(target);
+    proxies.add(proxy);
     await new Promise((resolve) => proxy.server.listen(0, '127.0.0.1', resolve));
     proxy.port = proxy.server.address().port;
     return proxy;
@@ -232,6 +256,20 @@ export class TcpProxy {
     for (const pair of this.pairs) pair.held = true;
   }
 
+  /**
+   * Stops reading what the server sends on the current connections: it
+   * piles up in the kernel's buffers, then in the server's outbound queue,
+   * as for a client that stopped reading.
+   */
+  pause() {
+    for (const pair of this.pairs) pair.upstream.pause();
+  }
+
+  /** Reads again (see `pause`). */
+  resume() {
+    for (const pair of this.pairs) pair.upstream.resume();
+  }
+
   /** Refuses new connections (accepted, then destroyed at once). */
   down() {
     this.refusing = true;
@@ -242,12 +280,44 @@ export class TcpProxy {
   }
 
   close() {
+    proxies.delete(this);
     this.cut();
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
 }
 
 // ---------------------------------------------------------------- clients ----
+
+const live = new Set();
+
+/**
+ * Keeps `client` to be closed by `closeAll()`, so that a test failing
+ * half-way does not leave a client reconnecting forever (and the test
+ * process running).
+ */
+export function track(client) {
+  live.add(client);
+  return client;
+}
+
+/** Proxies not closed yet. */
+const proxies = new Set();
+
+/**
+ * Closes every tracked client, proxy and server still open (each test file
+ * calls it in `after`, so that a failed or timed-out test leaves nothing
+ * running).
+ */
+export async function closeAll() {
+  const clients = [...live];
+  live.clear();
+  await Promise.all(clients.map((c) => c.close()));
+  await Promise.all([...proxies].map((p) => p.close()));
+  await Promise.all([...servers].map((server) => server.stop('SIGKILL')));
+}
+
+/** Every test's time limit: a regression fails, it does not hang. */
+export const LIMIT = { timeout: 60_000 };
 
 /**
  * A `ws` WebSocket class that records every frame the client writes
@@ -277,14 +347,14 @@ export function testClient(url, sub, options = {}) {
   const sent = [];
   const sockets = { count: 0 };
   const { ttlS, ...rest } = options;
-  const client = new ChatClient({
+  const client = track(new ChatClient({
     url,
     token: () => mintToken({ sub, username: sub, ttlS: ttlS ?? 3600 }),
     WebSocket: recordingWebSocket(sent, sockets),
     backoffBaseMs: 20,
     backoffMaxMs: 200,
     ...rest,
-  });
+  }));
   const events = [];
   const names = ['state', 'connecting', 'connected', 'authenticated', 'disconnected', 'closed', 'joined', 'gap', 'message', 'ack', 'sendFailed', 'left', 'userJoined', 'userLeft', 'typing', 'rateLimited', 'serverError', 'error', 'frame'];
   for (const name of names) client.on(name, (value) => events.push({ name, value, at: Date.now() }));

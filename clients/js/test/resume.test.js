@@ -1,15 +1,18 @@
 // Resuming after what the server could not keep: a restart (new epoch, close
-// 1001 first) and history evicted while the client was away. Both end in a
-// gap event, then the messages that follow, each once.
+// 1001 first) and history evicted while the client was away — both end in a
+// gap event, then the messages that follow, each once — and after a close
+// 1013 as a slow consumer, which loses nothing.
 
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 
-import { TcpProxy, startServer, testClient, waitFor, within } from './helpers.js';
+import { LIMIT, TcpProxy, closeAll, sleep, startServer, testClient, waitFor, within } from './helpers.js';
+
+after(closeAll);
 
 const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
-test('a server restart changes the epoch: close 1001, reconnect, a gap event, then the new sequence', async () => {
+test('a server restart changes the epoch: close 1001, reconnect, a gap event, then the new sequence', LIMIT, async () => {
   const env = { DEFAULT_ROOMS: 'general:General', PRESENCE_DELAY_MS: '0' };
   let server = await startServer(env);
   const proxyA = await TcpProxy.start(server.port);
@@ -66,7 +69,7 @@ test('a server restart changes the epoch: close 1001, reconnect, a gap event, th
   }
 });
 
-test('history evicted while away: recovered false in the same epoch, a gap, then the retained messages', async () => {
+test('history evicted while away: recovered false in the same epoch, a gap, then the retained messages', LIMIT, async () => {
   const server = await startServer({ HISTORY_LIMIT: '10', DEFAULT_ROOMS: 'general:General', RATE_LIMIT_MESSAGES: '1000' });
   const proxy = await TcpProxy.start(server.port);
   const A = testClient(proxy.url, 'away');
@@ -94,6 +97,50 @@ test('history evicted while away: recovered false in the same epoch, a gap, then
   } finally {
     await A.client.close();
     await B.client.close();
+    await proxy.close();
+    await server.stop();
+  }
+});
+
+test('a slow consumer closed with 1013 reconnects and resumes without losing a message', LIMIT, async () => {
+  const server = await startServer({
+    DEFAULT_ROOMS: 'general:General',
+    OUTBOUND_QUEUE_LIMIT: '8',
+    MAX_CONTENT_LENGTH: '60000',
+    HISTORY_LIMIT: '1000',
+    RATE_LIMIT_MESSAGES: '100000',
+  });
+  const proxy = await TcpProxy.start(server.port);
+  const R = testClient(proxy.url, 'slow');
+  const S = testClient(`ws://127.0.0.1:${server.port}/ws`, 'fast');
+  try {
+    await Promise.all([R.client.connect(), S.client.connect()]);
+    await Promise.all([R.client.join('general'), S.client.join('general')]);
+    // The reader stops reading; 200 messages of 60 kB (12 MB) outgrow the
+    // kernel's buffers and then the server's queue of 8.
+    proxy.pause();
+    const N = 200;
+    const big = 'x'.repeat(59_990);
+    const sends = range(1, N).map((i) => S.client.send('general', `${i} ${big}`));
+    let closed = 0;
+    const deadline = Date.now() + 20_000;
+    while (closed === 0 && Date.now() < deadline) {
+      closed = await server.metric('chatflow_slow_consumer_closes_total');
+      if (closed === 0) await sleep(20);
+    }
+    assert.equal(closed, 1, 'the server closed the slow consumer');
+    // Within the 5 s the server gives a slow consumer to read its close frame.
+    proxy.resume();
+    const stored = await within(Promise.all(sends), 'every send stored', 20_000);
+    assert.deepEqual(stored.map((m) => m.seq), range(1, N));
+    await waitFor(() => R.client.room('general')?.lastSeq === N, 'the reader caught up', 20_000);
+    assert.ok(R.rec.of('disconnected').some((d) => d.code === 1013), `closed with 1013: ${JSON.stringify(R.rec.of('disconnected'))}`);
+    assert.deepEqual(R.rec.messages('general').map((m) => m.seq), range(1, N), 'each message once, in order');
+    assert.deepEqual(R.rec.of('gap'), []);
+    assert.ok(R.rec.of('joined').some((j) => j.recovered === true), 'resumed');
+  } finally {
+    await R.client.close();
+    await S.client.close();
     await proxy.close();
     await server.stop();
   }

@@ -11,7 +11,11 @@ import {
   type GapEvent,
   type JoinResult,
   type Room,
+  type WebSocketConstructor,
 } from 'chat-flow-client';
+
+// The browser's WebSocket fits the option (the DOM library's declaration).
+const browserWebSocket: WebSocketConstructor = WebSocket;
 
 declare const SomeWebSocket: ChatClientOptions['WebSocket'];
 
@@ -102,4 +106,4 @@ const delay: number = backoffDelay(Math.random, 3, 100, 10_000);
 const expires: number | null = tokenExpiresAt('a.b.c');
 // @ts-expect-error: options need a url
 new ChatClient({ token: 't' });
-void [demo, delay, expires];
+void [demo, delay, expires, browserWebSocket];
