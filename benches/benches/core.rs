@@ -19,7 +19,7 @@
 use std::hint::black_box;
 
 use chat_flow::auth::VerifiedToken;
-use chat_flow::core::{ConnId, DefaultRoom, Hub, Inbound, Limits, Output, Timestamp};
+use chat_flow::core::{ConnId, DefaultRoom, Hub, Inbound, Instance, Limits, Output, Timestamp};
 use chat_flow::protocol::{ClientMessage, ClientRequest, JoinRoom, MessageKind, SendMessage};
 use chat_flow_bench::alloc::CountingAlloc;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -68,7 +68,10 @@ fn room_with(members: u64, limits: Limits) -> Hub {
             id: "general".into(),
             name: "General".into(),
         }],
-        0x5eed,
+        Instance {
+            number: 0x5eed,
+            secret: 0x5eed,
+        },
         NOW,
     );
     for i in 0..members {

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use arbitrary::Arbitrary;
 use chat_flow::auth::{TokenSpec, Verifier, mint_hs256};
 use chat_flow::config::{Config, DEV_JWT_SECRET};
-use chat_flow::core::{ConnId, Hub, Inbound, Limits, Output, Timestamp};
+use chat_flow::core::{ConnId, Hub, Inbound, Instance, Limits, Output, Timestamp};
 use chat_flow::protocol::client_encode::encode;
 use chat_flow::protocol::parse::ParseLimits;
 use chat_flow::protocol::server::{ServerFrame, ServerMessage};
@@ -83,6 +83,8 @@ impl Setup {
             rate_limit_window_ms: 100 + 100 * u64::from(self.rate_limit_window % 50),
             rate_limit_disconnect_after: 1 + u32::from(self.disconnect_after % 8),
             rooms_per_user_max: u32::from(self.rooms_per_user_max % 4),
+            max_rooms: 100,
+            room_idle_ttl_ms: 0,
         }
     }
 
@@ -286,6 +288,15 @@ pub fn check_records(setup: &Setup, records: &[Record], end: u64) -> Out {
     checker.finish(end)
 }
 
+/// The hub's instance number `n`, with a secret derived from it (a program
+/// replays exactly; nothing here needs the ids to be unguessable).
+fn instance(n: u64) -> Instance {
+    Instance {
+        number: n,
+        secret: crate::rng::mix(n, 0x1d5),
+    }
+}
+
 struct Driver {
     limits: Limits,
     config: Config,
@@ -316,7 +327,7 @@ impl Driver {
         let hub = Hub::new(
             limits.clone(),
             &default_rooms(&config),
-            1,
+            instance(1),
             Timestamp(now_ms),
         );
         let mut d = Driver {
@@ -579,7 +590,7 @@ impl Driver {
         self.hub = Hub::new(
             self.limits.clone(),
             &default_rooms(&self.config),
-            self.instance,
+            instance(self.instance),
             Timestamp(self.now_ms),
         );
         self.record(Obs::ServerStart {

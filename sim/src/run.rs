@@ -128,6 +128,7 @@ pub fn simulate(scenario: &Scenario) -> RunOutput {
                 let env = RuntimeEnv {
                     start_unix_ms,
                     instance,
+                    secret: mix(seed ^ 0x5ec2e7, u64::from(run) + 1),
                     http_date_header: false,
                 };
                 server::run(SimListener(listener), config, env, std::future::pending()).await?;
