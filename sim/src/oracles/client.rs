@@ -194,6 +194,7 @@ impl Clients {
                     .insert(client_message_id.clone());
             }
             Event::Disconnected { .. } => out.coverage.hit("reconnect"),
+            Event::Left { .. } => out.coverage.hit("room_revoked_event"),
             Event::Connected { .. }
             | Event::Authenticated { .. }
             | Event::Server(_)
