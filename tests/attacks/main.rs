@@ -13,7 +13,7 @@
 //! No assertion is about speed: timeouts only detect hangs.
 //!
 //! One file per topic (`http`, `tokens`, `frames`, `json`, `floods`,
-//! `slow_readers`); the arena and the helpers they share are in `harness`.
+//! `slow_readers`, `rooms`); the arena and the helpers they share are in `harness`.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -23,5 +23,6 @@ mod floods;
 mod frames;
 mod http;
 mod json;
+mod rooms;
 mod slow_readers;
 mod tokens;
