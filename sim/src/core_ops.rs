@@ -24,6 +24,9 @@
 //! [`Record`]s the simulation's tap produces, and [`check`] runs every oracle
 //! over them. No network, no clock, no randomness: the same program always
 //! gives the same records.
+//!
+//! One file, longer than most: the program's types (what a fuzzer writes)
+//! and the driver that plays them change together.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

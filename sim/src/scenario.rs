@@ -4,6 +4,10 @@
 //! Swarm testing: each seed switches a random subset of action and fault
 //! kinds on ([`Features`]), so that some seeds hammer one edge while others
 //! mix everything.
+//!
+//! It is one file, longer than most, because every draw a seed makes is
+//! here, in order: whether a change leaves the other seeds' scenarios as
+//! they were is read top to bottom.
 
 use std::collections::BTreeSet;
 use std::fmt;

@@ -15,6 +15,10 @@
 //! [`Obs::CloseRecv`], `Hub::disconnect` as [`Obs::Ended`], with the core's
 //! `now` (minus [`OracleConfig::epoch_unix_ms`]) as the time, and an empty
 //! roster (no liveness phase) — then [`Checker::finish`].
+//!
+//! This file is longer than most because [`Checker`]'s handling of a
+//! received frame is the one place that routes each server message to the
+//! oracles that care, in the order they must see it.
 
 pub mod auth;
 pub mod client;
