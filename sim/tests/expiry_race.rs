@@ -27,6 +27,7 @@ fn scenario(send_at_ms: u64) -> Scenario {
         rate_limit_requests: 50,
         rate_limit_disconnect_after: 50,
         jwt_leeway_seconds: 0,
+        room_idle_ttl_ms: 0,
         min_latency_ms: 1,
         max_latency_ms: 1,
         tcp_capacity: 64,
@@ -49,6 +50,7 @@ fn scenario(send_at_ms: u64) -> Scenario {
             ),
         ],
         final_rooms: BTreeSet::from(["general".to_owned()]),
+        claims: vec![],
     };
     Scenario {
         seed: send_at_ms,
@@ -58,6 +60,7 @@ fn scenario(send_at_ms: u64) -> Scenario {
         },
         knobs,
         rooms: vec!["general".into()],
+        owned_rooms: vec![],
         clients: vec![client],
         raws: vec![],
         faults: vec![],

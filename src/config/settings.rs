@@ -57,6 +57,12 @@ pub const DEFAULT_RATE_LIMIT_REQUESTS: u32 = 100;
 pub const DEFAULT_RATE_LIMIT_DISCONNECT_AFTER: u32 = 50;
 /// Default for `ROOMS_PER_USER_MAX`: rooms one user may create.
 pub const DEFAULT_ROOMS_PER_USER_MAX: usize = 100;
+/// Default for `MAX_ROOMS`: rooms that may exist at once, default rooms
+/// included.
+pub const DEFAULT_MAX_ROOMS: usize = 100_000;
+/// Default for `ROOM_IDLE_TTL_MS` (one day): how long a room created by a
+/// user is kept without a member connection.
+pub const DEFAULT_ROOM_IDLE_TTL_MS: u64 = 86_400_000;
 /// Default for `WORKER_THREADS`: `0`, one runtime worker thread per core.
 pub const DEFAULT_WORKER_THREADS: usize = 0;
 /// Most runtime worker threads `WORKER_THREADS` may ask for.
@@ -234,6 +240,14 @@ pub struct Config {
     /// `ROOMS_PER_USER_MAX`: rooms one user may create (`0` disables
     /// `CREATE_ROOM`). Bounds the memory one account can claim.
     pub rooms_per_user_max: usize,
+    /// `MAX_ROOMS`: rooms that may exist at once, default rooms included;
+    /// beyond it `CREATE_ROOM` is `FORBIDDEN`. At least the number of
+    /// `DEFAULT_ROOMS`.
+    pub max_rooms: usize,
+    /// `ROOM_IDLE_TTL_MS`: a room created by a user is deleted, with its
+    /// history, once it has had no member connection for this long; `0`
+    /// keeps rooms for ever. Default rooms are never deleted.
+    pub room_idle_ttl_ms: u64,
     /// `PING_INTERVAL_MS`: period of server WebSocket pings.
     pub ping_interval_ms: u64,
     /// `IDLE_TIMEOUT_MS`: a connection silent for this long is dropped;
@@ -295,6 +309,8 @@ impl Default for Config {
             rate_limit_requests: DEFAULT_RATE_LIMIT_REQUESTS,
             rate_limit_disconnect_after: DEFAULT_RATE_LIMIT_DISCONNECT_AFTER,
             rooms_per_user_max: DEFAULT_ROOMS_PER_USER_MAX,
+            max_rooms: DEFAULT_MAX_ROOMS,
+            room_idle_ttl_ms: DEFAULT_ROOM_IDLE_TTL_MS,
             ping_interval_ms: DEFAULT_PING_INTERVAL_MS,
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
             outbound_queue_limit: DEFAULT_OUTBOUND_QUEUE_LIMIT,

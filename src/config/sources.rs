@@ -112,6 +112,10 @@ serve_args! {
     rate_limit_disconnect_after = "RATE_LIMIT_DISCONNECT_AFTER";
     /// Rooms one user may create [default: 100]
     rooms_per_user_max = "ROOMS_PER_USER_MAX";
+    /// Rooms that may exist at once, default rooms included [default: 100000]
+    max_rooms = "MAX_ROOMS";
+    /// Delete a user's room without members for this long, in milliseconds; 0 for never [default: 86400000]
+    room_idle_ttl_ms = "ROOM_IDLE_TTL_MS";
     /// WebSocket ping period in milliseconds [default: 30000]
     ping_interval_ms = "PING_INTERVAL_MS";
     /// Drop a connection silent this long, in milliseconds [default: 75000]

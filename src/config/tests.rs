@@ -66,6 +66,8 @@ fn every_variable_is_read() {
         ("RATE_LIMIT_REQUESTS", "5"),
         ("RATE_LIMIT_DISCONNECT_AFTER", "6"),
         ("ROOMS_PER_USER_MAX", "0"),
+        ("MAX_ROOMS", "2"),
+        ("ROOM_IDLE_TTL_MS", "0"),
         ("PING_INTERVAL_MS", "7"),
         ("IDLE_TIMEOUT_MS", "8"),
         ("OUTBOUND_QUEUE_LIMIT", "9"),
@@ -111,6 +113,8 @@ fn every_variable_is_read() {
         rate_limit_requests: 5,
         rate_limit_disconnect_after: 6,
         rooms_per_user_max: 0,
+        max_rooms: 2,
+        room_idle_ttl_ms: 0,
         ping_interval_ms: 7,
         idle_timeout_ms: 8,
         outbound_queue_limit: 9,
@@ -174,6 +178,7 @@ fn zero_is_rejected_where_it_makes_no_sense() {
         "OUTBOUND_QUEUE_BYTES",
         "WRITE_TIMEOUT_MS",
         "OUTBOUND_MEMORY_MAX_BYTES",
+        "MAX_ROOMS",
     ] {
         let e = error_for(var, "0");
         assert_eq!(e.variable(), Some(var));
@@ -187,6 +192,7 @@ fn zero_is_rejected_where_it_makes_no_sense() {
         "PORT",
         "JWT_LEEWAY_SECONDS",
         "ROOMS_PER_USER_MAX",
+        "ROOM_IDLE_TTL_MS",
         "SHUTDOWN_GRACE_MS",
         "WORKER_THREADS",
     ] {
@@ -210,6 +216,25 @@ fn out_of_range_and_garbage_numbers_are_rejected() {
         assert_eq!(error_for(var, value).variable(), Some(var), "{var}={value}");
     }
     assert_eq!(load(&[("PORT", " 8080 ")]).expect("trimmed").port, 8080);
+}
+
+#[test]
+fn max_rooms_must_hold_the_default_rooms() {
+    let rooms = ("DEFAULT_ROOMS", "a:A,b:B,c:C");
+    let e = load(&[rooms, ("MAX_ROOMS", "2")]).expect_err("fewer than the defaults");
+    assert_eq!(e.variable(), Some("MAX_ROOMS"));
+    assert!(e.to_string().contains("DEFAULT_ROOMS (3)"), "{e}");
+    assert_eq!(
+        load(&[rooms, ("MAX_ROOMS", "3")])
+            .expect("as many")
+            .max_rooms,
+        3
+    );
+    assert_eq!(
+        error_for("ROOM_IDLE_TTL_MS", "2592000001").variable(),
+        Some("ROOM_IDLE_TTL_MS")
+    );
+    assert_eq!(error_for("MAX_ROOMS", "lots").variable(), Some("MAX_ROOMS"));
 }
 
 #[test]
@@ -423,7 +448,7 @@ fn serve_args_cover_every_variable_and_feed_from_args() {
     for var in ServeArgs::VARIABLES {
         assert_eq!(args.value(var), None);
     }
-    assert_eq!(ServeArgs::VARIABLES.len(), 35);
+    assert_eq!(ServeArgs::VARIABLES.len(), 37);
     args.port = Some("4000".to_owned());
     args.log_format = Some("pretty".to_owned());
     let config = Config::from_args(&args).expect("valid");

@@ -126,6 +126,18 @@ impl Config {
             0,
             usize_max(),
         )?;
+        let max_rooms = vars.int("MAX_ROOMS", DEFAULT_MAX_ROOMS, 1, usize_max())?;
+        if max_rooms < default_rooms.len() {
+            return Err(ConfigError::invalid(
+                "MAX_ROOMS",
+                &max_rooms.to_string(),
+                format!(
+                    "must be at least the number of DEFAULT_ROOMS ({}), which count towards it",
+                    default_rooms.len()
+                ),
+            ));
+        }
+        let room_idle_ttl_ms = vars.duration_ms("ROOM_IDLE_TTL_MS", DEFAULT_ROOM_IDLE_TTL_MS, 0)?;
         let ping_interval_ms = vars.duration_ms("PING_INTERVAL_MS", DEFAULT_PING_INTERVAL_MS, 1)?;
         let idle_timeout_ms = vars.duration_ms("IDLE_TIMEOUT_MS", DEFAULT_IDLE_TIMEOUT_MS, 1)?;
         if idle_timeout_ms <= ping_interval_ms {
@@ -213,6 +225,8 @@ impl Config {
             rate_limit_requests,
             rate_limit_disconnect_after,
             rooms_per_user_max,
+            max_rooms,
+            room_idle_ttl_ms,
             ping_interval_ms,
             idle_timeout_ms,
             outbound_queue_limit,

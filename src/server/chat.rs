@@ -178,6 +178,8 @@ pub fn core_limits(config: &Config) -> Limits {
         rate_limit_window_ms: config.rate_limit_window_ms,
         rate_limit_disconnect_after: config.rate_limit_disconnect_after,
         rooms_per_user_max: u32::try_from(config.rooms_per_user_max).unwrap_or(u32::MAX),
+        max_rooms: config.max_rooms,
+        room_idle_ttl_ms: config.room_idle_ttl_ms,
     }
 }
 

@@ -69,6 +69,11 @@ pub struct Metrics {
     pub closes: Family<CloseLabel, Counter>,
     /// Tokens of authenticated connections refreshed by a new `AUTHENTICATE`.
     pub token_refreshes: Counter,
+    /// Private rooms connections were taken out of by a refresh that no
+    /// longer grants them.
+    pub rooms_revoked: Counter,
+    /// Rooms deleted after `ROOM_IDLE_TTL_MS` without a member.
+    pub rooms_deleted: Counter,
     /// Connections closed as slow consumers (1013).
     pub slow_consumers: Counter,
     /// Bytes queued to open connections and not yet accepted by their
@@ -109,6 +114,8 @@ impl Metrics {
             history_evictions: Counter::default(),
             closes: Family::default(),
             token_refreshes: Counter::default(),
+            rooms_revoked: Counter::default(),
+            rooms_deleted: Counter::default(),
             slow_consumers: Counter::default(),
             outbound_queued_bytes: Gauge::default(),
             connection_closes: Family::default(),
@@ -174,6 +181,16 @@ impl Metrics {
                 "token_refreshes",
                 "Tokens of authenticated connections refreshed by a new AUTHENTICATE",
                 &m.token_refreshes,
+            ),
+            (
+                "rooms_revoked",
+                "Private rooms connections were taken out of by a refreshed token that no longer grants them",
+                &m.rooms_revoked,
+            ),
+            (
+                "rooms_deleted",
+                "Rooms deleted after ROOM_IDLE_TTL_MS without a member",
+                &m.rooms_deleted,
             ),
             (
                 "slow_consumer_closes",
@@ -262,6 +279,8 @@ impl Metrics {
                 stats.token_refreshes,
                 last.token_refreshes,
             ),
+            (&self.rooms_revoked, stats.rooms_revoked, last.rooms_revoked),
+            (&self.rooms_deleted, stats.rooms_deleted, last.rooms_deleted),
         ];
         for (counter, now, before) in counters {
             if now > before {

@@ -50,7 +50,7 @@ use tracing::{info, warn};
 
 use crate::auth::Verifier;
 use crate::config::{Config, ConfigError};
-use crate::core::Hub;
+use crate::core::{Hub, Instance};
 use admission::Admission;
 use driver::{Clock, Command};
 use metrics::Metrics;
@@ -91,6 +91,9 @@ pub struct RuntimeEnv {
     pub start_unix_ms: u64,
     /// Distinguishes this run's room epochs and message ids from any other's.
     pub instance: u64,
+    /// Seeds the core's generator of room ids; never shown to anyone (see
+    /// [`Instance::secret`](crate::core::Instance)).
+    pub secret: u64,
     /// Whether HTTP responses carry a `Date` header (off in the simulation,
     /// where it would read the wall clock).
     pub http_date_header: bool,
@@ -98,8 +101,11 @@ pub struct RuntimeEnv {
 
 impl RuntimeEnv {
     /// Start time from the system clock; an instance number from the clock
-    /// and the process id (unique across restarts, which is what epochs need).
+    /// and the process id (unique across restarts, which is what epochs need);
+    /// a secret from the operating system's randomness (the keys of std's
+    /// `RandomState`, drawn from it), which nothing else reveals.
     pub fn from_system() -> RuntimeEnv {
+        use std::hash::BuildHasher as _;
         let since_epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -107,6 +113,7 @@ impl RuntimeEnv {
         RuntimeEnv {
             start_unix_ms: since_epoch.as_millis() as u64,
             instance: nanos ^ (u64::from(std::process::id()) << 48),
+            secret: std::collections::hash_map::RandomState::new().hash_one(nanos),
             http_date_header: true,
         }
     }
@@ -166,7 +173,10 @@ pub async fn run_with_reloads<L: Listener>(
     let hub = Hub::new(
         core_limits(&config),
         &default_rooms(&config),
-        env.instance,
+        Instance {
+            number: env.instance,
+            secret: env.secret,
+        },
         clock.now(),
     );
     let (driver_tx, driver_rx) = mpsc::channel(DRIVER_QUEUE_CAPACITY);
