@@ -26,16 +26,7 @@ fn program(seed: u64, len: usize) -> Program {
             10..22 => Operation::Advance {
                 ms: r.range(0, 700) as u16,
             },
-            22 => {
-                if r.chance(50) {
-                    Operation::Restart
-                } else {
-                    Operation::Reload {
-                        max_rooms: r.next_u64() as u8,
-                        room_idle_ttl: r.next_u64() as u8,
-                    }
-                }
-            }
+            22 => Operation::Restart,
             23..25 => Operation::Raw {
                 conn,
                 text: r
@@ -52,14 +43,7 @@ fn program(seed: u64, len: usize) -> Program {
                 conn,
                 request: match n {
                     26..40 => Request::Authenticate {
-                        // Mostly two users, so that many are refreshes.
-                        user: if r.chance(80) {
-                            r.range(0, 2)
-                        } else {
-                            r.range(0, 4)
-                        } as u8,
-                        // Claims over r1-r3 that grant and narrow.
-                        rooms: *r.pick(&[0b0000, 0b0010, 0b0110, 0b1110, 0b1100]),
+                        user: r.range(0, 4) as u8,
                         age_s: r.range(0, 3) as u8,
                         ttl_s: r.range(1, 8) as u8,
                         wrong_key: r.chance(10),
@@ -68,7 +52,7 @@ fn program(seed: u64, len: usize) -> Program {
                     40..44 => Request::CreateRoom {
                         room: r.chance(80).then_some(room),
                         name: "Room".into(),
-                        private: r.chance(50),
+                        private: r.chance(20),
                     },
                     44..46 => Request::ListRooms,
                     46..58 => Request::JoinRoom {
@@ -135,9 +119,6 @@ fn random_programs_break_no_oracle() {
         "rate_limited",
         "recovered_false",
         "retry_deduplicated",
-        "room_deleted",
-        "room_recreated",
-        "squat_refused",
         "token_expiry_close",
         "token_refresh",
         "typing_ended",
@@ -172,7 +153,7 @@ fn a_duplicated_delivery_is_caught() {
         };
         let copy = records[i].clone();
         records.insert(i + 1, copy);
-        let out = core_ops::check_records(&p, &records, end);
+        let out = core_ops::check_records(&p.setup, &records, end);
         assert!(
             !out.violations.is_empty(),
             "seed {seed}: a message delivered twice went unnoticed"

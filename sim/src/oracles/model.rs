@@ -35,20 +35,15 @@ pub struct Req {
     pub client_message_id: Option<String>,
     /// The token's `sub` and `exp` (read without verifying).
     pub token: Option<(String, u64)>,
-    /// The token's `rooms` claim (empty when it has none).
-    pub claim: BTreeSet<String>,
     /// For `JOIN_ROOM` and `GET_HISTORY`: the highest `seq` of each epoch of
     /// the room observed anywhere before the request was written (the
     /// answer cannot be older than that).
     pub known_max: BTreeMap<String, u64>,
-    /// The last time before the request was written that a member of the
-    /// room (in the connection's server run) received a frame.
-    pub member_seen: Option<u64>,
 }
 
 impl Req {
     /// Parses a request the client wrote; `None` if it is not JSON.
-    pub fn parse(at: u64, text: &str, model: &Model, conn: ConnNo) -> Option<Req> {
+    pub fn parse(at: u64, text: &str, model: &Model, _conn: ConnNo) -> Option<Req> {
         let v: Value = serde_json::from_str(text).ok()?;
         let p = v.get("payload").cloned().unwrap_or(Value::Null);
         let s = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_owned);
@@ -73,13 +68,8 @@ impl Req {
             is_typing: p.get("isTyping").and_then(Value::as_bool),
             client_message_id: s("clientMessageId"),
             token: s("token").and_then(|t| token_claims(&t)),
-            claim: s("token").map(|t| token_rooms(&t)).unwrap_or_default(),
             known_max: BTreeMap::new(),
-            member_seen: None,
         };
-        if let (Some(room), Some(c)) = (&req.room, model.conns.get(&conn)) {
-            req.member_seen = model.member_evidence.get(&(c.run, room.clone())).copied();
-        }
         if matches!(req.kind.as_str(), "JOIN_ROOM" | "GET_HISTORY")
             && let Some(room) = &req.room
         {
@@ -89,33 +79,14 @@ impl Req {
     }
 }
 
-/// The claims of a JWT, read without verifying.
-fn jwt_payload(token: &str) -> Option<Value> {
+/// `(sub, exp)` of a JWT, read without verifying.
+fn token_claims(token: &str) -> Option<(String, u64)> {
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
         .ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-/// `(sub, exp)` of a JWT, read without verifying.
-fn token_claims(token: &str) -> Option<(String, u64)> {
-    let v = jwt_payload(token)?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
     Some((v.get("sub")?.as_str()?.to_owned(), v.get("exp")?.as_u64()?))
-}
-
-/// The `rooms` claim of a JWT (empty when absent or unreadable).
-fn token_rooms(token: &str) -> BTreeSet<String> {
-    jwt_payload(token)
-        .and_then(|v| {
-            v.get("rooms")?.as_array().map(|rooms| {
-                rooms
-                    .iter()
-                    .filter_map(|r| r.as_str().map(str::to_owned))
-                    .collect()
-            })
-        })
-        .unwrap_or_default()
 }
 
 /// A room as one connection sees it.
@@ -127,10 +98,6 @@ pub struct ConnRoom {
     pub last: u64,
     /// Users present, per `ROOM_JOINED` and presence events since.
     pub users: BTreeSet<String>,
-    /// The room is private (as `ROOM_JOINED` / `ROOM_CREATED` said).
-    pub private: bool,
-    /// Who created it (`system` for a default room).
-    pub created_by: String,
 }
 
 /// A connection as its client saw it.
@@ -169,11 +136,6 @@ pub struct Conn {
     pub failed_auths: u32,
     /// The code of the last text frame, if it was an `ERROR`.
     pub last_error: Option<chat_flow::protocol::ErrorCode>,
-    /// The `rooms` claim of the token in force.
-    pub claim: BTreeSet<String>,
-    /// Rooms a refresh just revoked: the next frames must be their
-    /// `ROOM_LEFT`s, in this order.
-    pub expect_left: VecDeque<String>,
 }
 
 impl Conn {
@@ -196,8 +158,6 @@ impl Conn {
             last_recv_at: at,
             failed_auths: 0,
             last_error: None,
-            claim: BTreeSet::new(),
-            expect_left: VecDeque::new(),
         }
     }
 
@@ -225,9 +185,6 @@ pub struct RoomLog {
     pub by_client_id: BTreeMap<(String, String), Vec<u64>>,
     /// The server run the epoch belongs to.
     pub run: usize,
-    /// When it was first seen, among all epochs (a room deleted and created
-    /// again has several in one run).
-    pub order: u64,
 }
 
 impl RoomLog {
@@ -250,13 +207,6 @@ pub struct Model {
     pub logs: BTreeMap<(String, String), RoomLog>,
     /// Message id → `(room, epoch, seq)`.
     pub ids: BTreeMap<String, (String, String, u64)>,
-    /// Epochs seen so far (for [`RoomLog::order`]).
-    pub epochs_seen: u64,
-    /// `(server run, room)` → the latest time a connection joined to the
-    /// room received a frame: the server had a member there shortly before.
-    pub member_evidence: BTreeMap<(usize, String), u64>,
-    /// Rooms seen created by `system` (default rooms: public, never deleted).
-    pub system_rooms: BTreeSet<String>,
 }
 
 impl Model {
@@ -266,21 +216,12 @@ impl Model {
         let Some(run) = self.conns.get(&conn).map(|c| c.run) else {
             return;
         };
-        self.log_entry(room, epoch, run);
-    }
-
-    /// The log of `(room, epoch)`, made (in server run `run`) if new.
-    pub fn log_entry(&mut self, room: &str, epoch: &str, run: usize) -> &mut RoomLog {
-        let order = self.epochs_seen;
-        let key = (room.to_owned(), epoch.to_owned());
-        if !self.logs.contains_key(&key) {
-            self.epochs_seen += 1;
-        }
-        self.logs.entry(key).or_insert_with(|| RoomLog {
-            run,
-            order,
-            ..RoomLog::default()
-        })
+        self.logs
+            .entry((room.to_owned(), epoch.to_owned()))
+            .or_insert_with(|| RoomLog {
+                run,
+                ..RoomLog::default()
+            });
     }
 
     /// An empty model.
@@ -291,9 +232,6 @@ impl Model {
             runs: Vec::new(),
             logs: BTreeMap::new(),
             ids: BTreeMap::new(),
-            epochs_seen: 0,
-            member_evidence: BTreeMap::new(),
-            system_rooms: BTreeSet::new(),
         }
     }
 
@@ -316,13 +254,12 @@ impl Model {
             .collect()
     }
 
-    /// The latest epoch of `room` (of the latest server run it was seen in,
-    /// and of those the last seen: a room created again has a new one).
+    /// The latest epoch of `room` (of the latest server run it was seen in).
     pub fn latest_epoch(&self, room: &str) -> Option<(&str, &RoomLog)> {
         self.logs
             .range((room.to_owned(), String::new())..)
             .take_while(|((r, _), _)| r == room)
-            .max_by_key(|(_, log)| (log.run, log.order))
+            .max_by_key(|(_, log)| log.run)
             .map(|((_, e), log)| (e.as_str(), log))
     }
 

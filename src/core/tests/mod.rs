@@ -22,7 +22,5 @@ mod expiry;
 mod history;
 mod messages;
 mod rate_limits;
-mod refresh;
-mod room_lifetime;
 mod rooms;
 mod typing;
