@@ -7,83 +7,50 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Client, TIMEOUT, start_with};
+use common::{Captured, Client, TIMEOUT, logs, start_with};
 use serde_json::{Value, json};
 
-/// Everything the subscriber wrote.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log buffer").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn lines(&self) -> Vec<Value> {
-        let bytes = self.0.lock().expect("log buffer").clone();
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    /// Waits for a line whose message is `message` and whose fields
-    /// include every field of `fields`.
-    async fn wait_for(&self, message: &str, fields: &Value) -> Value {
-        let deadline = tokio::time::Instant::now() + TIMEOUT;
-        loop {
-            let found = self.lines().into_iter().find(|l| {
-                l["fields"]["message"] == message
-                    && fields
-                        .as_object()
-                        .expect("an object")
-                        .iter()
-                        .all(|(k, v)| &l["fields"][k] == v)
-            });
-            if let Some(line) = found {
-                return line;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no {message:?} line with {fields}; logged:\n{:#?}",
-                self.lines()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+/// Waits for a line of `captured` whose message is `message` and whose
+/// fields include every field of `fields`.
+async fn wait_for(captured: &Captured, message: &str, fields: &Value) -> Value {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let found = captured.lines().into_iter().find(|l| {
+            l["fields"]["message"] == message
+                && fields
+                    .as_object()
+                    .expect("an object")
+                    .iter()
+                    .all(|(k, v)| &l["fields"][k] == v)
+        });
+        if let Some(line) = found {
+            return line;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {message:?} line with {fields}; logged:\n{:#?}",
+            captured.lines()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 #[tokio::test]
 async fn closes_and_failed_authentications_are_logged_in_the_connections_span() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .json()
-        .with_current_span(true)
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || writer.clone())
-        .init();
+    let captured = logs();
     let server = start_with(|c| c.auth_timeout_ms = 300).await;
 
     // The client closes: by the client, with its code.
     let mut c = Client::authed(server.addr, "alice").await;
     c.close(1000).await;
-    let line = captured
-        .wait_for(
-            "connection closed",
-            &json!({"by": "client", "code": 1000, "queued_bytes": 0}),
-        )
-        .await;
+    let line = wait_for(
+        captured,
+        "connection closed",
+        &json!({"by": "client", "code": 1000, "queued_bytes": 0}),
+    )
+    .await;
     assert_eq!(line["level"], "INFO");
     assert_eq!(line["span"]["name"], "conn");
     assert_eq!(line["span"]["user"], "alice", "{line}");
@@ -92,7 +59,7 @@ async fn closes_and_failed_authentications_are_logged_in_the_connections_span() 
     let mut c = Client::connect(server.addr).await;
     c.send(json!({"type": "AUTHENTICATE", "payload": {"token": "not.a.token"}}))
         .await;
-    let line = captured.wait_for("authentication failed", &json!({})).await;
+    let line = wait_for(captured, "authentication failed", &json!({})).await;
     assert_eq!(line["level"], "WARN");
     assert_eq!(line["span"]["name"], "conn");
     assert!(line["fields"]["error"].is_string(), "{line}");
@@ -102,12 +69,12 @@ async fn closes_and_failed_authentications_are_logged_in_the_connections_span() 
     c.expect_error("UNAUTHORIZED").await;
     c.expect_error("UNAUTHORIZED").await;
     c.expect_close(1008).await;
-    let line = captured
-        .wait_for(
-            "connection closed",
-            &json!({"by": "server", "code": 1008, "reason": "authentication timeout"}),
-        )
-        .await;
+    let line = wait_for(
+        captured,
+        "connection closed",
+        &json!({"by": "server", "code": 1008, "reason": "authentication timeout"}),
+    )
+    .await;
     assert_eq!(line["level"], "INFO");
     drop(c);
     server.shutdown().await.expect("clean shutdown");

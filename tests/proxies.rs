@@ -16,9 +16,7 @@ mod common;
 use chat_flow::config::Cidr;
 use common::*;
 use serde_json::Value;
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex, OnceLock};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -259,49 +257,19 @@ async fn connections_in_http_are_capped_per_tcp_peer_except_a_trusted_proxy() {
     );
 }
 
-/// Every line the JSON subscriber of this test binary wrote.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log buffer").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn captured() -> &'static Captured {
-    static LOGS: OnceLock<Captured> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Captured::default();
-        let writer = logs.clone();
-        tracing_subscriber::fmt()
-            .json()
-            .with_current_span(true)
-            .with_max_level(tracing::Level::INFO)
-            .with_writer(move || writer.clone())
-            .init();
-        logs
-    })
-}
-
 /// The `span` of the first log line in a connection span whose `peer` is
 /// `peer`.
 fn conn_span_of(peer: &str) -> Option<Value> {
-    let bytes = captured().0.lock().expect("log buffer").clone();
-    String::from_utf8_lossy(&bytes)
+    logs()
         .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .into_iter()
         .map(|l| l["span"].clone())
         .find(|span| span["name"] == "conn" && span["peer"] == peer)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_show_the_client_address_and_the_tcp_peer() {
-    captured();
+    logs();
     let server = start_with(|c| c.trusted_proxies = networks(&["127.0.0.1/32"])).await;
     let addr = server.addr;
     let forwarded = admitted(addr, PROXY, &["198.51.100.77"]).await;

@@ -880,3 +880,48 @@ pub async fn flood_until_gone(flooder: &mut Client, slow: &str, chars: usize) ->
     }
     panic!("the slow consumer was never closed after {sent} messages of {chars} bytes");
 }
+
+// ----- captured logs ----------------------------------------------------
+
+/// What the JSON subscriber of this test binary wrote (see [`logs`]).
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Every line written so far, parsed.
+    pub fn lines(&self) -> Vec<Value> {
+        let bytes = self.0.lock().expect("log buffer").clone();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+/// Installs (once per test binary) a JSON subscriber at info that writes to
+/// memory, with each line's current span, as an operator's log pipeline
+/// would get it; returns what it captured.
+pub fn logs() -> &'static Captured {
+    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .init();
+        logs
+    })
+}
