@@ -27,7 +27,8 @@ use chat_flow::config::Config;
 use chat_flow::protocol::CloseCode;
 use chat_flow::server::conn::{Handler, ReadLimits, serve_with};
 use chat_flow::server::message_reader::DataKind;
-use chat_flow::server::outbox::{OutFrame, Outbox, PushError};
+use chat_flow::server::outbox::writer::WriteTimers;
+use chat_flow::server::outbox::{OutFrame, Outbox, PushError, QueueLimits, QueuedBytes};
 use fastwebsockets::WebSocket;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -43,6 +44,7 @@ struct Limits {
     max_message_bytes: usize,
     idle_timeout: Duration,
     ping_interval: Duration,
+    write_timeout: Duration,
     outbound_queue_limit: usize,
 }
 
@@ -65,6 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         max_message_bytes: config.max_message_bytes,
         idle_timeout: Duration::from_millis(config.idle_timeout_ms),
         ping_interval: Duration::from_millis(config.ping_interval_ms),
+        write_timeout: Duration::from_millis(config.write_timeout_ms),
         outbound_queue_limit: config.outbound_queue_limit,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -175,10 +178,20 @@ async fn serve<S>(ws: WebSocket<S>, limits: Limits)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let outbox = Arc::new(Outbox::new(limits.outbound_queue_limit));
+    // Bounded in frames only: the conformance suite echoes messages of up
+    // to 16 MiB back to back, which is not what a chat queue's byte bound
+    // is for.
+    let outbox = Arc::new(Outbox::new(
+        QueueLimits::frames(limits.outbound_queue_limit),
+        QueuedBytes::default(),
+    ));
     let echo = Echo {
         limits,
         outbox: outbox.clone(),
     };
-    serve_with(ws, outbox, limits.ping_interval, echo).await;
+    let timers = WriteTimers {
+        ping_interval: limits.ping_interval,
+        write_timeout: limits.write_timeout,
+    };
+    serve_with(ws, outbox, timers, echo).await;
 }

@@ -311,6 +311,144 @@ async fn a_refresh_for_another_sub_is_unauthorized_and_the_identity_is_kept() {
     );
 }
 
+/// A token for `sub` granting `rooms`, valid for `ttl_s` seconds.
+fn granting(sub: &str, rooms: &[&str], ttl_s: u64) -> String {
+    let rooms: Vec<String> = rooms.iter().map(|r| (*r).to_owned()).collect();
+    mint(&TokenSpec {
+        rooms: &rooms,
+        ..TokenSpec::new(sub, now_s(), ttl_s)
+    })
+}
+
+/// A refresh replaces the connection's authority: the private rooms the new
+/// claim no longer grants are left at once (`ROOM_LEFT` without a
+/// `requestId`; `USER_LEFT` to the others), the rest is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_with_a_narrower_claim_leaves_the_rooms_it_no_longer_grants() {
+    let server = start().await;
+    let addr = server.addr;
+    let mut owner = Client::connect(addr).await;
+    owner
+        .auth_token(&granting("owner", &["vip", "team"], 3600))
+        .await;
+    for id in ["vip", "team"] {
+        owner
+            .ok(
+                "CREATE_ROOM",
+                json!({"name": id, "id": id, "type": "private"}),
+                "ROOM_CREATED",
+            )
+            .await;
+    }
+    let mut alice = Client::connect(addr).await;
+    alice
+        .auth_token(&granting("alice", &["vip", "team"], 3600))
+        .await;
+    let mine = alice
+        .ok(
+            "CREATE_ROOM",
+            json!({"name": "Mine", "type": "private"}),
+            "ROOM_CREATED",
+        )
+        .await;
+    let mine = mine["payload"]["room"]["id"].as_str().unwrap().to_owned();
+    for room in ["vip", "team", "general"] {
+        alice.join(room).await;
+    }
+    for _ in 0..2 {
+        owner.expect_type("USER_JOINED").await;
+    }
+    alice
+        .send(json!({"type": "TYPING_STATUS", "payload": {"roomId": "vip", "isTyping": true}}))
+        .await;
+    owner.expect_type("TYPING_UPDATE").await;
+
+    // The new token grants `team` only.
+    alice
+        .send(json!({"type": "AUTHENTICATE", "payload": {"token": granting("alice", &["team"], 3600)}, "requestId": "r1"}))
+        .await;
+    let v = alice.recv().await;
+    assert_eq!(
+        (v["type"].as_str(), v["requestId"].as_str()),
+        (Some("AUTH_SUCCESS"), Some("r1")),
+        "{v}"
+    );
+    assert_eq!(
+        alice.recv().await,
+        json!({"type": "ROOM_LEFT", "payload": {"roomId": "vip"}})
+    );
+    wait_metric(server.addr, "chatflow_rooms_revoked_total", |n| n == 1.0).await;
+    alice.expect_silence(100).await;
+    // The owner sees her stop typing, then leave.
+    let stop = owner.expect_type("TYPING_UPDATE").await;
+    assert_eq!(stop["payload"]["isTyping"], false);
+    let left = owner.expect_type("USER_LEFT").await;
+    assert_eq!(
+        left["payload"],
+        json!({"roomId": "vip", "userId": "alice", "username": "alice"})
+    );
+    // Gone from `vip` for good (on this token); `team`, her own room and
+    // the public room are untouched.
+    alice
+        .fails("JOIN_ROOM", json!({"roomId": "vip"}), "FORBIDDEN")
+        .await;
+    alice
+        .fails(
+            "SEND_MESSAGE",
+            json!({"roomId": "vip", "content": "x"}),
+            "NOT_A_MEMBER",
+        )
+        .await;
+    for room in ["team", mine.as_str(), "general"] {
+        alice.say(room, "still here").await;
+    }
+    owner.expect_type("NEW_MESSAGE").await;
+}
+
+/// An older token cannot keep a later expiry: after a refresh the
+/// connection ends at the new token's `exp`, earlier or later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_with_an_earlier_exp_ends_the_connection_then() {
+    let server = expiry_server().await;
+    let mut c = Client::connect(server.addr).await;
+    c.auth_token(&granting("alice", &[], 3600)).await;
+    c.join("general").await;
+    // exp 1-2 s away (whole seconds), leeway 0.
+    c.auth_token(&granting("alice", &[], 2)).await;
+    let v = match c.next_event(Duration::from_secs(4)).await {
+        Some(Event::Text(v)) => v,
+        other => panic!("expected ERROR token expired, got {other:?}"),
+    };
+    assert_eq!(v["payload"]["message"], "token expired", "{v}");
+    c.expect_close(1008).await;
+}
+
+/// A failed refresh (another user's token, a bad one) is a failed attempt
+/// and changes nothing: identity, rooms and expiry stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_refresh_keeps_the_rooms_it_had() {
+    let server = start().await;
+    let addr = server.addr;
+    let mut owner = Client::connect(addr).await;
+    owner.auth_token(&granting("owner", &["vip"], 3600)).await;
+    owner
+        .ok(
+            "CREATE_ROOM",
+            json!({"name": "VIP", "id": "vip", "type": "private"}),
+            "ROOM_CREATED",
+        )
+        .await;
+    let mut alice = Client::connect(addr).await;
+    alice.auth_token(&granting("alice", &["vip"], 3600)).await;
+    alice.join("vip").await;
+    for bad in [granting("mallory", &[], 3600), "not.a.token".to_owned()] {
+        refused(&mut alice, &bad).await;
+    }
+    alice.expect_silence(100).await;
+    let m = alice.say("vip", "still in").await;
+    assert_eq!(m["payload"]["userId"], "alice");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issuer_and_audience_are_enforced_when_configured() {
     let server = start_with(|c| {

@@ -251,7 +251,8 @@ async fn a_printed_token_is_accepted_by_the_server() {
     );
 
     // --username and --rooms become claims the server honours.
-    let mut owner = Client::authed(server.addr, "owner").await;
+    let mut owner = Client::connect(server.addr).await;
+    owner.auth_token(&token_rooms("owner", &["vip"])).await;
     owner
         .ok(
             "CREATE_ROOM",

@@ -88,7 +88,8 @@ async fn a_message_without_request_id_is_still_acknowledged_to_the_sender() {
 async fn seq_is_per_room_and_ids_are_unique() {
     let server = start().await;
     let addr = server.addr;
-    let mut alice = Client::authed(addr, "alice").await;
+    let mut alice = Client::connect(addr).await;
+    alice.auth_token(&token_rooms("alice", &["other"])).await;
     let mut bob = Client::authed(addr, "bob").await;
     alice.join("general").await;
     alice
@@ -271,21 +272,18 @@ async fn a_retry_with_the_same_client_message_id_returns_the_original_without_a_
         .await;
     assert_eq!(v["payload"]["seq"], 3);
     assert_eq!(alice.expect_type("NEW_MESSAGE").await["payload"]["seq"], 3);
-    alice
-        .ok(
-            "CREATE_ROOM",
-            json!({"name": "x", "id": "x"}),
-            "ROOM_CREATED",
-        )
+    let created = alice
+        .ok("CREATE_ROOM", json!({"name": "x"}), "ROOM_CREATED")
         .await;
+    let x = created["payload"]["room"]["id"].as_str().expect("id");
     let v = alice
         .ok(
             "SEND_MESSAGE",
-            json!({"roomId": "x", "content": "pay 10", "clientMessageId": "c-1"}),
+            json!({"roomId": x, "content": "pay 10", "clientMessageId": "c-1"}),
             "NEW_MESSAGE",
         )
         .await;
-    assert_eq!(v["payload"]["roomId"], "x");
+    assert_eq!(v["payload"]["roomId"], x);
     assert_eq!(v["payload"]["seq"], 1);
 }
 

@@ -51,6 +51,9 @@ async fn metrics_are_exposed_in_prometheus_text_format() {
         ("chatflow_errors", "counter"),
         ("chatflow_rate_limit_rejections", "counter"),
         ("chatflow_message_fanout_seconds", "histogram"),
+        ("chatflow_outbound_queued_bytes", "gauge"),
+        ("chatflow_connection_closes", "counter"),
+        ("chatflow_slow_consumer_closes", "counter"),
     ] {
         assert!(
             body.contains(&format!("# TYPE {name} {kind}\n")),
@@ -69,6 +72,77 @@ async fn metrics_are_exposed_in_prometheus_text_format() {
     assert!(body.contains("chatflow_message_fanout_seconds_bucket{le=\"+Inf\"} 0"));
     for code in CODES {
         assert_eq!(value(&body, &errors(code)), 0.0, "{code}");
+    }
+    assert_eq!(value(&body, "chatflow_outbound_queued_bytes"), 0.0);
+    for reason in REASONS {
+        assert_eq!(value(&body, &closes(reason)), 0.0, "{reason}");
+    }
+}
+
+/// Every `reason` of `chatflow_connection_closes_total`.
+const REASONS: [&str; 10] = [
+    "client",
+    "network",
+    "idle_timeout",
+    "protocol",
+    "policy",
+    "slow_consumer",
+    "write_timeout",
+    "memory_cap",
+    "shutdown",
+    "server_error",
+];
+
+fn closes(reason: &str) -> String {
+    format!("chatflow_connection_closes_total{{reason=\"{reason}\"}}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_closes_are_counted_by_reason() {
+    let mut server = start_with(|c| {
+        c.auth_timeout_ms = 300;
+        c.max_message_bytes = 1024;
+    })
+    .await;
+    let addr = server.addr;
+    // The client closes.
+    let mut alice = Client::authed(addr, "alice").await;
+    alice.close(1000).await;
+    // The client goes away without a close frame.
+    drop(Client::authed(addr, "bob").await);
+    // The core's rules: no authentication in time (1008).
+    let mut lurker = Client::connect(addr).await;
+    lurker.expect_error("UNAUTHORIZED").await;
+    lurker.expect_close(1008).await;
+    // A message over the limit (1009).
+    let mut big = Client::authed(addr, "big").await;
+    big.send_text(&"x".repeat(2_000)).await;
+    big.expect_close(1009).await;
+    drop((lurker, big));
+    for (reason, n) in [
+        ("client", 1.0),
+        ("network", 1.0),
+        ("policy", 1.0),
+        ("protocol", 1.0),
+    ] {
+        wait_metric(addr, &closes(reason), |v| v == n).await;
+    }
+    // The drain closes the rest (a client that never answers its close
+    // keeps the server up meanwhile).
+    let mut last = Client::authed(addr, "last").await;
+    let _stubborn = RawWs::connect(addr).await;
+    server.begin_shutdown();
+    last.expect_close(1001).await;
+    wait_metric(addr, &closes("shutdown"), |v| v == 1.0).await;
+    let text = metrics(addr).await;
+    for reason in [
+        "idle_timeout",
+        "slow_consumer",
+        "write_timeout",
+        "memory_cap",
+        "server_error",
+    ] {
+        assert_eq!(value(&text, &closes(reason)), 0.0, "{reason}");
     }
 }
 

@@ -126,7 +126,15 @@ async fn create_room_replies_with_room_and_epoch_and_joins_the_creator() {
         .await;
     let room = &v["payload"]["room"];
     let id = room["id"].as_str().expect("id").to_owned();
-    assert!(id.starts_with("room_"), "generated id {id}");
+    // `room_` and 96 random bits in base64url.
+    let bits = id.strip_prefix("room_").expect("room_ prefix");
+    assert!(
+        bits.len() == 16
+            && bits
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "generated id {id}"
+    );
     assert_eq!(room["name"], "Rust Talk");
     assert_eq!(room["description"], "All things Rust");
     assert_eq!(room["type"], "public");
@@ -159,7 +167,10 @@ async fn create_room_replies_with_room_and_epoch_and_joins_the_creator() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_room_with_an_id_and_room_exists() {
     let server = start().await;
-    let mut c = Client::authed(server.addr, "alice").await;
+    let long = "a".repeat(64);
+    let mut c = Client::connect(server.addr).await;
+    c.auth_token(&token_rooms("alice", &["my-room_1", "general", &long]))
+        .await;
     let v = c
         .ok(
             "CREATE_ROOM",
@@ -180,7 +191,8 @@ async fn create_room_with_an_id_and_room_exists() {
         "ROOM_EXISTS",
     )
     .await;
-    let mut bob = Client::authed(server.addr, "bob").await;
+    let mut bob = Client::connect(server.addr).await;
+    bob.auth_token(&token_rooms("bob", &["my-room_1"])).await;
     bob.fails(
         "CREATE_ROOM",
         json!({"name": "Mine too", "id": "my-room_1"}),
@@ -188,13 +200,48 @@ async fn create_room_with_an_id_and_room_exists() {
     )
     .await;
     // A 64-character id is fine.
-    let long = "a".repeat(64);
     c.ok(
         "CREATE_ROOM",
         json!({"name": "Long", "id": long}),
         "ROOM_CREATED",
     )
     .await;
+}
+
+/// A chosen id must be in the creator's `rooms` claim, checked before
+/// whether it exists: nobody takes an id that tokens grant to others first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chosen_id_needs_the_rooms_claim_before_any_existence_check() {
+    let server = start().await;
+    let mut mallory = Client::authed(server.addr, "mallory").await;
+    for id in ["vip", "general", "room_AAAAAAAAAAAAAAAA"] {
+        let e = mallory
+            .fails(
+                "CREATE_ROOM",
+                json!({"name": "Mine", "id": id, "type": "private"}),
+                "FORBIDDEN",
+            )
+            .await;
+        assert!(
+            e["payload"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("rooms claim"),
+            "{e}"
+        );
+    }
+    let list = mallory.ok("LIST_ROOMS", json!({}), "ROOM_LIST").await;
+    assert_eq!(room_ids(&list), ["general"]);
+    let mut vera = Client::connect(server.addr).await;
+    vera.auth_token(&token_rooms("vera", &["vip"])).await;
+    let v = vera
+        .ok(
+            "CREATE_ROOM",
+            json!({"name": "VIP", "id": "vip", "type": "private"}),
+            "ROOM_CREATED",
+        )
+        .await;
+    assert_eq!(v["payload"]["room"]["createdBy"], "vera");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,7 +292,8 @@ async fn create_room_validates_its_fields() {
 async fn private_rooms_need_the_rooms_claim() {
     let server = start().await;
     let addr = server.addr;
-    let mut owner = Client::authed(addr, "owner").await;
+    let mut owner = Client::connect(addr).await;
+    owner.auth_token(&token_rooms("owner", &["vip"])).await;
     owner
         .ok(
             "CREATE_ROOM",
@@ -401,7 +449,8 @@ async fn presence_follows_the_first_and_last_connection_of_a_user() {
 async fn a_disconnect_leaves_every_room() {
     let server = start().await;
     let addr = server.addr;
-    let mut alice = Client::authed(addr, "alice").await;
+    let mut alice = Client::connect(addr).await;
+    alice.auth_token(&token_rooms("alice", &["side"])).await;
     let room = alice
         .ok(
             "CREATE_ROOM",

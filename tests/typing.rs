@@ -138,14 +138,11 @@ async fn leaving_or_disconnecting_ends_typing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_is_per_room() {
     let (_server, mut alice, _alice2, mut bob) = setup(60_000).await;
-    alice
-        .ok(
-            "CREATE_ROOM",
-            json!({"name": "side", "id": "side"}),
-            "ROOM_CREATED",
-        )
+    let created = alice
+        .ok("CREATE_ROOM", json!({"name": "side"}), "ROOM_CREATED")
         .await;
-    alice.send(typing("side", true)).await;
+    let side = created["payload"]["room"]["id"].as_str().expect("id");
+    alice.send(typing(side, true)).await;
     bob.expect_silence(150).await;
     alice.send(typing("general", true)).await;
     assert_eq!(bob.recv().await, update("alice", true));

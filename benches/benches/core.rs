@@ -7,13 +7,19 @@
 //! The request is built outside the timed region (in the server the parser
 //! builds it on the connection's task); what is timed and counted is the
 //! hub task's share: charging the bucket, storing and encoding the message
-//! once, and one output per recipient. Run:
+//! once, and one output per recipient.
+//!
+//! It also measures what one stored message costs in memory: a room of
+//! `HISTORY_LIMIT` 1000 is filled with 200-character messages and the live
+//! heap's growth is divided by the number of messages. Allocation sizes do
+//! not depend on the optimization level, so the figure is the same from
+//! `cargo test -p chat-flow-bench --bench core` (a debug build). Run:
 //! `cargo bench -p chat-flow-bench --bench core`.
 
 use std::hint::black_box;
 
 use chat_flow::auth::VerifiedToken;
-use chat_flow::core::{ConnId, DefaultRoom, Hub, Inbound, Limits, Output, Timestamp};
+use chat_flow::core::{ConnId, DefaultRoom, Hub, Inbound, Instance, Limits, Output, Timestamp};
 use chat_flow::protocol::{ClientMessage, ClientRequest, JoinRoom, MessageKind, SendMessage};
 use chat_flow_bench::alloc::CountingAlloc;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -32,6 +38,11 @@ fn limits() -> Limits {
     }
 }
 
+/// The history this many messages deep, for the memory measurement.
+const STORED: u64 = 1_000;
+/// Characters of content per message in the memory measurement.
+const STORED_CONTENT_CHARS: usize = 200;
+
 fn drain(hub: &mut Hub) -> usize {
     let mut n = 0;
     while let Some(o) = hub.poll_output() {
@@ -46,13 +57,21 @@ fn drain(hub: &mut Hub) -> usize {
 /// A hub with `members` authenticated connections (one user each) joined to
 /// `general`; connection 0 is the sender.
 fn room_of(members: u64) -> Hub {
+    room_with(members, limits())
+}
+
+/// [`room_of`] with these limits.
+fn room_with(members: u64, limits: Limits) -> Hub {
     let mut hub = Hub::new(
-        limits(),
+        limits,
         &[DefaultRoom {
             id: "general".into(),
             name: "General".into(),
         }],
-        0x5eed,
+        Instance {
+            number: 0x5eed,
+            secret: 0x5eed,
+        },
         NOW,
     );
     for i in 0..members {
@@ -186,5 +205,57 @@ fn allocations(_: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, bench, allocations);
+/// Bytes of heap one stored message holds: a room of `HISTORY_LIMIT`
+/// [`STORED`] with one member is filled with [`STORED`] messages of
+/// [`STORED_CONTENT_CHARS`] characters (each with a `clientMessageId`, as the
+/// library client sends them), and the growth of the live heap (allocated
+/// minus freed, outputs drained and dropped) is divided by [`STORED`]. Ring
+/// and index growth is included: it is what a full history costs.
+fn history_memory(_: &mut Criterion) {
+    let mut hub = room_with(
+        1,
+        Limits {
+            history_limit: STORED as usize,
+            ..limits()
+        },
+    );
+    let content: String = "Hello everyone, this is a chat message of typical length. "
+        .chars()
+        .cycle()
+        .take(STORED_CONTENT_CHARS)
+        .collect();
+    let request = |i: u64| {
+        Inbound::Request(ClientMessage {
+            request_id: Some(format!("m-{i}")),
+            request: ClientRequest::SendMessage(SendMessage {
+                room_id: "general".into(),
+                content: content.clone(),
+                kind: MessageKind::Text,
+                client_message_id: Some(format!("c-{i}")),
+            }),
+        })
+    };
+    let mut frame_len = 0;
+    let before = ALLOC.count();
+    for i in 0..STORED {
+        // The request is built here as the parser would; it is consumed
+        // by `handle` and freed, so it does not count towards the growth.
+        hub.handle(NOW, ConnId(0), request(i));
+        while let Some(o) = hub.poll_output() {
+            if let Output::Frame { frame, .. } = o {
+                frame_len = frame.len();
+            }
+        }
+    }
+    let d = ALLOC.count() - before;
+    let per_message = (d.bytes - d.freed) as f64 / STORED as f64;
+    println!();
+    println!(
+        "history memory: {per_message:.0} bytes of heap per stored message \
+         ({STORED} messages of {STORED_CONTENT_CHARS} characters, NEW_MESSAGE frame of {frame_len} bytes)"
+    );
+    black_box(&hub);
+}
+
+criterion_group!(benches, history_memory, bench, allocations);
 criterion_main!(benches);

@@ -1,13 +1,14 @@
-//! Encoding one broadcast: `StoredMessage::new` (the message serialized
-//! once, and its `NEW_MESSAGE` frame built), `broadcast_frame` (what each
-//! other member gets: a reference-counted clone) and `ack_frame` (the
-//! sender's copy with its `requestId`), with allocations counted. Run:
+//! Encoding one broadcast: `MessageFrame::encode` (the message serialized
+//! once, into its `NEW_MESSAGE` frame: all the server keeps of it),
+//! `broadcast` (what each other member gets: a reference-counted clone) and
+//! `ack` (the sender's copy with its `requestId`), with allocations counted.
+//! Run:
 //! `cargo bench -p chat-flow-bench --bench encode`.
 
 use std::hint::black_box;
 
 use chat_flow::protocol::MessageKind;
-use chat_flow::protocol::server::{ChatMessage, StoredMessage};
+use chat_flow::protocol::server::{ChatMessage, MessageFrame};
 use chat_flow_bench::alloc::CountingAlloc;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 
@@ -34,43 +35,39 @@ fn message(seq: u64) -> ChatMessage {
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("encode");
-    g.bench_function("stored_message_new", |b| {
+    g.bench_function("message_frame_encode", |b| {
         b.iter_batched(
             || message(17),
-            |m| StoredMessage::new(black_box(m)),
+            |m| MessageFrame::encode(&black_box(&m).as_new()),
             BatchSize::SmallInput,
         )
     });
-    let stored = StoredMessage::new(message(17));
-    g.bench_function("broadcast_frame", |b| {
-        b.iter(|| black_box(&stored).broadcast_frame())
-    });
-    g.bench_function("ack_frame", |b| {
-        b.iter(|| black_box(&stored).ack_frame(Some(black_box("m-42"))))
+    let stored = MessageFrame::encode(&message(17).as_new());
+    g.bench_function("broadcast", |b| b.iter(|| black_box(&stored).broadcast()));
+    g.bench_function("ack", |b| {
+        b.iter(|| black_box(&stored).ack(Some(black_box("m-42"))))
     });
     g.finish();
 
-    let frame_len = stored.broadcast_frame().len();
+    let frame_len = stored.len();
     let count = |f: &dyn Fn()| {
         let before = ALLOC.count();
         f();
         ALLOC.count() - before
     };
     let m = message(18);
-    let new = count(&|| drop(black_box(StoredMessage::new(m.clone()))));
-    let clone_only = count(&|| drop(black_box(m.clone())));
-    let bcast = count(&|| drop(black_box(stored.broadcast_frame())));
-    let ack = count(&|| drop(black_box(stored.ack_frame(Some("m-42")))));
+    let new = count(&|| drop(black_box(MessageFrame::encode(&m.as_new()))));
+    let bcast = count(&|| drop(black_box(stored.broadcast())));
+    let ack = count(&|| drop(black_box(stored.ack(Some("m-42")))));
     println!();
     println!("encode allocations (NEW_MESSAGE frame of {frame_len} bytes):");
     println!(
-        "  StoredMessage::new: {} allocs, {} bytes (excluding the ChatMessage itself)",
-        new.allocs - clone_only.allocs,
-        new.bytes - clone_only.bytes
+        "  MessageFrame::encode: {} allocs, {} bytes",
+        new.allocs, new.bytes
     );
-    println!("  broadcast_frame:    {} allocs", bcast.allocs);
+    println!("  broadcast:            {} allocs", bcast.allocs);
     println!(
-        "  ack_frame:          {} allocs, {} bytes",
+        "  ack:                  {} allocs, {} bytes",
         ack.allocs, ack.bytes
     );
 }

@@ -19,6 +19,7 @@ pub struct CountingAlloc {
     reallocs: AtomicU64,
     frees: AtomicU64,
     bytes: AtomicU64,
+    freed: AtomicU64,
 }
 
 /// A snapshot of the counters.
@@ -32,6 +33,9 @@ pub struct AllocCount {
     pub frees: u64,
     /// Bytes requested by `alloc`, `alloc_zeroed` and the growth of `realloc`.
     pub bytes: u64,
+    /// Bytes given back by `dealloc` and the shrinking of `realloc`, so that
+    /// `bytes - freed` is what is allocated now (heap growth over a span).
+    pub freed: u64,
 }
 
 impl std::ops::Sub for AllocCount {
@@ -42,6 +46,7 @@ impl std::ops::Sub for AllocCount {
             reallocs: self.reallocs - o.reallocs,
             frees: self.frees - o.frees,
             bytes: self.bytes - o.bytes,
+            freed: self.freed - o.freed,
         }
     }
 }
@@ -54,6 +59,7 @@ impl CountingAlloc {
             reallocs: AtomicU64::new(0),
             frees: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            freed: AtomicU64::new(0),
         }
     }
 
@@ -64,6 +70,7 @@ impl CountingAlloc {
             reallocs: self.reallocs.load(Ordering::Relaxed),
             frees: self.frees.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
+            freed: self.freed.load(Ordering::Relaxed),
         }
     }
 }
@@ -95,6 +102,8 @@ unsafe impl GlobalAlloc for CountingAlloc {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         self.frees.fetch_add(1, Ordering::Relaxed);
+        self.freed
+            .fetch_add(layout.size() as u64, Ordering::Relaxed);
         // SAFETY: forwarded unchanged.
         unsafe { System.dealloc(ptr, layout) }
     }
@@ -103,6 +112,10 @@ unsafe impl GlobalAlloc for CountingAlloc {
         self.reallocs.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(
             new_size.saturating_sub(layout.size()) as u64,
+            Ordering::Relaxed,
+        );
+        self.freed.fetch_add(
+            layout.size().saturating_sub(new_size) as u64,
             Ordering::Relaxed,
         );
         // SAFETY: forwarded unchanged.

@@ -3,10 +3,12 @@
 //!
 //! A [`Program`] (derived [`Arbitrary`], so that a fuzzer can write it) is a
 //! setup — small limits, so that eviction, rate limits, typing and token
-//! expiry happen within a few operations — and a list of [`Operation`]s:
-//! connect, disconnect, advance time, restart the server (a new instance:
-//! every room gets a new epoch), and requests on a connection, typed with
-//! arbitrary fields or as arbitrary text.
+//! expiry happen within a few operations, rooms deleted after a short idle
+//! time — and a list of [`Operation`]s: connect, disconnect, advance time,
+//! restart the server (a new instance: every room gets a new epoch), reload
+//! the room limits, and requests on a connection, typed with arbitrary
+//! fields or as arbitrary text (tokens with `rooms` claims drawn from the
+//! program's rooms, so that claims grant, narrow and refuse).
 //!
 //! Every request carries a `requestId`, as the library client's do: the
 //! oracles pair each reply with its request by it (replies to requests
@@ -22,6 +24,9 @@
 //! [`Record`]s the simulation's tap produces, and [`check`] runs every oracle
 //! over them. No network, no clock, no randomness: the same program always
 //! gives the same records.
+//!
+//! One file, longer than most: the program's types (what a fuzzer writes)
+//! and the driver that plays them change together.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,7 +34,7 @@ use std::sync::Arc;
 use arbitrary::Arbitrary;
 use chat_flow::auth::{TokenSpec, Verifier, mint_hs256};
 use chat_flow::config::{Config, DEV_JWT_SECRET};
-use chat_flow::core::{ConnId, Hub, Inbound, Limits, Output, Timestamp};
+use chat_flow::core::{ConnId, Hub, Inbound, Instance, Limits, Output, Timestamp};
 use chat_flow::protocol::client_encode::encode;
 use chat_flow::protocol::parse::ParseLimits;
 use chat_flow::protocol::server::{ServerFrame, ServerMessage};
@@ -57,17 +62,30 @@ const WRONG_SECRET: &str = "not-the-configured-secret-0123456789abcdef";
 const RAW_CHARS_MAX: usize = 512;
 
 /// Limits for one program, each mapped into a small range.
-#[derive(Arbitrary, Debug, Clone)]
+#[derive(Arbitrary, Debug, Clone, Default)]
 pub struct Setup {
-    history_limit: u8,
-    typing_timeout: u8,
-    rate_limit_messages: u8,
-    rate_limit_requests: u8,
-    rate_limit_window: u8,
-    disconnect_after: u8,
-    auth_timeout: u8,
-    rooms_per_user_max: u8,
-    leeway_s: u8,
+    /// `HISTORY_LIMIT`: 1–12.
+    pub history_limit: u8,
+    /// `TYPING_TIMEOUT_MS`: 0.1–5 s.
+    pub typing_timeout: u8,
+    /// `RATE_LIMIT_MESSAGES`: 1–10.
+    pub rate_limit_messages: u8,
+    /// `RATE_LIMIT_REQUESTS`: 1–40.
+    pub rate_limit_requests: u8,
+    /// `RATE_LIMIT_WINDOW_MS`: 0.1–5 s.
+    pub rate_limit_window: u8,
+    /// `RATE_LIMIT_DISCONNECT_AFTER`: 1–8.
+    pub disconnect_after: u8,
+    /// `AUTH_TIMEOUT_MS`: 0.2–5.1 s.
+    pub auth_timeout: u8,
+    /// `ROOMS_PER_USER_MAX`: 0–3.
+    pub rooms_per_user_max: u8,
+    /// `JWT_LEEWAY_SECONDS`: 0–3.
+    pub leeway_s: u8,
+    /// `MAX_ROOMS`: 1–6.
+    pub max_rooms: u8,
+    /// `ROOM_IDLE_TTL_MS`: 0 (never) or 0.1–2.4 s.
+    pub room_idle_ttl: u8,
 }
 
 impl Setup {
@@ -83,12 +101,25 @@ impl Setup {
             rate_limit_window_ms: 100 + 100 * u64::from(self.rate_limit_window % 50),
             rate_limit_disconnect_after: 1 + u32::from(self.disconnect_after % 8),
             rooms_per_user_max: u32::from(self.rooms_per_user_max % 4),
+            max_rooms: max_rooms(self.max_rooms),
+            room_idle_ttl_ms: room_idle_ttl_ms(self.room_idle_ttl),
         }
     }
 
     fn leeway_s(&self) -> u64 {
         u64::from(self.leeway_s % 4)
     }
+}
+
+/// `MAX_ROOMS` from a byte: 1–6 (the default room counts: 1 leaves no room
+/// to create).
+fn max_rooms(x: u8) -> usize {
+    1 + usize::from(x % 6)
+}
+
+/// `ROOM_IDLE_TTL_MS` from a byte: 0 (never) one time in 25, else 0.1–2.4 s.
+fn room_idle_ttl_ms(x: u8) -> u64 {
+    100 * u64::from(x % 25)
 }
 
 /// A setup and what happens.
@@ -137,6 +168,14 @@ pub enum Operation {
         /// Which connection.
         conn: u8,
     },
+    /// A configuration reload changing the room limits (`MAX_ROOMS`,
+    /// `ROOM_IDLE_TTL_MS`, mapped as in [`Setup`]).
+    Reload {
+        /// `MAX_ROOMS`.
+        max_rooms: u8,
+        /// `ROOM_IDLE_TTL_MS`.
+        room_idle_ttl: u8,
+    },
 }
 
 /// A request with fields chosen from small sets (so that they refer to the
@@ -147,6 +186,8 @@ pub enum Request {
     Authenticate {
         /// `sub`, from [`USERS`].
         user: u8,
+        /// The `rooms` claim: bit `i` grants `ROOMS[i]`.
+        rooms: u8,
         /// `iat` this many seconds ago.
         age_s: u8,
         /// Lifetime in seconds (`exp = iat + ttl`).
@@ -250,7 +291,24 @@ pub fn run(program: &Program) -> (Vec<Record>, u64) {
     (d.records, end)
 }
 
-/// What the oracles must know about `setup`.
+/// What the oracles must know about `program`: its setup, and the shortest
+/// `ROOM_IDLE_TTL_MS` it ever puts in force (a room is never deleted sooner
+/// than that; 0 only when no other was ever in force).
+pub fn program_config(program: &Program) -> OracleConfig {
+    let mut cfg = oracle_config(&program.setup);
+    for op in &program.ops {
+        if let Operation::Reload { room_idle_ttl, .. } = op {
+            let ttl = room_idle_ttl_ms(*room_idle_ttl);
+            cfg.room_idle_ttl_ms = match (cfg.room_idle_ttl_ms, ttl) {
+                (0, t) | (t, 0) => t,
+                (a, b) => a.min(b),
+            };
+        }
+    }
+    cfg
+}
+
+/// What the oracles must know about `setup` (with no reloads).
 pub fn oracle_config(setup: &Setup) -> OracleConfig {
     let limits = setup.limits();
     OracleConfig {
@@ -267,23 +325,33 @@ pub fn oracle_config(setup: &Setup) -> OracleConfig {
         // Outputs are observed the instant the core makes them.
         delivery_slack_ms: 0,
         notice_delay_ms: 0,
+        room_idle_ttl_ms: limits.room_idle_ttl_ms,
     }
 }
 
 /// Plays `program` and runs every oracle over what happened.
 pub fn check(program: &Program) -> Out {
     let (records, end) = run(program);
-    check_records(&program.setup, &records, end)
+    check_records(program, &records, end)
 }
 
-/// Runs every oracle over `records` (no liveness phase: nobody is expected
-/// to converge).
-pub fn check_records(setup: &Setup, records: &[Record], end: u64) -> Out {
-    let mut checker = Checker::new(oracle_config(setup), Vec::new());
+/// Runs every oracle over `records` of `program` (no liveness phase: nobody
+/// is expected to converge).
+pub fn check_records(program: &Program, records: &[Record], end: u64) -> Out {
+    let mut checker = Checker::new(program_config(program), Vec::new());
     for r in records {
         checker.observe(r);
     }
     checker.finish(end)
+}
+
+/// The hub's instance number `n`, with a secret derived from it (a program
+/// replays exactly; nothing here needs the ids to be unguessable).
+fn instance(n: u64) -> Instance {
+    Instance {
+        number: n,
+        secret: crate::rng::mix(n, 0x1d5),
+    }
 }
 
 struct Driver {
@@ -316,7 +384,7 @@ impl Driver {
         let hub = Hub::new(
             limits.clone(),
             &default_rooms(&config),
-            1,
+            instance(1),
             Timestamp(now_ms),
         );
         let mut d = Driver {
@@ -401,6 +469,16 @@ impl Driver {
                     .handle(Timestamp(self.now_ms), ConnId(conn), Inbound::Binary);
                 self.drain();
             }
+            Operation::Reload {
+                max_rooms: rooms,
+                room_idle_ttl,
+            } => {
+                self.limits.max_rooms = max_rooms(*rooms);
+                self.limits.room_idle_ttl_ms = room_idle_ttl_ms(*room_idle_ttl);
+                self.hub
+                    .set_limits(Timestamp(self.now_ms), self.limits.clone());
+                self.drain();
+            }
         }
     }
 
@@ -457,6 +535,7 @@ impl Driver {
         match r {
             Request::Authenticate {
                 user,
+                rooms,
                 age_s,
                 ttl_s,
                 wrong_key,
@@ -464,11 +543,20 @@ impl Driver {
             } => {
                 let sub = USERS[usize::from(*user) % USERS.len()];
                 let now_s = self.now_ms / 1000;
-                let spec = TokenSpec::new(
-                    sub,
-                    now_s.saturating_sub(u64::from(*age_s)),
-                    u64::from(*ttl_s),
-                );
+                let claim: Vec<String> = ROOMS
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| rooms & (1 << i) != 0)
+                    .map(|(_, r)| (*r).to_owned())
+                    .collect();
+                let spec = TokenSpec {
+                    rooms: &claim,
+                    ..TokenSpec::new(
+                        sub,
+                        now_s.saturating_sub(u64::from(*age_s)),
+                        u64::from(*ttl_s),
+                    )
+                };
                 let secret = if *wrong_key {
                     WRONG_SECRET
                 } else {
@@ -579,7 +667,7 @@ impl Driver {
         self.hub = Hub::new(
             self.limits.clone(),
             &default_rooms(&self.config),
-            self.instance,
+            instance(self.instance),
             Timestamp(self.now_ms),
         );
         self.record(Obs::ServerStart {

@@ -1,7 +1,8 @@
-//! Hand-written WebSocket clients that misbehave on purpose: a slow
-//! consumer that stops reading its socket, and a lurker that never
-//! authenticates. They speak just enough RFC 6455 to upgrade and send
-//! masked text frames; everything they receive is recorded by the tap.
+//! Hand-written WebSocket clients: a slow consumer that stops reading its
+//! socket and a lurker that never authenticates (both misbehave on purpose),
+//! and room owners, who create rooms and go (the library client does not
+//! create rooms). They speak just enough RFC 6455 to upgrade and send masked
+//! text frames; everything they receive is recorded by the tap.
 
 use std::time::Duration;
 
@@ -25,8 +26,9 @@ pub struct RawCtx {
     pub rec: Recorder,
     /// Connection numbering.
     pub conns: ConnCounter,
-    /// Mints a token for a user (at the current simulated time).
-    pub mint: fn(&str, u64) -> String,
+    /// Mints a token for a user (at the current simulated time), valid for
+    /// so many seconds, with this `rooms` claim.
+    pub mint: fn(&str, u64, &[String]) -> String,
     /// Its own random numbers (WebSocket key, masks).
     pub rng: SimRng,
     /// Simulated time at which it must be done.
@@ -122,7 +124,7 @@ pub async fn run(mut ctx: RawCtx) -> turmoil::Result {
                 sleep_until_ms(ctx.end_ms).await;
                 return Ok(());
             };
-            let token = (ctx.mint)(&user, 3_600);
+            let token = (ctx.mint)(&user, 3_600, &[]);
             let auth = format!(
                 r#"{{"type":"AUTHENTICATE","payload":{{"token":"{token}"}},"requestId":"auth"}}"#
             );
@@ -156,7 +158,63 @@ pub async fn run(mut ctx: RawCtx) -> turmoil::Result {
             }
             drain_until(&mut io, ctx.end_ms).await;
         }
+        RawSpec::Owner {
+            user,
+            claim,
+            rooms,
+            squat,
+            visits,
+        } => {
+            for (n, (start, stay)) in visits.into_iter().enumerate() {
+                sleep_until_ms(start).await;
+                let Some(mut io) = connect(&mut ctx).await else {
+                    continue;
+                };
+                let token = (ctx.mint)(&user, 3_600, &claim);
+                let mut requests = vec![
+                    request("AUTHENTICATE", &format!(r#"{{"token":"{token}"}}"#), "auth"),
+                    request(
+                        "CREATE_ROOM",
+                        &format!(r#"{{"name":"{squat}","id":"{squat}","type":"private"}}"#),
+                        &format!("c:{squat}"),
+                    ),
+                ];
+                for (id, private) in &rooms {
+                    let kind = if *private { "private" } else { "public" };
+                    requests.push(request(
+                        "CREATE_ROOM",
+                        &format!(r#"{{"name":"{id}","id":"{id}","type":"{kind}"}}"#),
+                        &format!("c:{id}"),
+                    ));
+                    // Joins it whether it was created now or existed.
+                    requests.push(request(
+                        "JOIN_ROOM",
+                        &format!(r#"{{"roomId":"{id}"}}"#),
+                        &format!("j:{id}"),
+                    ));
+                    requests.push(request(
+                        "SEND_MESSAGE",
+                        &format!(r#"{{"roomId":"{id}","content":"{user} visit {n}"}}"#),
+                        &format!("s:{id}-{n}"),
+                    ));
+                }
+                let mut out = Vec::new();
+                for text in &requests {
+                    out.extend(text_frame(&mut ctx.rng, text));
+                }
+                if io.write_all(&out).await.is_err() {
+                    continue;
+                }
+                // Then it goes: the TCP connection simply ends.
+                drain_until(&mut io, (start + stay).min(ctx.end_ms)).await;
+            }
+        }
     }
     sleep_until_ms(ctx.end_ms).await;
     Ok(())
+}
+
+/// One request as JSON text.
+fn request(kind: &str, payload: &str, request_id: &str) -> String {
+    format!(r#"{{"type":"{kind}","payload":{payload},"requestId":"{request_id}"}}"#)
 }

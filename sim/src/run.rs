@@ -81,12 +81,18 @@ fn install_panic_hook() {
 
 /// A token for `user`, issued now (simulated), valid for `ttl_s`.
 pub fn mint_now(user: &str, ttl_s: u64) -> String {
+    mint_claiming(user, ttl_s, &[])
+}
+
+/// A token for `user`, issued now (simulated), valid for `ttl_s`, whose
+/// `rooms` claim lists `rooms`.
+pub fn mint_claiming(user: &str, ttl_s: u64, rooms: &[String]) -> String {
     let now_s = turmoil::since_epoch().map_or(EPOCH_UNIX_S, |d| d.as_secs());
-    mint_hs256(
-        DEV_JWT_SECRET.as_bytes(),
-        &TokenSpec::new(user, now_s, ttl_s),
-    )
-    .expect("a valid token spec")
+    let spec = TokenSpec {
+        rooms,
+        ..TokenSpec::new(user, now_s, ttl_s)
+    };
+    mint_hs256(DEV_JWT_SECRET.as_bytes(), &spec).expect("a valid token spec")
 }
 
 /// Runs `scenario` and returns what was observed.
@@ -128,6 +134,7 @@ pub fn simulate(scenario: &Scenario) -> RunOutput {
                 let env = RuntimeEnv {
                     start_unix_ms,
                     instance,
+                    secret: mix(seed ^ 0x5ec2e7, u64::from(run) + 1),
                     http_date_header: false,
                 };
                 server::run(SimListener(listener), config, env, std::future::pending()).await?;
@@ -161,7 +168,7 @@ pub fn simulate(scenario: &Scenario) -> RunOutput {
             spec: spec.clone(),
             rec: rec.clone(),
             conns: conns.clone(),
-            mint: mint_now,
+            mint: mint_claiming,
             rng: SimRng::stream(scenario.seed, 10_000 + j as u64),
             end_ms: scenario.end_ms,
         };
@@ -284,9 +291,12 @@ async fn client_actor(
     let ttl_s = spec.token_ttl_s;
     // After the quiet point tokens are long-lived: expiries are faults too.
     let quiet_unix_s = EPOCH_UNIX_S + quiet_ms / 1000;
+    let claims = spec.clone();
     let tokens = move || {
         let now_s = turmoil::since_epoch().map_or(EPOCH_UNIX_S, |d| d.as_secs());
-        mint_now(&user, if now_s >= quiet_unix_s { 3_600 } else { ttl_s })
+        let now_ms = turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64);
+        let ttl = if now_s >= quiet_unix_s { 3_600 } else { ttl_s };
+        mint_claiming(&user, ttl, claims.claim_at(now_ms))
     };
     let options = ClientOptions {
         seed: spec.seed,

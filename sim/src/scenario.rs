@@ -4,11 +4,15 @@
 //! Swarm testing: each seed switches a random subset of action and fault
 //! kinds on ([`Features`]), so that some seeds hammer one edge while others
 //! mix everything.
+//!
+//! It is one file, longer than most, because every draw a seed makes is
+//! here, in order: whether a change leaves the other seeds' scenarios as
+//! they were is read top to bottom.
 
 use std::collections::BTreeSet;
 use std::fmt;
 
-use chat_flow::config::Config;
+use chat_flow::config::{Config, DEFAULT_ROOM_IDLE_TTL_MS};
 
 use crate::rng::SimRng;
 
@@ -34,6 +38,12 @@ pub struct Knobs {
     pub auth_timeout_ms: u64,
     /// `OUTBOUND_QUEUE_LIMIT`.
     pub outbound_queue_limit: usize,
+    /// `OUTBOUND_QUEUE_BYTES`.
+    pub outbound_queue_bytes: usize,
+    /// `WRITE_TIMEOUT_MS`.
+    pub write_timeout_ms: u64,
+    /// `OUTBOUND_MEMORY_MAX_BYTES`.
+    pub outbound_memory_max_bytes: usize,
     /// `RATE_LIMIT_MESSAGES`.
     pub rate_limit_messages: u32,
     /// `RATE_LIMIT_WINDOW_MS`.
@@ -44,6 +54,8 @@ pub struct Knobs {
     pub rate_limit_disconnect_after: u32,
     /// `JWT_LEEWAY_SECONDS`.
     pub jwt_leeway_seconds: u64,
+    /// `ROOM_IDLE_TTL_MS`.
+    pub room_idle_ttl_ms: u64,
     /// Smallest one-way network latency.
     pub min_latency_ms: u64,
     /// Largest one-way network latency (outside latency faults).
@@ -64,11 +76,15 @@ impl Knobs {
             idle_timeout_ms: self.idle_timeout_ms,
             auth_timeout_ms: self.auth_timeout_ms,
             outbound_queue_limit: self.outbound_queue_limit,
+            outbound_queue_bytes: self.outbound_queue_bytes,
+            write_timeout_ms: self.write_timeout_ms,
+            outbound_memory_max_bytes: self.outbound_memory_max_bytes,
             rate_limit_messages: self.rate_limit_messages,
             rate_limit_window_ms: self.rate_limit_window_ms,
             rate_limit_requests: self.rate_limit_requests,
             rate_limit_disconnect_after: self.rate_limit_disconnect_after,
             jwt_leeway_seconds: self.jwt_leeway_seconds,
+            room_idle_ttl_ms: self.room_idle_ttl_ms,
             default_rooms: rooms
                 .iter()
                 .map(|r| (r.clone(), format!("Room {r}")))
@@ -111,11 +127,18 @@ pub struct Features {
     pub restarts: bool,
     /// Users with several connections.
     pub multi_device: bool,
+    /// Rooms created by their owners (raw clients whose tokens grant the
+    /// ids), which library clients join on their tokens' `rooms` claims and
+    /// which are deleted after a short `ROOM_IDLE_TTL_MS` without members.
+    pub owned_rooms: bool,
+    /// Claims that lose a private room mid-run (with `owned_rooms`); a
+    /// refresh then takes the client out of it.
+    pub narrowing: bool,
 }
 
 impl Features {
     /// Every flag with its name.
-    pub fn list(&self) -> [(&'static str, bool); 15] {
+    pub fn list(&self) -> [(&'static str, bool); 17] {
         [
             ("churn", self.churn),
             ("typing", self.typing),
@@ -132,6 +155,8 @@ impl Features {
             ("holds", self.holds),
             ("restarts", self.restarts),
             ("multi_device", self.multi_device),
+            ("owned_rooms", self.owned_rooms),
+            ("narrowing", self.narrowing),
         ]
     }
 }
@@ -206,8 +231,23 @@ pub struct ClientSpec {
     pub idle_timeout_ms: u64,
     /// What to do when, in time order.
     pub actions: Vec<(u64, Action)>,
-    /// The rooms it means to be in once its actions are done.
+    /// The rooms it means to be in once its actions are done (a room the
+    /// server refuses it or takes away is forgiven: see the liveness oracle).
     pub final_rooms: BTreeSet<String>,
+    /// The `rooms` claim of the tokens it gets: from each time on (ms), the
+    /// claim listed, in time order; none when empty.
+    pub claims: Vec<(u64, Vec<String>)>,
+}
+
+impl ClientSpec {
+    /// The `rooms` claim of a token minted at `now_ms`.
+    pub fn claim_at(&self, now_ms: u64) -> &[String] {
+        self.claims
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= now_ms)
+            .map_or(&[], |(_, rooms)| rooms.as_slice())
+    }
 }
 
 /// A hand-written WebSocket client that misbehaves on purpose.
@@ -231,6 +271,21 @@ pub enum RawSpec {
     Lurker {
         /// When it connects.
         start_ms: u64,
+    },
+    /// Creates its rooms (ids its token grants), tries to create one its
+    /// token does not grant (a squat: `FORBIDDEN`), says something in each,
+    /// and goes; on each visit again (re-creating what was deleted).
+    Owner {
+        /// The user.
+        user: String,
+        /// Its token's `rooms` claim.
+        claim: Vec<String>,
+        /// Its rooms: `(id, private)`.
+        rooms: Vec<(String, bool)>,
+        /// An id its claim does not list.
+        squat: String,
+        /// `(start, stay)` of each visit, in ms.
+        visits: Vec<(u64, u64)>,
     },
 }
 
@@ -282,6 +337,8 @@ pub struct Scenario {
     pub knobs: Knobs,
     /// The rooms (all `DEFAULT_ROOMS`).
     pub rooms: Vec<String>,
+    /// Rooms owners create: `(id, private)`.
+    pub owned_rooms: Vec<(String, bool)>,
     /// Library clients; client `i` runs on host [`Scenario::host`].
     pub clients: Vec<ClientSpec>,
     /// Raw clients; raw `j` is client `clients.len() + j` on host `x{j}`.
@@ -323,9 +380,32 @@ impl Scenario {
             holds: r.chance(30),
             restarts: r.chance(40),
             multi_device: r.chance(50),
+            owned_rooms: false,
+            narrowing: false,
         };
+        // Owned rooms are drawn from streams of their own, so that every
+        // draw above and below (and so every seed's other choices) stays as
+        // it was.
+        let mut vr = SimRng::stream(seed, 5);
+        let mut features = features;
+        features.owned_rooms = vr.chance(50);
+        features.narrowing = features.owned_rooms && vr.chance(60);
         let window = r.range(2_000, 5_000);
         let ping = r.range(800, 2_000);
+        // The outbound bounds from a stream of their own (as the presence
+        // delay), so that every other draw stays as it was: queues small
+        // enough in bytes that a stalled reader's history replies reach
+        // the bound, a write timeout shorter than the longest stalls and
+        // link holds, and a server-wide cap a few queues wide.
+        let mut outbound = SimRng::stream(seed, 11);
+        let outbound_queue_bytes = outbound.range(8 * 1024, 256 * 1024) as usize;
+        let write_timeout_ms = outbound.range(1_000, 8_000);
+        // Two to four queues: one stalled reader filling its queue leaves
+        // the others room, two or more push the server past the cap. (At
+        // one queue wide, one stalled reader alone is the whole cap and
+        // every reply anyone gets closes somebody: a reconnect storm that
+        // never settles, a setting no operator would choose.)
+        let outbound_memory_max_bytes = outbound_queue_bytes * outbound.range(2, 4) as usize;
         let knobs = Knobs {
             history_limit: r.range(5, 20) as usize,
             typing_timeout_ms: r.range(1_000, 3_000),
@@ -339,11 +419,15 @@ impl Scenario {
             idle_timeout_ms: ping * r.range(2, 3) + r.range(0, 500),
             auth_timeout_ms: r.range(1_000, 3_000),
             outbound_queue_limit: r.range(8, 64) as usize,
+            outbound_queue_bytes,
+            write_timeout_ms,
+            outbound_memory_max_bytes,
             rate_limit_messages: r.range(3, 10) as u32,
             rate_limit_window_ms: window,
             rate_limit_requests: r.range(15, 50) as u32,
             rate_limit_disconnect_after: r.range(5, 20) as u32,
             jwt_leeway_seconds: r.range(0, 2),
+            room_idle_ttl_ms: DEFAULT_ROOM_IDLE_TTL_MS,
             min_latency_ms: r.range(0, 2),
             max_latency_ms: r.range(5, 60),
             tcp_capacity: r.range(8, 64) as usize,
@@ -369,13 +453,41 @@ impl Scenario {
             n_clients
         };
 
+        let mut knobs = knobs;
+        let (owned_rooms, owners) = if features.owned_rooms {
+            knobs.room_idle_ttl_ms = vr.range(500, 3_000);
+            gen_owners(&mut vr, quiet_ms)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let first_visit = owners
+            .iter()
+            .filter_map(|o| match o {
+                RawSpec::Owner { visits, .. } => visits.first().map(|v| v.0),
+                _ => None,
+            })
+            .min()
+            .unwrap_or(0);
+
         let mut clients = Vec::with_capacity(n_clients);
         for i in 0..n_clients {
             let mut cr = SimRng::stream(seed, 100 + i as u64);
             let user = format!("u{}", i % n_users);
-            clients.push(gen_client(
+            let mut client = gen_client(
                 &mut cr, user, &features, &knobs, &rooms, n_clients, quiet_ms,
-            ));
+            );
+            if features.owned_rooms {
+                let mut or = SimRng::stream(seed, 5_000 + i as u64);
+                add_owned_room_actions(
+                    &mut or,
+                    &mut client,
+                    &owned_rooms,
+                    features.narrowing,
+                    first_visit,
+                    quiet_ms,
+                );
+            }
+            clients.push(client);
         }
 
         thin_sends(&mut clients, &knobs, quiet_ms);
@@ -398,6 +510,7 @@ impl Scenario {
                 start_ms: rr.range(0, quiet_ms.saturating_sub(knobs.auth_timeout_ms + 1_000)),
             });
         }
+        raws.extend(owners);
 
         let mut fr = SimRng::stream(seed, 3);
         let mut faults = Vec::new();
@@ -465,7 +578,6 @@ impl Scenario {
         // turmoil panics when more connection attempts wait for `accept`
         // than a socket holds (a real kernel would drop the SYN); every
         // client has at most one attempt in flight.
-        let mut knobs = knobs;
         knobs.tcp_capacity = knobs.tcp_capacity.max(n_clients + raws.len() + 2);
 
         Scenario {
@@ -473,6 +585,7 @@ impl Scenario {
             features,
             knobs,
             rooms,
+            owned_rooms,
             clients,
             raws,
             faults,
@@ -607,7 +720,117 @@ fn gen_client(
         idle_timeout_ms,
         actions,
         final_rooms: joined,
+        claims: Vec::new(),
     }
+}
+
+/// The owned rooms (`p1`, `p2` private, `o1` public) and 1–2 owners who
+/// share them out, each visiting up to 5 times before the quiet point.
+fn gen_owners(r: &mut SimRng, quiet_ms: u64) -> (Vec<(String, bool)>, Vec<RawSpec>) {
+    let owned: Vec<(String, bool)> = [("p1", true), ("p2", true), ("o1", false)]
+        .iter()
+        .map(|(id, private)| ((*id).to_owned(), *private))
+        .collect();
+    let n = r.range(1, 2) as usize;
+    let mut owners = Vec::with_capacity(n);
+    for j in 0..n {
+        let rooms: Vec<(String, bool)> = owned
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| k % n == j)
+            .map(|(_, room)| room.clone())
+            .collect();
+        let claim: Vec<String> = rooms.iter().map(|(id, _)| id.clone()).collect();
+        // Someone else's room, or one nobody's token grants.
+        let squat = owned
+            .iter()
+            .map(|(id, _)| id.clone())
+            .find(|id| !claim.contains(id))
+            .unwrap_or_else(|| "p-squat".to_owned());
+        let mut visits = Vec::new();
+        let mut start = r.range(300, 3_000);
+        while visits.len() < 5 && start + 1_000 < quiet_ms {
+            let stay = r.range(1_000, 5_000).min(quiet_ms - start);
+            visits.push((start, stay));
+            start += stay + r.range(300, 6_000);
+        }
+        owners.push(RawSpec::Owner {
+            user: format!("own{j}"),
+            claim,
+            rooms,
+            squat,
+            visits,
+        });
+    }
+    (owned, owners)
+}
+
+/// A client's share of the owned rooms: a `rooms` claim granting some of
+/// the private ones (losing one mid-run when `narrowing`, with a refresh
+/// soon after), and joins, sends and leaves in the owned rooms once the
+/// owners have started creating them. Joins of rooms its claim does not
+/// grant, or that do not exist (yet, or any more), are refused: the client
+/// forgets them.
+fn add_owned_room_actions(
+    r: &mut SimRng,
+    spec: &mut ClientSpec,
+    owned: &[(String, bool)],
+    narrowing: bool,
+    first_visit: u64,
+    quiet_ms: u64,
+) {
+    let last = quiet_ms.saturating_sub(500);
+    let claim: Vec<String> = owned
+        .iter()
+        .filter(|(_, private)| *private)
+        .filter(|_| r.chance(70))
+        .map(|(id, _)| id.clone())
+        .collect();
+    spec.claims.push((0, claim.clone()));
+    // Rooms it joins and stays in, with when it joined.
+    let mut stays: Vec<(String, u64)> = Vec::new();
+    let earliest = first_visit + 200;
+    for (room, _) in owned {
+        if earliest + 2_000 >= last || !r.chance(60) {
+            continue;
+        }
+        let join = r.range(earliest, last - 2_000);
+        spec.actions.push((join, Action::Join(room.clone())));
+        spec.final_rooms.insert(room.clone());
+        for _ in 0..r.range(1, 2) {
+            let at = r.range(join + 50, last);
+            spec.actions.push((
+                at,
+                Action::Send {
+                    room: room.clone(),
+                    count: 1,
+                },
+            ));
+        }
+        if r.chance(30) {
+            let at = r.range(join + 100, last);
+            spec.actions.push((at, Action::Leave(room.clone())));
+            spec.final_rooms.remove(room);
+        } else {
+            stays.push((room.clone(), join));
+        }
+    }
+    // Narrowing: a claimed room it is in is lost a while after it joined
+    // it, and a refresh soon after takes it out.
+    let lost: Vec<&(String, u64)> = stays.iter().filter(|(id, _)| claim.contains(id)).collect();
+    if narrowing && !lost.is_empty() && r.chance(70) {
+        let (room, joined) = (*r.pick(&lost)).clone();
+        if joined + 1_000 < last {
+            let at = r.range(joined + 1_000, last);
+            let narrower: Vec<String> = claim.iter().filter(|id| **id != room).cloned().collect();
+            spec.claims.push((at, narrower));
+            let refresh_at = at + r.range(50, 1_500);
+            if refresh_at < last {
+                spec.actions.push((refresh_at, Action::Refresh));
+            }
+        }
+    }
+    spec.actions.sort_by_key(|(t, _)| *t);
 }
 
 /// Keeps each user's sends within what its bucket can pass by the middle of

@@ -26,7 +26,16 @@ fn program(seed: u64, len: usize) -> Program {
             10..22 => Operation::Advance {
                 ms: r.range(0, 700) as u16,
             },
-            22 => Operation::Restart,
+            22 => {
+                if r.chance(50) {
+                    Operation::Restart
+                } else {
+                    Operation::Reload {
+                        max_rooms: r.next_u64() as u8,
+                        room_idle_ttl: r.next_u64() as u8,
+                    }
+                }
+            }
             23..25 => Operation::Raw {
                 conn,
                 text: r
@@ -43,7 +52,14 @@ fn program(seed: u64, len: usize) -> Program {
                 conn,
                 request: match n {
                     26..40 => Request::Authenticate {
-                        user: r.range(0, 4) as u8,
+                        // Mostly two users, so that many are refreshes.
+                        user: if r.chance(80) {
+                            r.range(0, 2)
+                        } else {
+                            r.range(0, 4)
+                        } as u8,
+                        // Claims over r1-r3 that grant and narrow.
+                        rooms: *r.pick(&[0b0000, 0b0010, 0b0110, 0b1110, 0b1100]),
                         age_s: r.range(0, 3) as u8,
                         ttl_s: r.range(1, 8) as u8,
                         wrong_key: r.chance(10),
@@ -52,7 +68,7 @@ fn program(seed: u64, len: usize) -> Program {
                     40..44 => Request::CreateRoom {
                         room: r.chance(80).then_some(room),
                         name: "Room".into(),
-                        private: r.chance(20),
+                        private: r.chance(50),
                     },
                     44..46 => Request::ListRooms,
                     46..58 => Request::JoinRoom {
@@ -119,6 +135,9 @@ fn random_programs_break_no_oracle() {
         "rate_limited",
         "recovered_false",
         "retry_deduplicated",
+        "room_deleted",
+        "room_recreated",
+        "squat_refused",
         "token_expiry_close",
         "token_refresh",
         "typing_ended",
@@ -153,7 +172,7 @@ fn a_duplicated_delivery_is_caught() {
         };
         let copy = records[i].clone();
         records.insert(i + 1, copy);
-        let out = core_ops::check_records(&p.setup, &records, end);
+        let out = core_ops::check_records(&p, &records, end);
         assert!(
             !out.violations.is_empty(),
             "seed {seed}: a message delivered twice went unnoticed"

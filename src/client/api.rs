@@ -122,6 +122,13 @@ pub enum Event {
         /// The room.
         room: String,
     },
+    /// The server took the connection out of `room` without being asked (a
+    /// refreshed token no longer grants it): the client stops resuming it
+    /// and sends there fail. Joining it again is the application's call.
+    Left {
+        /// The room.
+        room: String,
+    },
     /// A new message in a joined room, exactly once, in `seq` order.
     Message(ChatMessage),
     /// One of our messages is stored (its `NEW_MESSAGE` came back).

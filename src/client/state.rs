@@ -213,6 +213,14 @@ impl Session {
                 }
             }
             ServerMessage::NewMessage(m) => self.deliver(m, events),
+            // Unasked (no requestId): the server took the room away, so it
+            // is not resumed on the next connection. (A ROOM_LEFT answering
+            // our LEAVE_ROOM is reported as it is below; the room was
+            // forgotten when the application left it.)
+            ServerMessage::RoomLeft { room_id } if request_id.is_none() => {
+                self.rooms.remove(&room_id);
+                events.push(Event::Left { room: room_id });
+            }
             message => {
                 if let ServerMessage::Error {
                     code,
@@ -361,5 +369,37 @@ mod tests {
             r[0].contains("\"sinceSeq\":3") && r[0].contains("\"epoch\":\"e\""),
             "{r:?}"
         );
+    }
+
+    #[test]
+    fn a_room_the_server_takes_away_is_not_resumed() {
+        let mut rng = Rng::new(1);
+        let mut s = Session::new(&mut rng, 16);
+        s.join("kept");
+        s.join("taken");
+        s.join("asked");
+        s.leave("asked");
+        let now = Instant::now();
+        let mut ev = Vec::new();
+        let left = |room: &str, request_id: Option<&str>| ServerFrame {
+            message: ServerMessage::RoomLeft {
+                room_id: room.into(),
+            },
+            request_id: request_id.map(str::to_owned),
+        };
+        s.on_frame(left("taken", None), &mut ev, now);
+        s.on_frame(left("asked", Some("l:asked")), &mut ev, now);
+        assert_eq!(
+            ev,
+            [
+                Event::Left {
+                    room: "taken".into()
+                },
+                Event::Server(left("asked", Some("l:asked")))
+            ]
+        );
+        let resumed = s.resume_requests(now);
+        assert_eq!(resumed.len(), 1, "{resumed:?}");
+        assert!(resumed[0].contains("\"roomId\":\"kept\""), "{resumed:?}");
     }
 }

@@ -57,6 +57,12 @@ pub const DEFAULT_RATE_LIMIT_REQUESTS: u32 = 100;
 pub const DEFAULT_RATE_LIMIT_DISCONNECT_AFTER: u32 = 50;
 /// Default for `ROOMS_PER_USER_MAX`: rooms one user may create.
 pub const DEFAULT_ROOMS_PER_USER_MAX: usize = 100;
+/// Default for `MAX_ROOMS`: rooms that may exist at once, default rooms
+/// included.
+pub const DEFAULT_MAX_ROOMS: usize = 100_000;
+/// Default for `ROOM_IDLE_TTL_MS` (one day): how long a room created by a
+/// user is kept without a member connection.
+pub const DEFAULT_ROOM_IDLE_TTL_MS: u64 = 86_400_000;
 /// Default for `WORKER_THREADS`: `0`, one runtime worker thread per core.
 pub const DEFAULT_WORKER_THREADS: usize = 0;
 /// Most runtime worker threads `WORKER_THREADS` may ask for.
@@ -68,6 +74,16 @@ pub const DEFAULT_PING_INTERVAL_MS: u64 = 30_000;
 pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 75_000;
 /// Default for `OUTBOUND_QUEUE_LIMIT`: queued outbound messages per connection.
 pub const DEFAULT_OUTBOUND_QUEUE_LIMIT: usize = 1_024;
+/// Default for `OUTBOUND_QUEUE_BYTES`: bytes of frames a connection's socket
+/// has not yet accepted, queued or being written, before it is closed as a
+/// slow consumer (4 MiB).
+pub const DEFAULT_OUTBOUND_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+/// Default for `WRITE_TIMEOUT_MS`: how long a socket may accept no bytes
+/// while frames wait for it before it is dropped.
+pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 30_000;
+/// Default for `OUTBOUND_MEMORY_MAX_BYTES`: all open connections' queued
+/// bytes together (1 GiB).
+pub const DEFAULT_OUTBOUND_MEMORY_MAX_BYTES: usize = 1024 * 1024 * 1024;
 /// Default for `SHUTDOWN_GRACE_MS`: how long shutdown waits for clients.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 /// Default for `LOG_LEVEL` (a `tracing` `EnvFilter` directive string).
@@ -224,6 +240,14 @@ pub struct Config {
     /// `ROOMS_PER_USER_MAX`: rooms one user may create (`0` disables
     /// `CREATE_ROOM`). Bounds the memory one account can claim.
     pub rooms_per_user_max: usize,
+    /// `MAX_ROOMS`: rooms that may exist at once, default rooms included;
+    /// beyond it `CREATE_ROOM` is `FORBIDDEN`. At least the number of
+    /// `DEFAULT_ROOMS`.
+    pub max_rooms: usize,
+    /// `ROOM_IDLE_TTL_MS`: a room created by a user is deleted, with its
+    /// history, once it has had no member connection for this long; `0`
+    /// keeps rooms for ever. Default rooms are never deleted.
+    pub room_idle_ttl_ms: u64,
     /// `PING_INTERVAL_MS`: period of server WebSocket pings.
     pub ping_interval_ms: u64,
     /// `IDLE_TIMEOUT_MS`: a connection silent for this long is dropped;
@@ -232,6 +256,18 @@ pub struct Config {
     /// `OUTBOUND_QUEUE_LIMIT`: queued outbound messages per connection before
     /// it is closed as a slow consumer (`1013`).
     pub outbound_queue_limit: usize,
+    /// `OUTBOUND_QUEUE_BYTES`: bytes of frames not yet accepted by a
+    /// connection's socket (queued, or taken by its writer) before it is
+    /// closed as a slow consumer (`1013`); one frame is always accepted into
+    /// an empty queue.
+    pub outbound_queue_bytes: usize,
+    /// `WRITE_TIMEOUT_MS`: a socket that accepts no bytes for this long while
+    /// frames wait for it is dropped (a `1013` close frame is tried).
+    pub write_timeout_ms: u64,
+    /// `OUTBOUND_MEMORY_MAX_BYTES`: all open connections' queued bytes
+    /// together; past it the connections with the largest queues are closed
+    /// with `1013`. At least `outbound_queue_bytes`.
+    pub outbound_memory_max_bytes: usize,
     /// `SHUTDOWN_GRACE_MS`: how long shutdown waits for clients to go after
     /// the `1001` close frames (`0`: do not wait).
     pub shutdown_grace_ms: u64,
@@ -273,9 +309,14 @@ impl Default for Config {
             rate_limit_requests: DEFAULT_RATE_LIMIT_REQUESTS,
             rate_limit_disconnect_after: DEFAULT_RATE_LIMIT_DISCONNECT_AFTER,
             rooms_per_user_max: DEFAULT_ROOMS_PER_USER_MAX,
+            max_rooms: DEFAULT_MAX_ROOMS,
+            room_idle_ttl_ms: DEFAULT_ROOM_IDLE_TTL_MS,
             ping_interval_ms: DEFAULT_PING_INTERVAL_MS,
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
             outbound_queue_limit: DEFAULT_OUTBOUND_QUEUE_LIMIT,
+            outbound_queue_bytes: DEFAULT_OUTBOUND_QUEUE_BYTES,
+            write_timeout_ms: DEFAULT_WRITE_TIMEOUT_MS,
+            outbound_memory_max_bytes: DEFAULT_OUTBOUND_MEMORY_MAX_BYTES,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
             worker_threads: DEFAULT_WORKER_THREADS,
             log_level: DEFAULT_LOG_LEVEL.to_owned(),

@@ -112,12 +112,22 @@ serve_args! {
     rate_limit_disconnect_after = "RATE_LIMIT_DISCONNECT_AFTER";
     /// Rooms one user may create [default: 100]
     rooms_per_user_max = "ROOMS_PER_USER_MAX";
+    /// Rooms that may exist at once, default rooms included [default: 100000]
+    max_rooms = "MAX_ROOMS";
+    /// Delete a user's room without members for this long, in milliseconds; 0 for never [default: 86400000]
+    room_idle_ttl_ms = "ROOM_IDLE_TTL_MS";
     /// WebSocket ping period in milliseconds [default: 30000]
     ping_interval_ms = "PING_INTERVAL_MS";
     /// Drop a connection silent this long, in milliseconds [default: 75000]
     idle_timeout_ms = "IDLE_TIMEOUT_MS";
     /// Queued outbound messages per connection [default: 1024]
     outbound_queue_limit = "OUTBOUND_QUEUE_LIMIT";
+    /// Bytes queued per connection, not yet accepted by its socket [default: 4194304]
+    outbound_queue_bytes = "OUTBOUND_QUEUE_BYTES";
+    /// Drop a socket that accepts no bytes this long while frames wait, in milliseconds [default: 30000]
+    write_timeout_ms = "WRITE_TIMEOUT_MS";
+    /// All connections' queued bytes together [default: 1073741824]
+    outbound_memory_max_bytes = "OUTBOUND_MEMORY_MAX_BYTES";
     /// Shutdown wait for clients in milliseconds [default: 10000]
     shutdown_grace_ms = "SHUTDOWN_GRACE_MS";
     /// Runtime worker threads; 0 for one per core [default: 0]

@@ -66,9 +66,14 @@ fn every_variable_is_read() {
         ("RATE_LIMIT_REQUESTS", "5"),
         ("RATE_LIMIT_DISCONNECT_AFTER", "6"),
         ("ROOMS_PER_USER_MAX", "0"),
+        ("MAX_ROOMS", "2"),
+        ("ROOM_IDLE_TTL_MS", "0"),
         ("PING_INTERVAL_MS", "7"),
         ("IDLE_TIMEOUT_MS", "8"),
         ("OUTBOUND_QUEUE_LIMIT", "9"),
+        ("OUTBOUND_QUEUE_BYTES", "10"),
+        ("WRITE_TIMEOUT_MS", "11"),
+        ("OUTBOUND_MEMORY_MAX_BYTES", "12"),
         ("SHUTDOWN_GRACE_MS", "0"),
         ("WORKER_THREADS", "3"),
         ("LOG_LEVEL", "chat_flow=debug,warn"),
@@ -108,9 +113,14 @@ fn every_variable_is_read() {
         rate_limit_requests: 5,
         rate_limit_disconnect_after: 6,
         rooms_per_user_max: 0,
+        max_rooms: 2,
+        room_idle_ttl_ms: 0,
         ping_interval_ms: 7,
         idle_timeout_ms: 8,
         outbound_queue_limit: 9,
+        outbound_queue_bytes: 10,
+        write_timeout_ms: 11,
+        outbound_memory_max_bytes: 12,
         shutdown_grace_ms: 0,
         worker_threads: 3,
         log_level: "chat_flow=debug,warn".to_owned(),
@@ -165,6 +175,10 @@ fn zero_is_rejected_where_it_makes_no_sense() {
         "PING_INTERVAL_MS",
         "IDLE_TIMEOUT_MS",
         "OUTBOUND_QUEUE_LIMIT",
+        "OUTBOUND_QUEUE_BYTES",
+        "WRITE_TIMEOUT_MS",
+        "OUTBOUND_MEMORY_MAX_BYTES",
+        "MAX_ROOMS",
     ] {
         let e = error_for(var, "0");
         assert_eq!(e.variable(), Some(var));
@@ -178,6 +192,7 @@ fn zero_is_rejected_where_it_makes_no_sense() {
         "PORT",
         "JWT_LEEWAY_SECONDS",
         "ROOMS_PER_USER_MAX",
+        "ROOM_IDLE_TTL_MS",
         "SHUTDOWN_GRACE_MS",
         "WORKER_THREADS",
     ] {
@@ -204,6 +219,25 @@ fn out_of_range_and_garbage_numbers_are_rejected() {
 }
 
 #[test]
+fn max_rooms_must_hold_the_default_rooms() {
+    let rooms = ("DEFAULT_ROOMS", "a:A,b:B,c:C");
+    let e = load(&[rooms, ("MAX_ROOMS", "2")]).expect_err("fewer than the defaults");
+    assert_eq!(e.variable(), Some("MAX_ROOMS"));
+    assert!(e.to_string().contains("DEFAULT_ROOMS (3)"), "{e}");
+    assert_eq!(
+        load(&[rooms, ("MAX_ROOMS", "3")])
+            .expect("as many")
+            .max_rooms,
+        3
+    );
+    assert_eq!(
+        error_for("ROOM_IDLE_TTL_MS", "2592000001").variable(),
+        Some("ROOM_IDLE_TTL_MS")
+    );
+    assert_eq!(error_for("MAX_ROOMS", "lots").variable(), Some("MAX_ROOMS"));
+}
+
+#[test]
 fn idle_timeout_must_exceed_ping_interval() {
     let e = load(&[("PING_INTERVAL_MS", "1000"), ("IDLE_TIMEOUT_MS", "1000")])
         .expect_err("equal is rejected");
@@ -211,6 +245,30 @@ fn idle_timeout_must_exceed_ping_interval() {
     assert!(e.to_string().contains("PING_INTERVAL_MS (1000)"), "{e}");
     let e = error_for("PING_INTERVAL_MS", "80000");
     assert_eq!(e.variable(), Some("IDLE_TIMEOUT_MS"));
+}
+
+#[test]
+fn the_memory_cap_is_at_least_one_connections_bound() {
+    let e = load(&[
+        ("OUTBOUND_QUEUE_BYTES", "2048"),
+        ("OUTBOUND_MEMORY_MAX_BYTES", "2047"),
+    ])
+    .expect_err("a cap below one connection's bound is rejected");
+    assert_eq!(e.variable(), Some("OUTBOUND_MEMORY_MAX_BYTES"));
+    assert!(e.to_string().contains("OUTBOUND_QUEUE_BYTES (2048)"), "{e}");
+    // The default cap is below a larger per-connection bound: named too.
+    let e = error_for("OUTBOUND_QUEUE_BYTES", "1073741825");
+    assert_eq!(e.variable(), Some("OUTBOUND_MEMORY_MAX_BYTES"));
+    let equal = load(&[
+        ("OUTBOUND_QUEUE_BYTES", "2048"),
+        ("OUTBOUND_MEMORY_MAX_BYTES", "2048"),
+    ])
+    .expect("equal is fine");
+    assert_eq!(equal.outbound_memory_max_bytes, 2048);
+    assert_eq!(
+        error_for("WRITE_TIMEOUT_MS", "2592000001").variable(),
+        Some("WRITE_TIMEOUT_MS")
+    );
 }
 
 #[test]
@@ -390,7 +448,7 @@ fn serve_args_cover_every_variable_and_feed_from_args() {
     for var in ServeArgs::VARIABLES {
         assert_eq!(args.value(var), None);
     }
-    assert_eq!(ServeArgs::VARIABLES.len(), 32);
+    assert_eq!(ServeArgs::VARIABLES.len(), 37);
     args.port = Some("4000".to_owned());
     args.log_format = Some("pretty".to_owned());
     let config = Config::from_args(&args).expect("valid");

@@ -126,6 +126,18 @@ impl Config {
             0,
             usize_max(),
         )?;
+        let max_rooms = vars.int("MAX_ROOMS", DEFAULT_MAX_ROOMS, 1, usize_max())?;
+        if max_rooms < default_rooms.len() {
+            return Err(ConfigError::invalid(
+                "MAX_ROOMS",
+                &max_rooms.to_string(),
+                format!(
+                    "must be at least the number of DEFAULT_ROOMS ({}), which count towards it",
+                    default_rooms.len()
+                ),
+            ));
+        }
+        let room_idle_ttl_ms = vars.duration_ms("ROOM_IDLE_TTL_MS", DEFAULT_ROOM_IDLE_TTL_MS, 0)?;
         let ping_interval_ms = vars.duration_ms("PING_INTERVAL_MS", DEFAULT_PING_INTERVAL_MS, 1)?;
         let idle_timeout_ms = vars.duration_ms("IDLE_TIMEOUT_MS", DEFAULT_IDLE_TIMEOUT_MS, 1)?;
         if idle_timeout_ms <= ping_interval_ms {
@@ -144,6 +156,29 @@ impl Config {
             1,
             usize_max(),
         )?;
+        let outbound_queue_bytes = vars.int(
+            "OUTBOUND_QUEUE_BYTES",
+            DEFAULT_OUTBOUND_QUEUE_BYTES,
+            1,
+            usize_max(),
+        )?;
+        let write_timeout_ms = vars.duration_ms("WRITE_TIMEOUT_MS", DEFAULT_WRITE_TIMEOUT_MS, 1)?;
+        let outbound_memory_max_bytes = vars.int(
+            "OUTBOUND_MEMORY_MAX_BYTES",
+            DEFAULT_OUTBOUND_MEMORY_MAX_BYTES,
+            1,
+            usize_max(),
+        )?;
+        if outbound_memory_max_bytes < outbound_queue_bytes {
+            return Err(ConfigError::invalid(
+                "OUTBOUND_MEMORY_MAX_BYTES",
+                &outbound_memory_max_bytes.to_string(),
+                format!(
+                    "must be at least OUTBOUND_QUEUE_BYTES ({outbound_queue_bytes}), \
+                     or one connection within its own bound would pass the server's"
+                ),
+            ));
+        }
         let shutdown_grace_ms =
             vars.duration_ms("SHUTDOWN_GRACE_MS", DEFAULT_SHUTDOWN_GRACE_MS, 0)?;
         let worker_threads = vars.int(
@@ -190,9 +225,14 @@ impl Config {
             rate_limit_requests,
             rate_limit_disconnect_after,
             rooms_per_user_max,
+            max_rooms,
+            room_idle_ttl_ms,
             ping_interval_ms,
             idle_timeout_ms,
             outbound_queue_limit,
+            outbound_queue_bytes,
+            write_timeout_ms,
+            outbound_memory_max_bytes,
             shutdown_grace_ms,
             worker_threads,
             log_level,

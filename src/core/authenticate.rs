@@ -1,5 +1,6 @@
-//! `AUTHENTICATE`: a verified token starts a session, or refreshes the
-//! expiry of one for the same user.
+//! `AUTHENTICATE`: a verified token starts a session, or replaces the
+//! authority of one for the same user (a refresh): its expiry and its `rooms`
+//! claim, leaving the private rooms the new claim no longer grants.
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use super::hub::{Hub, Timer};
 use super::inbound::AuthOutcome;
 use super::session::{ConnState, Session, User};
 use super::sorted_set::SortedSet;
-use super::types::{ConnId, Timestamp, UserId};
+use super::types::{ConnId, RoomId, Timestamp, UserId};
 use crate::protocol::server::ServerMessage;
 use crate::protocol::{CloseCode, ErrorCode};
 
@@ -64,19 +65,42 @@ impl Hub {
                 if *session.user_id.0 != *token.user_id {
                     return self.auth_failed(conn, "token is for a different user".to_owned(), rid);
                 }
+                // The new token's authority replaces the old one's whole:
+                // an older token cannot keep a later expiry or a room that
+                // a newer one revoked.
                 let old = session.expires_at;
-                session.expires_at = old.max(expires_at);
+                session.expires_at = expires_at;
                 session.rooms_claim = token.rooms.into_iter().collect();
-                let (new, user_id, username) = (
-                    session.expires_at,
-                    session.user_id.clone(),
-                    session.username.clone(),
-                );
+                let (user_id, username) = (session.user_id.clone(), session.username.clone());
                 self.timers.remove(&(old, Timer::TokenExpiry(conn)));
-                self.timers.insert((new, Timer::TokenExpiry(conn)));
+                self.timers.insert((expires_at, Timer::TokenExpiry(conn)));
                 self.stats.token_refreshes += 1;
                 self.auth_success(conn, &user_id, &username, rid);
+                self.leave_revoked_rooms(conn);
             }
+        }
+    }
+
+    /// Takes `conn` out of every private room its token no longer grants
+    /// (and its user did not create): `ROOM_LEFT` without a `requestId` to
+    /// it, and to the others what any leave tells them.
+    fn leave_revoked_rooms(&mut self, conn: ConnId) {
+        let c = &self.conns[&conn];
+        let session = c
+            .session()
+            .expect("refreshed connections are authenticated");
+        let revoked: Vec<RoomId> = (&c.rooms)
+            .into_iter()
+            .filter(|id| !self.rooms[*id].may_join(session))
+            .cloned()
+            .collect();
+        for room in revoked {
+            let message = ServerMessage::RoomLeft {
+                room_id: room.0.to_string(),
+            };
+            self.reply(conn, &message, None);
+            self.leave(conn, &room);
+            self.stats.rooms_revoked += 1;
         }
     }
 

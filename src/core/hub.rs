@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
+use base64::Engine as _;
+
 use super::bucket::Bucket;
 use super::limits::{DefaultRoom, Limits};
 use super::output::Output;
@@ -13,8 +15,9 @@ use super::room::{Room, forget_client_id};
 use super::session::{Conn, ConnState, User};
 use super::sorted_set::SortedSet;
 use super::stats::{Gauges, Stats};
-use super::types::{ConnId, RoomId, Timestamp, UserId};
+use super::types::{ConnId, Instance, RoomId, Timestamp, UserId};
 use crate::protocol::{CloseCode, ErrorCode, RoomKind};
+use crate::rng::Rng;
 
 /// A timer: what happens at a deadline.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -27,6 +30,8 @@ pub(super) enum Timer {
     Typing(RoomId, UserId),
     /// A user without connections may be forgotten (its bucket is full).
     ForgetUser(UserId),
+    /// A user's room without members may be deleted.
+    RoomIdle(RoomId),
 }
 
 /// All room state of one server.
@@ -37,16 +42,21 @@ pub struct Hub {
     /// earlier run (the driver picks it: wall-clock based in production,
     /// seeded in the simulation).
     pub(super) instance: u64,
+    /// Draws generated room ids (seeded with [`Instance::secret`]).
+    pub(super) rng: Rng,
     pub(super) now: Timestamp,
     pub(super) conns: BTreeMap<ConnId, Conn>,
     pub(super) users: BTreeMap<UserId, User>,
     pub(super) rooms: BTreeMap<RoomId, Room>,
-    /// Rooms created per user, for `ROOMS_PER_USER_MAX`.
+    /// Rooms each user has created that still exist, for
+    /// `ROOMS_PER_USER_MAX`.
     pub(super) rooms_created: BTreeMap<UserId, u32>,
     pub(super) timers: BTreeSet<(Timestamp, Timer)>,
     pub(super) outputs: VecDeque<Output>,
     pub(super) next_message: u64,
-    pub(super) next_room: u64,
+    /// The number in the next room's epoch: never reused, so that a room
+    /// deleted and created again starts a new epoch.
+    pub(super) next_epoch: u64,
     pub(super) authenticated: u64,
     pub(super) memberships: u64,
     pub(super) stats: Stats,
@@ -57,12 +67,13 @@ impl Hub {
     pub fn new(
         limits: Limits,
         default_rooms: &[DefaultRoom],
-        instance: u64,
+        instance: Instance,
         now: Timestamp,
     ) -> Hub {
         let mut hub = Hub {
             limits,
-            instance,
+            instance: instance.number,
+            rng: Rng::new(instance.secret),
             now,
             conns: BTreeMap::new(),
             users: BTreeMap::new(),
@@ -71,7 +82,7 @@ impl Hub {
             timers: BTreeSet::new(),
             outputs: VecDeque::new(),
             next_message: 0,
-            next_room: 0,
+            next_epoch: 0,
             authenticated: 0,
             memberships: 0,
             stats: Stats::default(),
@@ -79,13 +90,7 @@ impl Hub {
         for room in default_rooms {
             let id = RoomId(Arc::from(room.id.as_str()));
             if !hub.rooms.contains_key(&id) {
-                hub.insert_room(
-                    id,
-                    room.name.clone(),
-                    String::new(),
-                    RoomKind::Public,
-                    "system".to_owned(),
-                );
+                hub.insert_room(id, room.name.clone(), String::new(), RoomKind::Public, None);
             }
         }
         hub
@@ -113,15 +118,77 @@ impl Hub {
 
     /// Applies new limits (a configuration reload). A smaller history limit
     /// evicts at once; buckets keep their level, capped at the new capacity;
-    /// running auth and typing timers keep their deadlines.
+    /// running auth and typing timers keep their deadlines. A new
+    /// `ROOM_IDLE_TTL_MS` counts from when each empty room emptied (a room
+    /// empty for longer than the new value goes at once); a smaller
+    /// `MAX_ROOMS` deletes nothing, it only refuses creation until fewer
+    /// rooms exist.
     pub fn set_limits(&mut self, now: Timestamp, limits: Limits) {
         self.tick(now);
         let history_limit = limits.history_limit;
+        let ttl_changed = limits.room_idle_ttl_ms != self.limits.room_idle_ttl_ms;
         self.limits = limits;
         for room in self.rooms.values_mut() {
             for old in room.log.set_limit(history_limit) {
                 self.stats.history_evictions += 1;
                 forget_client_id(&mut room.client_ids, &old);
+            }
+        }
+        if ttl_changed {
+            let empty: Vec<RoomId> = self
+                .rooms
+                .values()
+                .filter(|r| r.empty_since.is_some())
+                .map(|r| r.id.clone())
+                .collect();
+            for room in &empty {
+                self.arm_idle_timer(room);
+            }
+            self.tick(now);
+        }
+    }
+
+    /// (Re)arms the idle timer of an empty room from when it emptied, or
+    /// disarms it when `ROOM_IDLE_TTL_MS` is 0.
+    pub(super) fn arm_idle_timer(&mut self, room_id: &RoomId) {
+        let ttl = self.limits.room_idle_ttl_ms;
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        if let Some(old) = room.idle_deadline.take() {
+            self.timers.remove(&(old, Timer::RoomIdle(room_id.clone())));
+        }
+        if let Some(since) = room.empty_since
+            && ttl > 0
+        {
+            let deadline = since.plus_ms(ttl);
+            room.idle_deadline = Some(deadline);
+            self.timers
+                .insert((deadline, Timer::RoomIdle(room_id.clone())));
+        }
+    }
+
+    /// A new room id: `room_` and 96 random bits in base64url (16
+    /// characters). Two draws of the hub's generator, each through a one-way
+    /// hash, so that an id reveals nothing that predicts the next one.
+    pub(super) fn generate_room_id(&mut self) -> RoomId {
+        fn one_way(x: u64) -> u64 {
+            use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
+            BuildHasherDefault::<DefaultHasher>::default().hash_one(x)
+        }
+        loop {
+            let high = one_way(self.rng.next_u64());
+            let low = one_way(self.rng.next_u64()) as u32;
+            let mut bits = [0u8; 12];
+            bits[..8].copy_from_slice(&high.to_be_bytes());
+            bits[8..].copy_from_slice(&low.to_be_bytes());
+            let id = format!(
+                "room_{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bits)
+            );
+            let id = RoomId(Arc::from(id));
+            if !self.rooms.contains_key(&id) {
+                return id;
             }
         }
     }
@@ -206,6 +273,15 @@ impl Hub {
                     if r.typing.get(&user) == Some(&at) {
                         r.typing.remove(&user);
                         self.broadcast_typing(&room, &user, false);
+                    }
+                }
+                Timer::RoomIdle(room) => {
+                    if self
+                        .rooms
+                        .get(&room)
+                        .is_some_and(|r| r.idle_deadline == Some(at) && r.members.is_empty())
+                    {
+                        self.delete_room(&room);
                     }
                 }
                 Timer::ForgetUser(user) => {

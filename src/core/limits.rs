@@ -25,8 +25,14 @@ pub struct Limits {
     pub rate_limit_window_ms: u64,
     /// `RATE_LIMIT_DISCONNECT_AFTER`: rejections in a row before closing.
     pub rate_limit_disconnect_after: u32,
-    /// `ROOMS_PER_USER_MAX`: rooms one user may create.
+    /// `ROOMS_PER_USER_MAX`: rooms one user may have created at once (a
+    /// room that is deleted no longer counts).
     pub rooms_per_user_max: u32,
+    /// `MAX_ROOMS`: rooms that may exist at once, default rooms included.
+    pub max_rooms: usize,
+    /// `ROOM_IDLE_TTL_MS`: a room created by a user is deleted once it has
+    /// had no member connection for this long; `0`: never.
+    pub room_idle_ttl_ms: u64,
 }
 
 impl Default for Limits {
@@ -41,6 +47,8 @@ impl Default for Limits {
             rate_limit_window_ms: 10_000,
             rate_limit_disconnect_after: 50,
             rooms_per_user_max: 100,
+            max_rooms: 100_000,
+            room_idle_ttl_ms: 86_400_000,
         }
     }
 }

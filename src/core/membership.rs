@@ -9,7 +9,7 @@ use super::log::MemoryLog;
 use super::room::{Member, Room};
 use super::session::ConnState;
 use super::sorted_set::SortedSet;
-use super::types::{ConnId, RoomId};
+use super::types::{ConnId, RoomId, UserId};
 use crate::protocol::server::{self, ServerMessage, UserRef};
 use crate::protocol::{ErrorCode, RoomKind};
 
@@ -20,9 +20,13 @@ impl Hub {
         name: String,
         description: String,
         kind: RoomKind,
-        created_by: String,
+        creator: Option<UserId>,
     ) {
-        let epoch = format!("{:x}-{}", self.instance, self.rooms.len() + 1);
+        self.next_epoch += 1;
+        let epoch = format!("{:x}-{}", self.instance, self.next_epoch);
+        if let Some(user) = &creator {
+            *self.rooms_created.entry(user.clone()).or_insert(0) += 1;
+        }
         self.rooms.insert(
             id.clone(),
             Room {
@@ -31,13 +35,38 @@ impl Hub {
                 description,
                 kind,
                 created_at: self.now,
-                created_by,
+                creator,
                 log: MemoryLog::new(epoch, self.limits.history_limit),
                 members: BTreeMap::new(),
                 typing: BTreeMap::new(),
                 client_ids: BTreeMap::new(),
+                empty_since: None,
+                idle_deadline: None,
             },
         );
+    }
+
+    /// Deletes a user's room with its history (its idle time is over): its
+    /// id is free again, and it no longer counts towards its creator's
+    /// `ROOMS_PER_USER_MAX`.
+    pub(super) fn delete_room(&mut self, room_id: &RoomId) {
+        let Some(room) = self.rooms.remove(room_id) else {
+            return;
+        };
+        debug_assert!(room.members.is_empty() && room.typing.is_empty());
+        if let Some(deadline) = room.idle_deadline {
+            self.timers
+                .remove(&(deadline, Timer::RoomIdle(room_id.clone())));
+        }
+        if let Some(creator) = room.creator
+            && let Some(n) = self.rooms_created.get_mut(&creator)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.rooms_created.remove(&creator);
+            }
+        }
+        self.stats.rooms_deleted += 1;
     }
 
     /// Joins `conn` to the room (idempotent); tells the others when this is
@@ -50,6 +79,11 @@ impl Hub {
         self.memberships += 1;
         let session = c.session().expect("only authenticated connections join");
         let (user, username) = (session.user_id.clone(), session.username.clone());
+        let room = self.rooms.get_mut(room_id).expect("caller checked");
+        if room.empty_since.take().is_some() {
+            // Someone is back: the room is not idle any more.
+            self.arm_idle_timer(room_id);
+        }
         let room = self.rooms.get_mut(room_id).expect("caller checked");
         let first = !room.members.contains_key(&user);
         room.members
@@ -115,6 +149,12 @@ impl Hub {
         let username = member.username.clone();
         if last {
             room.members.remove(&user);
+            if room.members.is_empty() && room.creator.is_some() {
+                // A user's room without members starts counting its idle
+                // time (default rooms never go).
+                room.empty_since = Some(self.now);
+                self.arm_idle_timer(room_id);
+            }
         }
         if last {
             let frame = server::encode(

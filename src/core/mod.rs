@@ -16,7 +16,7 @@
 //!    [`Hub::handle`] for every message received on it (in order), and
 //!    [`Hub::disconnect`] when it is gone;
 //! 2. calls [`Hub::tick`] when [`Hub::next_deadline`] has passed (auth
-//!    timeouts, token expiry, typing timeouts);
+//!    timeouts, token expiry, typing timeouts, idle rooms);
 //! 3. after each call, drains [`Hub::poll_output`] until it returns `None`,
 //!    queuing each [`Output::Frame`] to its connection and acting on each
 //!    [`Output::Close`]. A connection whose queue is full is closed by the
@@ -59,7 +59,7 @@ pub use inbound::{AuthOutcome, Inbound};
 pub use limits::{AUTH_FAILURES_MAX, DefaultRoom, Limits};
 pub use output::Output;
 pub use stats::{Gauges, Stats};
-pub use types::{ConnId, RoomId, Timestamp, UserId};
+pub use types::{ConnId, Instance, RoomId, Timestamp, UserId};
 
 #[cfg(test)]
 mod properties;

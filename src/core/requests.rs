@@ -5,12 +5,11 @@ use std::sync::Arc;
 
 use super::hub::{Hub, Timer};
 use super::inbound::Inbound;
+use super::log::{self, Stored};
 use super::output::Output;
 use super::room::{Room, forget_client_id};
 use super::types::{ConnId, RoomId, Timestamp, UserId};
-use crate::protocol::server::{
-    self, ChatMessage, HistoryPayload, RoomJoinedPayload, ServerMessage,
-};
+use crate::protocol::server::{self, MessageFrame, NewMessage, ServerMessage};
 use crate::protocol::{
     ClientMessage, ClientRequest, CloseCode, CreateRoom, ErrorCode, GetHistory, JoinRoom,
     LeaveRoom, SendMessage, TypingStatus,
@@ -149,6 +148,20 @@ impl Hub {
         }
         let id = match id {
             Some(id) => {
+                // A chosen id must be one the creator's token grants, and
+                // that is checked before whether it is taken: nobody can
+                // claim an id that tokens grant to others, nor learn which
+                // of those exist.
+                let session = self.conns[&conn].session().expect("caller checked");
+                if !session.rooms_claim.contains(&id) {
+                    let shown: String = id.chars().take(64).collect();
+                    return self.error(
+                        conn,
+                        ErrorCode::Forbidden,
+                        format!("room id {shown} is not in your token's rooms claim"),
+                        rid,
+                    );
+                }
                 let id = RoomId(Arc::from(id));
                 if self.rooms.contains_key(&id) {
                     return self.error(
@@ -158,18 +171,15 @@ impl Hub {
                         rid,
                     );
                 }
-                id
+                Some(id)
             }
-            None => loop {
-                self.next_room += 1;
-                let id = RoomId(Arc::from(format!("room_{}", self.next_room)));
-                if !self.rooms.contains_key(&id) {
-                    break id;
-                }
-            },
+            None => None,
         };
-        *self.rooms_created.entry(user.clone()).or_insert(0) += 1;
-        self.insert_room(id.clone(), name, description, kind, user.0.to_string());
+        if self.rooms.len() >= self.limits.max_rooms {
+            return self.error(conn, ErrorCode::Forbidden, "room limit reached", rid);
+        }
+        let id = id.unwrap_or_else(|| self.generate_room_id());
+        self.insert_room(id.clone(), name, description, kind, Some(user.clone()));
         self.add_member(conn, &id);
         let room = &self.rooms[&id];
         let message = ServerMessage::RoomCreated {
@@ -208,15 +218,12 @@ impl Hub {
                 (r.messages, Some(r.recovered))
             }
         };
-        let frame = server::encode_payload(
-            "ROOM_JOINED",
-            &RoomJoinedPayload {
-                room: &room.info(),
-                epoch: room.log.epoch(),
-                messages: &messages,
-                users: &room.users(),
-                recovered,
-            },
+        let frame = server::room_joined(
+            &room.info(),
+            room.log.epoch(),
+            log::frames(messages),
+            &room.users(),
+            recovered,
             rid,
         );
         self.send(conn, frame);
@@ -239,15 +246,7 @@ impl Hub {
         };
         let room = &self.rooms[&room];
         let (messages, has_more) = room.log.page(request.before_seq, request.limit as usize);
-        let frame = server::encode_payload(
-            "HISTORY",
-            &HistoryPayload {
-                room_id: &request.room_id,
-                messages: &messages,
-                has_more,
-            },
-            rid,
-        );
+        let frame = server::history(&request.room_id, log::frames(messages), has_more, rid);
         self.send(conn, frame);
     }
 
@@ -274,48 +273,54 @@ impl Hub {
             .username
             .clone();
         let room = self.rooms.get_mut(room_id).expect("caller checked");
-        if let Some(cmid) = &client_message_id {
-            let key = (user.clone(), cmid.clone());
-            if let Some(seq) = room.client_ids.get(&key) {
-                let original = room
-                    .log
-                    .get(*seq)
-                    .expect("client ids are pruned with history")
-                    .clone();
-                self.stats.retries_deduplicated += 1;
-                self.stats.messages_delivered += 1;
-                self.send(conn, original.ack_frame(rid));
-                return;
-            }
+        // The retry key is looked up, and kept if the message is new: the
+        // room's index and the stored message share it.
+        let retry = client_message_id.map(|cmid| (user.clone(), Arc::<str>::from(cmid)));
+        if let Some(key) = &retry
+            && let Some(seq) = room.client_ids.get(key)
+        {
+            let ack = room
+                .log
+                .get(*seq)
+                .expect("client ids are pruned with history")
+                .frame
+                .ack(rid);
+            self.stats.retries_deduplicated += 1;
+            self.stats.messages_delivered += 1;
+            self.send(conn, ack);
+            return;
         }
         self.next_message += 1;
-        let message = ChatMessage {
-            id: format!("msg_{:x}_{}", self.instance, self.next_message),
-            seq: room.log.next_seq(),
-            room_id: room_id.0.to_string(),
-            user_id: user.0.to_string(),
-            username: username.to_string(),
-            content,
+        let seq = room.log.next_seq();
+        let id = format!("msg_{:x}_{}", self.instance, self.next_message);
+        let timestamp = crate::protocol::time::rfc3339_ms(self.now.0);
+        let frame = MessageFrame::encode(&NewMessage {
+            id: &id,
+            seq,
+            room_id: &room_id.0,
+            user_id: &user.0,
+            username: &username,
+            content: &content,
             kind,
-            timestamp: crate::protocol::time::rfc3339_ms(self.now.0),
-            client_message_id,
-        };
-        let (stored, evicted) = room.log.append(message);
-        if let Some(cmid) = &stored.message.client_message_id {
-            room.client_ids
-                .insert((user.clone(), cmid.clone()), stored.message.seq);
+            timestamp: &timestamp,
+            client_message_id: retry.as_ref().map(|(_, cmid)| &**cmid),
+        });
+        if let Some(key) = &retry {
+            room.client_ids.insert(key.clone(), seq);
         }
+        let evicted = room.log.append(Stored { seq, frame, retry });
         if let Some(old) = evicted {
             self.stats.history_evictions += 1;
             forget_client_id(&mut room.client_ids, &old);
         }
+        let stored = room.log.newest().expect("just appended");
         self.stats.messages_accepted += 1;
-        let broadcast = stored.broadcast_frame();
+        let broadcast = stored.frame.broadcast();
         let mut delivered = 0;
         for member in room.members.values() {
             for &c in &member.conns {
                 let frame = if c == conn {
-                    stored.ack_frame(rid)
+                    stored.frame.ack(rid)
                 } else {
                     broadcast.clone()
                 };

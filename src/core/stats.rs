@@ -23,6 +23,11 @@ pub struct Stats {
     pub closes: BTreeMap<u16, u64>,
     /// Successful refreshes of an authenticated connection's token.
     pub token_refreshes: u64,
+    /// Private rooms a connection was taken out of because a refreshed
+    /// token no longer grants them.
+    pub rooms_revoked: u64,
+    /// Rooms deleted after `ROOM_IDLE_TTL_MS` without a member.
+    pub rooms_deleted: u64,
 }
 
 /// Gauges the driver exports as metrics.

@@ -30,3 +30,17 @@ impl std::borrow::Borrow<str> for RoomId {
         &self.0
     }
 }
+
+/// What makes one hub's ids its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Instance {
+    /// Distinguishes this hub's room epochs and message ids from those of
+    /// any other run. It is shown to clients: it is part of every epoch.
+    pub number: u64,
+    /// Seeds the generator of room ids. It is never shown, and what is shown
+    /// of each draw is a one-way hash of it, so that nobody can work out the
+    /// ids of rooms others create next from the epochs or ids they see. The
+    /// production server draws it from the operating system; the simulation
+    /// and the tests pick it, so that their runs replay.
+    pub secret: u64,
+}

@@ -2,16 +2,14 @@
 //! simulation) and encoded once into shared [`Bytes`] for sending.
 //!
 //! Every frame is `{"type":…,"payload":…}` with `"requestId"` appended when
-//! it answers a request. A chat message is serialized once when accepted
-//! ([`StoredMessage`]) and those bytes are reused by the broadcast, by the
-//! sender's acknowledgement, and by every later `ROOM_JOINED` and `HISTORY`
-//! that includes it.
-
-use std::sync::Arc;
+//! it answers a request. A chat message is serialized once when accepted,
+//! into its `NEW_MESSAGE` frame ([`MessageFrame`]), and that is all the
+//! server keeps of it: the broadcast shares those bytes, the sender's
+//! acknowledgement adds its `requestId` to them, and every later
+//! `ROOM_JOINED` and `HISTORY` copies the message's JSON out of them.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 use super::codes::ErrorCode;
 use super::request::{MessageKind, RoomKind};
@@ -192,48 +190,109 @@ impl ServerFrame {
     }
 }
 
-/// A chat message as kept in history: the typed value and its JSON, encoded
-/// once and shared by every frame that includes it.
-#[derive(Debug)]
-pub struct StoredMessage {
-    /// The message.
-    pub message: ChatMessage,
-    /// `message` as a JSON object.
-    json: Box<RawValue>,
-    /// The `NEW_MESSAGE` frame without a `requestId` (what other members get).
-    broadcast: Bytes,
+/// The fields of a chat message, borrowed, in the order of [`ChatMessage`]:
+/// what the core encodes a new message from without first copying each field
+/// into an owned [`ChatMessage`].
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewMessage<'a> {
+    /// Unique across the server.
+    pub id: &'a str,
+    /// Position in the room.
+    pub seq: u64,
+    /// The room.
+    pub room_id: &'a str,
+    /// The sender.
+    pub user_id: &'a str,
+    /// The sender's display name.
+    pub username: &'a str,
+    /// The text.
+    pub content: &'a str,
+    /// `text` or `emote`.
+    #[serde(rename = "type")]
+    pub kind: MessageKind,
+    /// RFC 3339 UTC with milliseconds.
+    pub timestamp: &'a str,
+    /// The sender's retry key, when it gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_message_id: Option<&'a str>,
 }
 
-impl StoredMessage {
+impl ChatMessage {
+    /// The same message, borrowed, for [`MessageFrame::encode`].
+    pub fn as_new(&self) -> NewMessage<'_> {
+        NewMessage {
+            id: &self.id,
+            seq: self.seq,
+            room_id: &self.room_id,
+            user_id: &self.user_id,
+            username: &self.username,
+            content: &self.content,
+            kind: self.kind,
+            timestamp: &self.timestamp,
+            client_message_id: self.client_message_id.as_deref(),
+        }
+    }
+}
+
+/// How every `NEW_MESSAGE` frame without a `requestId` starts; the message's
+/// JSON follows, then the envelope's closing `}`.
+const NEW_MESSAGE_HEAD: &[u8] = br#"{"type":"NEW_MESSAGE","payload":"#;
+
+/// A chat message as the server keeps it: its `NEW_MESSAGE` frame, encoded
+/// once, and nothing else. The broadcast is this frame (shared, not copied);
+/// the sender's acknowledgement is this frame with a `requestId`; and
+/// `ROOM_JOINED` and `HISTORY` copy the message's JSON out of it
+/// ([`MessageFrame::payload`]), which sits at a fixed offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageFrame(Bytes);
+
+impl MessageFrame {
     /// Encodes `message` once.
-    pub fn new(message: ChatMessage) -> Arc<StoredMessage> {
-        let json = serde_json::value::to_raw_value(&message)
-            .expect("a ChatMessage always serializes: it holds only strings and integers");
-        let mut frame = Vec::with_capacity(json.get().len() + 40);
-        frame.extend_from_slice(br#"{"type":"NEW_MESSAGE","payload":"#);
-        frame.extend_from_slice(json.get().as_bytes());
+    pub fn encode(message: &NewMessage<'_>) -> MessageFrame {
+        // The fields as they are, plus the envelope and the keys (about 180
+        // bytes): enough unless escaping lengthens a string.
+        let fields = [
+            message.id,
+            message.room_id,
+            message.user_id,
+            message.username,
+            message.content,
+            message.timestamp,
+            message.client_message_id.unwrap_or(""),
+        ];
+        let mut frame = Vec::with_capacity(fields.iter().map(|f| f.len()).sum::<usize>() + 200);
+        frame.extend_from_slice(NEW_MESSAGE_HEAD);
+        serde_json::to_writer(&mut frame, message)
+            .expect("a message holds only strings and integers");
         frame.push(b'}');
-        Arc::new(StoredMessage {
-            message,
-            json,
-            broadcast: Bytes::from(frame),
-        })
+        // Kept for as long as the message is in history: exactly its size.
+        MessageFrame(Bytes::from(frame.into_boxed_slice()))
     }
 
-    /// The `NEW_MESSAGE` frame other members receive.
-    pub fn broadcast_frame(&self) -> Bytes {
-        self.broadcast.clone()
+    /// The `NEW_MESSAGE` frame other members receive (a shared reference).
+    pub fn broadcast(&self) -> Bytes {
+        self.0.clone()
     }
 
     /// The `NEW_MESSAGE` frame for the sender: the broadcast with `requestId`.
-    pub fn ack_frame(&self, request_id: Option<&str>) -> Bytes {
-        with_request_id(&self.broadcast, request_id)
+    pub fn ack(&self, request_id: Option<&str>) -> Bytes {
+        with_request_id(&self.0, request_id)
     }
-}
 
-impl Serialize for StoredMessage {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.json.serialize(s)
+    /// The message's JSON object, as it appears inside the frame.
+    pub fn payload(&self) -> &[u8] {
+        &self.0[NEW_MESSAGE_HEAD.len()..self.0.len() - 1]
+    }
+
+    /// The frame's length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Never true: a frame always holds its envelope.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -244,70 +303,102 @@ fn with_request_id(frame: &Bytes, request_id: Option<&str>) -> Bytes {
     };
     let mut out = Vec::with_capacity(frame.len() + id.len() + 16);
     out.extend_from_slice(&frame[..frame.len() - 1]);
-    out.extend_from_slice(br#","requestId":"#);
-    serde_json::to_writer(&mut out, id).expect("writing a string into a Vec cannot fail");
+    push_request_id(&mut out, Some(id));
     out.push(b'}');
     Bytes::from(out)
 }
 
-#[derive(Serialize)]
-struct Envelope<'a, P: Serialize> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    payload: &'a P,
-    #[serde(rename = "requestId", skip_serializing_if = "Option::is_none")]
-    request_id: Option<&'a str>,
+/// Writes `,"requestId":…` when there is one.
+fn push_request_id(out: &mut Vec<u8>, request_id: Option<&str>) {
+    if let Some(id) = request_id {
+        out.extend_from_slice(br#","requestId":"#);
+        serde_json::to_writer(&mut *out, id).expect("writing a string into a Vec cannot fail");
+    }
 }
 
-/// Encodes `{"type":kind,"payload":payload,"requestId":…}` once.
-pub fn encode_payload<P: Serialize>(kind: &str, payload: &P, request_id: Option<&str>) -> Bytes {
-    let envelope = Envelope {
-        kind,
-        payload,
-        request_id,
-    };
-    Bytes::from(
-        serde_json::to_vec(&envelope)
-            .expect("server payloads hold only strings, integers, booleans and arrays of them"),
-    )
+/// Writes `value` as JSON.
+fn push_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    serde_json::to_writer(&mut *out, value)
+        .expect("server payloads hold only strings, integers, booleans and arrays of them");
+}
+
+/// Writes `[m1,m2,…]` from the messages' stored JSON.
+fn push_messages<'a>(out: &mut Vec<u8>, messages: impl Iterator<Item = &'a MessageFrame>) {
+    out.push(b'[');
+    for (i, m) in messages.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(m.payload());
+    }
+    out.push(b']');
+}
+
+/// The bytes `messages` will take in a reply, for the reply's capacity.
+fn messages_len<'a>(messages: impl Iterator<Item = &'a MessageFrame>) -> usize {
+    messages.map(|m| m.payload().len() + 1).sum()
 }
 
 /// Encodes a typed message (for everything but the history-carrying replies).
 pub fn encode(message: &ServerMessage, request_id: Option<&str>) -> Bytes {
-    let frame = Bytes::from(
-        serde_json::to_vec(message)
-            .expect("server payloads hold only strings, integers, booleans and arrays of them"),
-    );
-    with_request_id(&frame, request_id)
+    let mut out = Vec::with_capacity(128);
+    push_json(&mut out, message);
+    if request_id.is_some() {
+        out.pop();
+        push_request_id(&mut out, request_id);
+        out.push(b'}');
+    }
+    Bytes::from(out)
 }
 
-/// `ROOM_JOINED`, with the stored messages' JSON reused.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RoomJoinedPayload<'a> {
-    /// The room.
-    pub room: &'a RoomInfo,
-    /// The room's epoch.
-    pub epoch: &'a str,
-    /// Oldest first.
-    pub messages: &'a [Arc<StoredMessage>],
-    /// Distinct users present.
-    pub users: &'a [UserRef],
-    /// Only when `sinceSeq` was sent.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub recovered: Option<bool>,
+/// `ROOM_JOINED`, written with the stored messages' JSON as it is (field
+/// order as [`ServerMessage::RoomJoined`] has it).
+pub fn room_joined<'a, I>(
+    room: &RoomInfo,
+    epoch: &str,
+    messages: I,
+    users: &[UserRef],
+    recovered: Option<bool>,
+    request_id: Option<&str>,
+) -> Bytes
+where
+    I: Iterator<Item = &'a MessageFrame> + Clone,
+{
+    let mut out = Vec::with_capacity(messages_len(messages.clone()) + 256 + 64 * users.len());
+    out.extend_from_slice(br#"{"type":"ROOM_JOINED","payload":{"room":"#);
+    push_json(&mut out, room);
+    out.extend_from_slice(br#","epoch":"#);
+    push_json(&mut out, epoch);
+    out.extend_from_slice(br#","messages":"#);
+    push_messages(&mut out, messages);
+    out.extend_from_slice(br#","users":"#);
+    push_json(&mut out, users);
+    if let Some(recovered) = recovered {
+        out.extend_from_slice(br#","recovered":"#);
+        push_json(&mut out, &recovered);
+    }
+    out.push(b'}');
+    push_request_id(&mut out, request_id);
+    out.push(b'}');
+    Bytes::from(out)
 }
 
-/// `HISTORY`, with the stored messages' JSON reused.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HistoryPayload<'a> {
-    /// The room.
-    pub room_id: &'a str,
-    /// Oldest first.
-    pub messages: &'a [Arc<StoredMessage>],
-    /// Whether older retained messages exist.
-    pub has_more: bool,
+/// `HISTORY`, written with the stored messages' JSON as it is.
+pub fn history<'a, I>(room_id: &str, messages: I, has_more: bool, request_id: Option<&str>) -> Bytes
+where
+    I: Iterator<Item = &'a MessageFrame> + Clone,
+{
+    let mut out = Vec::with_capacity(messages_len(messages.clone()) + 128);
+    out.extend_from_slice(br#"{"type":"HISTORY","payload":{"roomId":"#);
+    push_json(&mut out, room_id);
+    out.extend_from_slice(br#","messages":"#);
+    push_messages(&mut out, messages);
+    out.extend_from_slice(br#","hasMore":"#);
+    push_json(&mut out, &has_more);
+    out.push(b'}');
+    push_request_id(&mut out, request_id);
+    out.push(b'}');
+    Bytes::from(out)
 }
 
 /// An `ERROR` frame.
@@ -338,27 +429,39 @@ mod tests {
             room_id: "general".into(),
             user_id: "u1".into(),
             username: "alice".into(),
-            content: "hi \"there\"".into(),
+            content: "hi \"there\" \u{1}\u{2028} é".into(),
             kind: MessageKind::Text,
             timestamp: "2023-10-01T12:00:00.000Z".into(),
-            client_message_id: Some("c1".into()),
+            client_message_id: (seq % 2 == 1).then(|| "c\"1".into()),
         }
     }
 
     #[test]
     fn new_message_frames_round_trip() {
-        let stored = StoredMessage::new(message(3));
-        let f = ServerFrame::decode(&stored.broadcast_frame()).unwrap();
-        assert_eq!(f.message, ServerMessage::NewMessage(message(3)));
-        assert_eq!(f.request_id, None);
-        let f = ServerFrame::decode(&stored.ack_frame(Some("m\"1"))).unwrap();
-        assert_eq!(f.message, ServerMessage::NewMessage(message(3)));
-        assert_eq!(f.request_id.as_deref(), Some("m\"1"));
+        for seq in [3, 4] {
+            let stored = MessageFrame::encode(&message(seq).as_new());
+            let f = ServerFrame::decode(&stored.broadcast()).unwrap();
+            assert_eq!(f.message, ServerMessage::NewMessage(message(seq)));
+            assert_eq!(f.request_id, None);
+            let f = ServerFrame::decode(&stored.ack(Some("m\"1"))).unwrap();
+            assert_eq!(f.message, ServerMessage::NewMessage(message(seq)));
+            assert_eq!(f.request_id.as_deref(), Some("m\"1"));
+            // Encoded from borrowed fields, byte for byte what the typed
+            // message encodes to.
+            assert_eq!(
+                stored.broadcast(),
+                encode(&ServerMessage::NewMessage(message(seq)), None)
+            );
+            assert_eq!(
+                stored.payload(),
+                serde_json::to_vec(&message(seq)).unwrap().as_slice()
+            );
+            assert_eq!(stored.len(), stored.broadcast().len());
+        }
     }
 
-    #[test]
-    fn room_joined_reuses_stored_json() {
-        let room = RoomInfo {
+    fn room() -> RoomInfo {
+        RoomInfo {
             id: "general".into(),
             name: "General".into(),
             description: String::new(),
@@ -366,38 +469,61 @@ mod tests {
             member_count: 1,
             created_at: "2023-10-01T12:00:00.000Z".into(),
             created_by: "system".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn room_joined_is_what_the_typed_message_encodes_to() {
         let users = vec![UserRef {
             user_id: "u1".into(),
             username: "alice".into(),
         }];
-        let stored = vec![
-            StoredMessage::new(message(1)),
-            StoredMessage::new(message(2)),
-        ];
-        let bytes = encode_payload(
-            "ROOM_JOINED",
-            &RoomJoinedPayload {
-                room: &room,
-                epoch: "e1",
-                messages: &stored,
-                users: &users,
-                recovered: Some(true),
-            },
-            Some("j1"),
-        );
-        let f = ServerFrame::decode(&bytes).unwrap();
-        assert_eq!(f.request_id.as_deref(), Some("j1"));
-        assert_eq!(
-            f.message,
-            ServerMessage::RoomJoined {
-                room,
+        let stored: Vec<MessageFrame> = (1..=3)
+            .map(|seq| MessageFrame::encode(&message(seq).as_new()))
+            .collect();
+        for (n, recovered, rid) in [
+            (3, Some(true), Some("j1")),
+            (0, None, None),
+            (1, Some(false), None),
+        ] {
+            let bytes = room_joined(&room(), "e1", stored[..n].iter(), &users, recovered, rid);
+            let typed = ServerMessage::RoomJoined {
+                room: room(),
                 epoch: "e1".into(),
-                messages: vec![message(1), message(2)],
-                users,
-                recovered: Some(true)
-            }
-        );
+                messages: (1..=n as u64).map(message).collect(),
+                users: users.clone(),
+                recovered,
+            };
+            assert_eq!(
+                bytes,
+                encode(&typed, rid),
+                "{}",
+                String::from_utf8_lossy(&bytes)
+            );
+            let f = ServerFrame::decode(&bytes).unwrap();
+            assert_eq!((f.message, f.request_id.as_deref()), (typed, rid));
+        }
+    }
+
+    #[test]
+    fn history_is_what_the_typed_message_encodes_to() {
+        let stored: Vec<MessageFrame> = (1..=2)
+            .map(|seq| MessageFrame::encode(&message(seq).as_new()))
+            .collect();
+        for (n, has_more, rid) in [(2, true, Some("h")), (0, false, None)] {
+            let bytes = history("gen\"eral", stored[..n].iter(), has_more, rid);
+            let typed = ServerMessage::History {
+                room_id: "gen\"eral".into(),
+                messages: (1..=n as u64).map(message).collect(),
+                has_more,
+            };
+            assert_eq!(
+                bytes,
+                encode(&typed, rid),
+                "{}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
     }
 
     #[test]

@@ -19,7 +19,9 @@ use tracing::{debug, info, warn};
 use super::conn::{self, Handler, ReadLimits};
 use super::driver::Command;
 use super::message_reader::DataKind;
-use super::outbox::Outbox;
+use super::metrics::ReasonLabel;
+use super::outbox::writer::WriteTimers;
+use super::outbox::{Outbox, QueueLimits, QueuedBytes};
 use super::shared::Shared;
 use crate::config::Config;
 use crate::core::{ConnId, DefaultRoom, Inbound, Limits};
@@ -42,8 +44,16 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let live = shared.live.load();
-    let outbox = Arc::new(Outbox::new(live.config.outbound_queue_limit));
-    let ping_interval = Duration::from_millis(live.config.ping_interval_ms);
+    let limits = QueueLimits {
+        frames: live.config.outbound_queue_limit,
+        bytes: live.config.outbound_queue_bytes,
+    };
+    let total = QueuedBytes::new(shared.metrics.outbound_queued_bytes.clone());
+    let outbox = Arc::new(Outbox::new(limits, total));
+    let timers = WriteTimers {
+        ping_interval: Duration::from_millis(live.config.ping_interval_ms),
+        write_timeout: Duration::from_millis(live.config.write_timeout_ms),
+    };
     drop(live);
     // The socket is split now, before any future holds it, and the
     // connection's future is built inside the task, once: a future captured
@@ -64,7 +74,14 @@ where
             shared: shared.clone(),
             outbox: outbox.clone(),
         };
-        conn::serve_split(read_half, outbox, ping_interval, handler).await;
+        let cause = conn::serve_split(read_half, outbox, timers, handler).await;
+        shared
+            .metrics
+            .connection_closes
+            .get_or_create(&ReasonLabel {
+                reason: cause.as_str(),
+            })
+            .inc();
         // Idempotent: the core may already have forgotten the connection.
         let _ = shared.send(Command::Disconnect { conn }).await;
     }
@@ -161,6 +178,8 @@ pub fn core_limits(config: &Config) -> Limits {
         rate_limit_window_ms: config.rate_limit_window_ms,
         rate_limit_disconnect_after: config.rate_limit_disconnect_after,
         rooms_per_user_max: u32::try_from(config.rooms_per_user_max).unwrap_or(u32::MAX),
+        max_rooms: config.max_rooms,
+        room_idle_ttl_ms: config.room_idle_ttl_ms,
     }
 }
 

@@ -11,10 +11,12 @@
 //! The write half lives in the connection's [`Outbox`]: the driver writes
 //! deliveries straight to it while it is idle, and the writer task
 //! ([`write_loop`]) takes it for everything else. Once a close is
-//! requested, it has [`CLOSE_GRACE`](super::outbox::CLOSE_GRACE) to get
-//! everything out; a client that does not read by then is dropped. When
-//! both sides are done, one line is logged: who closed, with what code and
-//! reason, and how many bytes were still queued.
+//! requested, it has [`CLOSE_GRACE`](super::outbox::CLOSE_GRACE) (a
+//! shutdown: the shutdown grace) to get everything out; a client that does
+//! not read by then is dropped, and so is a socket that accepts no bytes
+//! for the write timeout. When both sides are done, one line is logged: who
+//! closed, why, with what code and reason, and how many bytes were still
+//! queued; the caller is told why ([`Cause`]) for the metrics.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,8 +29,8 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::message_reader::{DataKind, MessageReader, Received};
-use super::outbox::writer::{WriteEnd, write_loop};
-use super::outbox::{Control, Outbox};
+use super::outbox::writer::{WriteEnd, WriteTimers, write_loop};
+use super::outbox::{Cause, Control, Outbox};
 use crate::frame::FrameError;
 use crate::protocol::CloseCode;
 
@@ -75,20 +77,20 @@ pub trait Handler: Send {
 
 /// Serves one upgraded connection until it is closed: complete messages go
 /// to `handler`, frames queued in `outbox` go to the peer, a ping every
-/// `ping_interval`. The socket is split at once, before the returned
-/// future runs.
+/// `timers.ping_interval`. The socket is split at once, before the returned
+/// future runs. Returns how the connection ended.
 pub fn serve_with<S, H>(
     ws: WebSocket<S>,
     outbox: Arc<Outbox>,
-    ping_interval: Duration,
+    timers: WriteTimers,
     handler: H,
-) -> impl Future<Output = ()> + Send
+) -> impl Future<Output = Cause> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
     let read_half = split(ws, &outbox);
-    serve_split(read_half, outbox, ping_interval, handler)
+    serve_split(read_half, outbox, timers, handler)
 }
 
 /// Splits the socket before any future holds it (an async fn keeps its
@@ -111,9 +113,10 @@ where
 pub(crate) async fn serve_split<R, H>(
     mut read_half: R,
     outbox: Arc<Outbox>,
-    ping_interval: Duration,
+    timers: WriteTimers,
     mut handler: H,
-) where
+) -> Cause
+where
     R: AsyncRead + Unpin + Send,
     H: Handler,
 {
@@ -127,7 +130,7 @@ pub(crate) async fn serve_split<R, H>(
         &outbox,
         &mut handler,
     ));
-    let mut writer = Box::pin(write_loop(&outbox, ping_interval));
+    let mut writer = Box::pin(write_loop(&outbox, timers));
     // How reading ended (if it did), and how writing ended (if it did).
     let (read_end, mut write_end) = tokio::select! {
         biased;
@@ -153,8 +156,8 @@ pub(crate) async fn serve_split<R, H>(
         && let Some(end) = read_end
     {
         match end {
-            ReadEnd::PeerClosed(code) => outbox.close(peer_close_echo(code), ""),
-            ReadEnd::Close(code, reason) => outbox.close(code, reason),
+            ReadEnd::PeerClosed(code) => outbox.close(Cause::Client, peer_close_echo(code), ""),
+            ReadEnd::Close(code, reason) => outbox.close(cause_of(code), code, reason),
             ReadEnd::Gone | ReadEnd::Stopped => {}
         }
         if end != ReadEnd::Gone {
@@ -162,7 +165,7 @@ pub(crate) async fn serve_split<R, H>(
         }
     }
     drop(writer);
-    log_close(read_end, &outbox);
+    let cause = log_close(read_end, &outbox);
     // The socket closes when this function returns, whoever keeps the outbox.
     let write_half = outbox.detach();
     // The reader stopped in the middle of the peer's input and the close
@@ -173,6 +176,7 @@ pub(crate) async fn serve_split<R, H>(
         // Boxed: only a connection that lingers pays for the state.
         Box::pin(linger(&mut read_half, &mut write_half, until)).await;
     }
+    cause
 }
 
 /// Bytes read (and discarded) at a time while lingering.
@@ -199,29 +203,49 @@ where
     let _ = tokio::time::timeout_at(until, drain).await;
 }
 
-/// Logs how the connection ended: who closed it, the code and reason, and
-/// the bytes still queued (dropped). A slow consumer's close is a warning.
-fn log_close(read_end: Option<ReadEnd>, outbox: &Outbox) {
+/// Logs how the connection ended: who closed it, why, the code and reason,
+/// and the bytes still queued (dropped). A close for a reader that falls
+/// behind (1013) is a warning. Returns why it ended.
+fn log_close(read_end: Option<ReadEnd>, outbox: &Outbox) -> Cause {
     let queued_bytes = outbox.queued_bytes();
-    match (read_end, outbox.close_request()) {
-        (Some(ReadEnd::PeerClosed(code)), _) => {
+    match (read_end, outbox.close_request(), outbox.close_cause()) {
+        (Some(ReadEnd::PeerClosed(code)), _, _) => {
             info!(by = "client", code, queued_bytes, "connection closed");
+            Cause::Client
         }
-        (_, Some(close)) if close.code == CloseCode::TryAgainLater => warn!(
-            by = "server",
-            code = close.code.code(),
-            reason = close.reason,
-            queued_bytes,
-            "connection closed: slow consumer"
-        ),
-        (_, Some(close)) => info!(
-            by = "server",
-            code = close.code.code(),
-            reason = close.reason,
-            queued_bytes,
-            "connection closed"
-        ),
-        (_, None) => info!(by = "network", queued_bytes, "connection lost"),
+        (_, Some(close), Some(cause)) => {
+            let why = cause.as_str();
+            let (code, reason) = (close.code.code(), close.reason);
+            if close.code == CloseCode::TryAgainLater {
+                warn!(
+                    by = "server",
+                    why, code, reason, queued_bytes, "connection closed: reader too slow"
+                );
+            } else {
+                info!(
+                    by = "server",
+                    why, code, reason, queued_bytes, "connection closed"
+                );
+            }
+            cause
+        }
+        _ => {
+            info!(by = "network", queued_bytes, "connection lost");
+            Cause::Network
+        }
+    }
+}
+
+/// Why the server closes a connection whose reader stopped with `code`.
+fn cause_of(code: CloseCode) -> Cause {
+    match code {
+        // The only 1001 a reader closes with.
+        CloseCode::GoingAway => Cause::IdleTimeout,
+        CloseCode::Normal => Cause::Client,
+        CloseCode::Policy => Cause::Policy,
+        CloseCode::TooBig | CloseCode::ProtocolError | CloseCode::InvalidPayload => Cause::Protocol,
+        CloseCode::TryAgainLater => Cause::SlowConsumer,
+        CloseCode::Internal => Cause::ServerError,
     }
 }
 

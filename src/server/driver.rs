@@ -10,6 +10,12 @@
 //! batch owes; publish metrics. Connections talk to it through a bounded
 //! channel, so a burst of input waits in the channel (back-pressure on the
 //! readers) rather than growing memory.
+//!
+//! It also keeps the outbound bounds: a connection whose queue is full is
+//! closed with 1013 (a slow consumer), and when a push takes every queue
+//! together past `OUTBOUND_MEMORY_MAX_BYTES` the connections with the
+//! largest queues are closed with 1013 until the total is under it again,
+//! found through [`LargestQueues`].
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, DefaultHasher};
@@ -17,11 +23,12 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::metrics::Metrics;
 use super::outbox::flushes::Flushes;
-use super::outbox::{Outbox, PushError};
+use super::outbox::largest::LargestQueues;
+use super::outbox::{Cause, Outbox, PushError};
 use crate::core::{ConnId, Hub, Inbound, Limits, Output, Stats, Timestamp};
 use crate::protocol::CloseCode;
 
@@ -49,15 +56,23 @@ pub enum Command {
         /// Which.
         conn: ConnId,
     },
-    /// Close every connection with 1001 and refuse new ones.
-    Shutdown,
-    /// The configuration was reloaded: apply the core's new limits, and hold
-    /// notices for `presence_delay` from now on.
+    /// Close every connection with 1001 after what is queued for it, and
+    /// refuse new ones; each may take until `until` (the end of the
+    /// shutdown grace) to get its frames.
+    Shutdown {
+        /// The end of the shutdown grace.
+        until: Instant,
+    },
+    /// The configuration was reloaded: apply the core's new limits, hold
+    /// notices for `presence_delay` and cap all queues together at
+    /// `memory_max_bytes` from now on.
     Reconfigure {
         /// The core's limits.
         limits: Limits,
         /// How long presence and typing notices may be held.
         presence_delay: std::time::Duration,
+        /// `OUTBOUND_MEMORY_MAX_BYTES`.
+        memory_max_bytes: usize,
     },
 }
 
@@ -103,7 +118,12 @@ struct Driver {
     outboxes: HashMap<ConnId, Arc<Outbox>, BuildHasherDefault<DefaultHasher>>,
     /// The core's counters as last published.
     published: Stats,
-    shutting_down: bool,
+    /// The end of the shutdown grace, once shutdown began.
+    shutting_down: Option<Instant>,
+    /// `OUTBOUND_MEMORY_MAX_BYTES`.
+    memory_max_bytes: usize,
+    /// Who may hold the largest queues.
+    largest: LargestQueues<ConnId>,
     /// Messages accepted in this batch, with when they arrived.
     sends: Vec<Instant>,
     /// What the batch owes the connections, and the notice holds.
@@ -117,6 +137,7 @@ pub async fn run(
     clock: Clock,
     metrics: Arc<Metrics>,
     presence_delay: std::time::Duration,
+    memory_max_bytes: usize,
 ) {
     let published = hub.stats().clone();
     let mut d = Driver {
@@ -125,7 +146,9 @@ pub async fn run(
         metrics,
         outboxes: HashMap::default(),
         published,
-        shutting_down: false,
+        shutting_down: None,
+        memory_max_bytes,
+        largest: LargestQueues::default(),
         sends: Vec::new(),
         flushes: Flushes::new(
             presence_delay,
@@ -180,8 +203,13 @@ impl Driver {
         let now = self.clock.now();
         match command {
             Command::Connect { conn, outbox } => {
-                if self.shutting_down {
-                    outbox.close(CloseCode::GoingAway, "server shutting down");
+                if let Some(until) = self.shutting_down {
+                    outbox.close_until(
+                        Cause::Shutdown,
+                        CloseCode::GoingAway,
+                        "server shutting down",
+                        until,
+                    );
                     return;
                 }
                 self.outboxes.insert(conn, outbox);
@@ -203,22 +231,37 @@ impl Driver {
                 self.outboxes.remove(&conn);
                 self.core.disconnect(now, conn);
             }
-            Command::Shutdown => {
-                self.shutting_down = true;
+            Command::Shutdown { until } => {
+                self.shutting_down = Some(until);
                 // In connection order, so that a run replays exactly.
                 let mut open: Vec<_> = self.outboxes.drain().collect();
                 open.sort_by_key(|(conn, _)| *conn);
                 for (conn, outbox) in open {
-                    outbox.close(CloseCode::GoingAway, "server shutting down");
+                    // What is queued goes first, for the whole grace: a
+                    // slow reader keeps receiving until its end.
+                    outbox.close_until(
+                        Cause::Shutdown,
+                        CloseCode::GoingAway,
+                        "server shutting down",
+                        until,
+                    );
                     self.core.disconnect(now, conn);
                 }
             }
             Command::Reconfigure {
                 limits,
                 presence_delay,
+                memory_max_bytes,
             } => {
                 self.core.set_limits(now, limits);
                 self.flushes.set_presence_delay(presence_delay);
+                self.memory_max_bytes = memory_max_bytes;
+                // A lower cap applies at once.
+                let mut closed = Vec::new();
+                self.keep_memory_cap(&mut closed);
+                for conn in closed {
+                    self.core.disconnect(now, conn);
+                }
             }
         }
         // Route after every command so that outputs leave in the order the
@@ -226,10 +269,12 @@ impl Driver {
         self.route();
     }
 
-    /// Hands every output to its connection; closes slow consumers.
+    /// Hands every output to its connection; closes slow consumers, and
+    /// the largest queues while all of them together are over the cap.
     fn route(&mut self) {
         loop {
-            let mut slow = Vec::new();
+            let mut closed = Vec::new();
+            let mut over_cap = false;
             while let Some(output) = self.core.poll_output() {
                 match output {
                     Output::Frame {
@@ -241,34 +286,93 @@ impl Driver {
                             continue;
                         };
                         match self.flushes.queue(outbox, frame, notice) {
-                            Ok(()) | Err(PushError::Closed) => {}
+                            Ok(pushed) => {
+                                if let Some(level) = pushed.level {
+                                    let outboxes = &self.outboxes;
+                                    self.largest.note(conn, level, outboxes.len(), |c| {
+                                        outboxes.get(&c).map(|o| &**o)
+                                    });
+                                }
+                                over_cap |= pushed.total > self.memory_max_bytes;
+                            }
+                            Err(PushError::Closed) => {}
                             Err(PushError::Full) => {
                                 debug!(
                                     conn = conn.0,
                                     "slow consumer: outbound queue full, closing with 1013"
                                 );
-                                outbox.close_discarding(CloseCode::TryAgainLater, "slow consumer");
+                                outbox.close_discarding(
+                                    Cause::SlowConsumer,
+                                    CloseCode::TryAgainLater,
+                                    "slow consumer",
+                                );
                                 self.outboxes.remove(&conn);
                                 self.metrics.slow_consumers.inc();
-                                slow.push(conn);
+                                closed.push(conn);
                             }
                         }
                     }
                     Output::Close { conn, code, reason } => {
                         if let Some(outbox) = self.outboxes.remove(&conn) {
-                            outbox.close(code, reason);
+                            outbox.close(Cause::Policy, code, reason);
                         }
                     }
                 }
             }
-            if slow.is_empty() {
+            if over_cap {
+                self.keep_memory_cap(&mut closed);
+            }
+            if closed.is_empty() {
                 return;
             }
             let now = self.clock.now();
-            for conn in slow {
+            for conn in closed {
                 self.core.disconnect(now, conn);
             }
         }
+    }
+
+    /// While all queues together hold more than `OUTBOUND_MEMORY_MAX_BYTES`,
+    /// closes the connection with the largest queue with 1013 (its queue is
+    /// dropped, and a closing connection no longer counts), adding it to
+    /// `closed` for the core to forget.
+    fn keep_memory_cap(&mut self, closed: &mut Vec<ConnId>) {
+        while self.metrics.outbound_queued_bytes.get() > self.memory_max_bytes as i64 {
+            let outboxes = &self.outboxes;
+            let listed = self
+                .largest
+                .take_largest(|c| outboxes.get(&c).map(|o| &**o));
+            // Every listed queue is gone or small: look at all of them.
+            let Some(conn) = listed.or_else(|| self.largest_unlisted()) else {
+                return;
+            };
+            let Some(outbox) = self.outboxes.remove(&conn) else {
+                continue;
+            };
+            warn!(
+                conn = conn.0,
+                queued_bytes = outbox.held_bytes(),
+                total = self.metrics.outbound_queued_bytes.get(),
+                "outbound memory cap reached: closing the largest queue with 1013"
+            );
+            outbox.close_discarding(
+                Cause::MemoryCap,
+                CloseCode::TryAgainLater,
+                "server memory cap",
+            );
+            closed.push(conn);
+        }
+    }
+
+    /// The open connection holding the most bytes, if any holds some: one
+    /// look at every connection, for when the index has none to offer.
+    fn largest_unlisted(&self) -> Option<ConnId> {
+        self.outboxes
+            .iter()
+            .map(|(conn, o)| (o.held_bytes(), *conn))
+            .filter(|&(held, _)| held > 0)
+            .max()
+            .map(|(_, conn)| conn)
     }
 
     fn finish_batch(&mut self) {

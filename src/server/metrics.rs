@@ -11,6 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::outbox::Cause;
 use crate::core::{Gauges, Stats};
 use crate::protocol::{CloseCode, ErrorCode};
 
@@ -26,6 +27,13 @@ pub struct CodeLabel {
 pub struct CloseLabel {
     /// A WebSocket close code.
     pub code: u16,
+}
+
+/// The `reason` label of `chatflow_connection_closes_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// How the connection ended ([`Cause::as_str`]).
+    pub reason: &'static str,
 }
 
 /// Every metric the server exports.
@@ -61,8 +69,19 @@ pub struct Metrics {
     pub closes: Family<CloseLabel, Counter>,
     /// Tokens of authenticated connections refreshed by a new `AUTHENTICATE`.
     pub token_refreshes: Counter,
+    /// Private rooms connections were taken out of by a refresh that no
+    /// longer grants them.
+    pub rooms_revoked: Counter,
+    /// Rooms deleted after `ROOM_IDLE_TTL_MS` without a member.
+    pub rooms_deleted: Counter,
     /// Connections closed as slow consumers (1013).
     pub slow_consumers: Counter,
+    /// Bytes queued to open connections and not yet accepted by their
+    /// sockets: the server-wide total that `OUTBOUND_MEMORY_MAX_BYTES` caps
+    /// (every outbox adds to it directly).
+    pub outbound_queued_bytes: Gauge,
+    /// WebSocket connections ended, by how ([`Cause`]).
+    pub connection_closes: Family<ReasonLabel, Counter>,
     /// TCP connections closed on accept because the connection caps were
     /// reached by connections still in HTTP.
     pub refused_handshakes: Counter,
@@ -95,7 +114,11 @@ impl Metrics {
             history_evictions: Counter::default(),
             closes: Family::default(),
             token_refreshes: Counter::default(),
+            rooms_revoked: Counter::default(),
+            rooms_deleted: Counter::default(),
             slow_consumers: Counter::default(),
+            outbound_queued_bytes: Gauge::default(),
+            connection_closes: Family::default(),
             refused_handshakes: Counter::default(),
             fanout_seconds: Histogram::new(exponential_buckets(0.000_01, 2.5, 14)),
             registry: Registry::default(),
@@ -112,6 +135,12 @@ impl Metrics {
                 "room_memberships",
                 "Connection-room memberships",
                 &m.memberships,
+            ),
+            (
+                "outbound_queued_bytes",
+                "Bytes queued to open connections, not yet accepted by their sockets \
+                 (capped by OUTBOUND_MEMORY_MAX_BYTES)",
+                &m.outbound_queued_bytes,
             ),
         ];
         for (name, help, gauge) in gauges {
@@ -154,8 +183,18 @@ impl Metrics {
                 &m.token_refreshes,
             ),
             (
+                "rooms_revoked",
+                "Private rooms connections were taken out of by a refreshed token that no longer grants them",
+                &m.rooms_revoked,
+            ),
+            (
+                "rooms_deleted",
+                "Rooms deleted after ROOM_IDLE_TTL_MS without a member",
+                &m.rooms_deleted,
+            ),
+            (
                 "slow_consumer_closes",
-                "Connections closed because their outbound queue was full",
+                "Connections closed because their outbound queue was full (OUTBOUND_QUEUE_LIMIT or OUTBOUND_QUEUE_BYTES)",
                 &m.slow_consumers,
             ),
             (
@@ -168,6 +207,18 @@ impl Metrics {
             registry.register(name, help, counter.clone());
         }
         registry.register("errors", "ERROR frames sent, by code", m.errors.clone());
+        registry.register(
+            "connection_closes",
+            "WebSocket connections ended, by reason: client, network, idle_timeout, protocol, \
+             policy, slow_consumer, write_timeout, memory_cap, shutdown, server_error",
+            m.connection_closes.clone(),
+        );
+        for cause in Cause::ALL {
+            // Every reason is present from the start, at 0.
+            let _ = m.connection_closes.get_or_create(&ReasonLabel {
+                reason: cause.as_str(),
+            });
+        }
         registry.register(
             "closes",
             "Connections closed by the server's rules (authentication timeout, failed \
@@ -228,6 +279,8 @@ impl Metrics {
                 stats.token_refreshes,
                 last.token_refreshes,
             ),
+            (&self.rooms_revoked, stats.rooms_revoked, last.rooms_revoked),
+            (&self.rooms_deleted, stats.rooms_deleted, last.rooms_deleted),
         ];
         for (counter, now, before) in counters {
             if now > before {
@@ -285,6 +338,10 @@ mod tests {
             "chatflow_history_evictions_total",
             "chatflow_closes_total{code=\"1008\"}",
             "chatflow_token_refreshes_total",
+            "chatflow_outbound_queued_bytes",
+            "chatflow_connection_closes_total{reason=\"write_timeout\"}",
+            "chatflow_connection_closes_total{reason=\"memory_cap\"}",
+            "chatflow_connection_closes_total{reason=\"slow_consumer\"}",
         ] {
             assert_eq!(value(&text, series), 0.0, "{series} starts at 0");
         }

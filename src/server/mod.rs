@@ -50,7 +50,7 @@ use tracing::{info, warn};
 
 use crate::auth::Verifier;
 use crate::config::{Config, ConfigError};
-use crate::core::Hub;
+use crate::core::{Hub, Instance};
 use admission::Admission;
 use driver::{Clock, Command};
 use metrics::Metrics;
@@ -91,6 +91,9 @@ pub struct RuntimeEnv {
     pub start_unix_ms: u64,
     /// Distinguishes this run's room epochs and message ids from any other's.
     pub instance: u64,
+    /// Seeds the core's generator of room ids; never shown to anyone (see
+    /// [`Instance::secret`](crate::core::Instance)).
+    pub secret: u64,
     /// Whether HTTP responses carry a `Date` header (off in the simulation,
     /// where it would read the wall clock).
     pub http_date_header: bool,
@@ -98,8 +101,11 @@ pub struct RuntimeEnv {
 
 impl RuntimeEnv {
     /// Start time from the system clock; an instance number from the clock
-    /// and the process id (unique across restarts, which is what epochs need).
+    /// and the process id (unique across restarts, which is what epochs need);
+    /// a secret from the operating system's randomness (the keys of std's
+    /// `RandomState`, drawn from it), which nothing else reveals.
     pub fn from_system() -> RuntimeEnv {
+        use std::hash::BuildHasher as _;
         let since_epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -107,6 +113,7 @@ impl RuntimeEnv {
         RuntimeEnv {
             start_unix_ms: since_epoch.as_millis() as u64,
             instance: nanos ^ (u64::from(std::process::id()) << 48),
+            secret: std::collections::hash_map::RandomState::new().hash_one(nanos),
             http_date_header: true,
         }
     }
@@ -146,9 +153,11 @@ pub async fn run<L: Listener>(
 ///
 /// Live at once: origins, connection caps, message and content size limits,
 /// JWT settings, the auth timeout, history limit, typing timeout, presence
-/// delay and rate limits (buckets keep their level, capped at the new
-/// capacity). For new connections only: the outbound queue limit, ping
-/// interval and idle timeout. `HOST`, `PORT`, `DEFAULT_ROOMS`, `LOG_LEVEL`,
+/// delay, rate limits (buckets keep their level, capped at the new
+/// capacity) and the server-wide outbound memory cap (a lower one closes
+/// the largest queues at once). For new connections only: the outbound
+/// queue limits (frames and bytes), write timeout, ping interval and idle
+/// timeout. `HOST`, `PORT`, `DEFAULT_ROOMS`, `LOG_LEVEL`,
 /// `LOG_FORMAT` and `WORKER_THREADS` take a restart (a change is logged and
 /// otherwise ignored).
 pub async fn run_with_reloads<L: Listener>(
@@ -164,7 +173,10 @@ pub async fn run_with_reloads<L: Listener>(
     let hub = Hub::new(
         core_limits(&config),
         &default_rooms(&config),
-        env.instance,
+        Instance {
+            number: env.instance,
+            secret: env.secret,
+        },
         clock.now(),
     );
     let (driver_tx, driver_rx) = mpsc::channel(DRIVER_QUEUE_CAPACITY);
@@ -174,6 +186,7 @@ pub async fn run_with_reloads<L: Listener>(
         clock,
         metrics.clone(),
         Duration::from_millis(config.presence_delay_ms),
+        config.outbound_memory_max_bytes,
     ));
     let shared = Arc::new(Shared {
         live: ArcSwap::from_pointee(Live { config, verifier }),
@@ -199,14 +212,21 @@ pub async fn run_with_reloads<L: Listener>(
 
     info!("shutting down: refusing new connections and closing open ones");
     shared.draining.store(true, Ordering::SeqCst);
-    let _ = shared.driver.send(Command::Shutdown).await;
     let grace = Duration::from_millis(shared.live.load().config.shutdown_grace_ms);
+    // One moment for everyone: each connection keeps receiving what is
+    // queued for it until then (its writer's last moment), and the drain
+    // stops waiting then.
+    let grace_ends = tokio::time::Instant::now() + grace;
+    let _ = shared
+        .driver
+        .send(Command::Shutdown { until: grace_ends })
+        .await;
     // Upgrades are refused from now on, so no connection task starts after
     // the tracker is closed but one answered just before.
     shared.connections.close();
     let drained = shared.connections.wait();
     tokio::pin!(drained);
-    let deadline = tokio::time::sleep(grace);
+    let deadline = tokio::time::sleep_until(grace_ends);
     tokio::pin!(deadline);
     loop {
         tokio::select! {
@@ -262,6 +282,7 @@ async fn apply_reload(shared: &Shared, config: Config) {
     let reconfigure = Command::Reconfigure {
         limits: core_limits(&config),
         presence_delay: Duration::from_millis(config.presence_delay_ms),
+        memory_max_bytes: config.outbound_memory_max_bytes,
     };
     let _ = shared.driver.send(reconfigure).await;
     shared.live.store(Arc::new(Live { config, verifier }));

@@ -13,8 +13,8 @@
 //! No assertion is about speed: timeouts only detect hangs.
 //!
 //! One file per topic (`http`, `addresses`, `tokens`, `frames`, `json`,
-//! `floods`, `slow_readers`); the arena and the helpers they share are in
-//! `harness`.
+//! `floods`, `slow_readers`, `memory`, `rooms`); the arena and the helpers
+//! they share are in `harness`.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -25,5 +25,7 @@ mod floods;
 mod frames;
 mod http;
 mod json;
+mod memory;
+mod rooms;
 mod slow_readers;
 mod tokens;

@@ -84,6 +84,8 @@ async fn flood_into_many_slow_readers_does_not_multiply_memory() {
     const CHARS: usize = 100_000;
     let mut config = test_config();
     config.outbound_queue_limit = 128;
+    // Every message fits in every queue, in bytes too (10 MB each).
+    config.outbound_queue_bytes = 16 << 20;
     config.max_message_bytes = 256 * 1024;
     config.max_content_length = CHARS;
     config.rate_limit_messages = 100_000;

@@ -687,11 +687,21 @@ impl Merged {
 }
 
 fn token(secret: &str, sub: &str) -> String {
+    token_granting(secret, sub, &[])
+}
+
+/// A token whose `rooms` claim lists `rooms` (a chosen room id must be in
+/// its creator's claim).
+fn token_granting(secret: &str, sub: &str, rooms: &[String]) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    mint_hs256(secret.as_bytes(), &TokenSpec::new(sub, now, 3 * 3600)).expect("a valid token spec")
+    let spec = TokenSpec {
+        rooms,
+        ..TokenSpec::new(sub, now, 3 * 3600)
+    };
+    mint_hs256(secret.as_bytes(), &spec).expect("a valid token spec")
 }
 
 fn secret(t: &TargetArgs) -> String {
@@ -710,7 +720,8 @@ fn room_name(r: usize) -> String {
 async fn create_rooms(addr: SocketAddr, secret: &str, rooms: &[String]) -> Result<(), SetupError> {
     for (k, chunk) in rooms.chunks(40).enumerate() {
         let mut ws = client::connect(addr).await?;
-        client::authenticate(&mut ws, &token(secret, &format!("lg-admin-{k}"))).await?;
+        let admin = token_granting(secret, &format!("lg-admin-{k}"), chunk);
+        client::authenticate(&mut ws, &admin).await?;
         for room in chunk {
             client::create_room(&mut ws, room).await?;
         }

@@ -70,7 +70,15 @@ test('requests are promises, broadcasts are events', LIMIT, async () => {
     await assert.rejects(bob.send('general', 'not joined'), (e) => e.code === 'NOT_A_MEMBER');
     assert.equal(b.of('sendFailed').at(-1).code, 'NOT_A_MEMBER');
     await assert.rejects(bob.send(room.id, '   '), (e) => e.code === 'INVALID_MESSAGE');
-    await assert.rejects(alice.createRoom({ name: 'Dup', id: room.id }), (e) => e.code === 'ROOM_EXISTS');
+    // A chosen id must be in the creator's rooms claim, checked before
+    // existence (contract v3): nobody can squat an id granted to others.
+    await assert.rejects(alice.createRoom({ name: 'Dup', id: room.id }), (e) => e.code === 'FORBIDDEN');
+    const { client: carol } = testClient(direct(), 'carol', {
+      token: () => mintToken({ sub: 'carol', username: 'carol', rooms: ['club'] }),
+    });
+    await carol.connect();
+    assert.equal((await carol.createRoom({ name: 'Club', id: 'club' })).room.id, 'club');
+    await assert.rejects(carol.createRoom({ name: 'Club', id: 'club' }), (e) => e.code === 'ROOM_EXISTS');
 
     await bob.leave(room.id);
     assert.deepEqual(b.of('left'), [{ roomId: room.id, reason: 'requested' }]);

@@ -2,7 +2,7 @@
 //! contract says.
 //!
 //! - A token is accepted only before `exp + leeway`; a refresh for the same
-//!   user extends the connection's deadline.
+//!   user replaces the connection's deadline with its own (later or earlier).
 //! - At the deadline (never earlier) the connection gets `ERROR
 //!   UNAUTHORIZED "token expired"` without a `requestId`, then close `1008`,
 //!   and nothing else; no message of its own is accepted from then on.
@@ -89,7 +89,8 @@ pub fn on_auth_success(
                     format!("refresh switched the connection from {user} to {user_id}"),
                 );
             }
-            c.expires_at = Some(c.expires_at.map_or(deadline, |e| e.max(deadline)));
+            // The new token's authority replaces the old one's whole.
+            c.expires_at = Some(deadline);
         }
     }
 }

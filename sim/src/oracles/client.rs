@@ -7,6 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chat_flow::client::Event;
+use chat_flow::protocol::ErrorCode;
+use chat_flow::protocol::server::ServerMessage;
 
 use super::model::Model;
 use super::{Out, Place};
@@ -31,6 +33,10 @@ pub struct Clients {
     pub sends: BTreeMap<u32, Vec<(String, String)>>,
     /// `clientMessageId`s acknowledged or given up, per client.
     pub resolved: BTreeMap<u32, BTreeSet<String>>,
+    /// `(client, room)`: since the client was last told to join the room,
+    /// the server refused it (`ROOM_NOT_FOUND`, `FORBIDDEN`) or took it away
+    /// (`Event::Left`), so the client no longer means to be in it.
+    pub refused: BTreeSet<(u32, String)>,
 }
 
 fn place(client: u32, room: &str, seq: Option<u64>) -> Place {
@@ -46,13 +52,17 @@ impl Clients {
     /// A command given to `client` (as recorded: `send <room> <id>` …).
     pub fn on_command(&mut self, client: u32, what: &str) {
         let mut words = what.split(' ');
-        if words.next() == Some("send")
-            && let (Some(room), Some(id)) = (words.next(), words.next())
-        {
-            self.sends
-                .entry(client)
-                .or_default()
-                .push((room.to_owned(), id.to_owned()));
+        match (words.next(), words.next(), words.next()) {
+            (Some("send"), Some(room), Some(id)) => {
+                self.sends
+                    .entry(client)
+                    .or_default()
+                    .push((room.to_owned(), id.to_owned()));
+            }
+            (Some("join"), Some(room), None) => {
+                self.refused.remove(&(client, room.to_owned()));
+            }
+            _ => {}
         }
     }
 
@@ -194,10 +204,23 @@ impl Clients {
                     .insert(client_message_id.clone());
             }
             Event::Disconnected { .. } => out.coverage.hit("reconnect"),
-            Event::Connected { .. }
-            | Event::Authenticated { .. }
-            | Event::Server(_)
-            | Event::Stopped => {}
+            Event::Left { room } => {
+                out.coverage.hit("room_revoked_event");
+                self.refused.insert((client, room.clone()));
+            }
+            Event::Server(frame) => {
+                // The library client forgets a room whose join is refused.
+                if let ServerMessage::Error { code, .. } = &frame.message
+                    && matches!(code, ErrorCode::RoomNotFound | ErrorCode::Forbidden)
+                    && let Some(room) = frame
+                        .request_id
+                        .as_deref()
+                        .and_then(|r| r.strip_prefix("j:"))
+                {
+                    self.refused.insert((client, room.to_owned()));
+                }
+            }
+            Event::Connected { .. } | Event::Authenticated { .. } | Event::Stopped => {}
         }
     }
 }

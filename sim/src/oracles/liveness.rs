@@ -1,6 +1,9 @@
 //! `liveness`: once faults stop, within bounded simulated time every library
 //! client is connected, authenticated, joined to exactly the rooms it meant
-//! to be in, in the rooms' current epoch, and caught up (its last delivered
+//! to be in (less those the server refused it or took away since it was
+//! last told to join them: a room deleted, or no longer granted by its
+//! token; `rooms` checks that those refusals were right), in the rooms'
+//! current epoch, and caught up (its last delivered
 //! `seq` is the room's last accepted one); every message it sent was
 //! acknowledged or reported failed; and each room's presence list, as its
 //! connection last heard it, names exactly the users whose connections are
@@ -80,6 +83,10 @@ pub fn check(m: &Model, clients: &Clients, out: &mut Out, end_ms: u64, roster: &
             continue;
         }
         for room in final_rooms {
+            if clients.refused.contains(&(client, room.clone())) && !c.rooms.contains_key(room) {
+                out.coverage.hit("room_lost_at_end");
+                continue;
+            }
             let Some(r) = c.rooms.get(room) else {
                 out.fail(
                     "liveness",

@@ -15,6 +15,10 @@
 //! [`Obs::CloseRecv`], `Hub::disconnect` as [`Obs::Ended`], with the core's
 //! `now` (minus [`OracleConfig::epoch_unix_ms`]) as the time, and an empty
 //! roster (no liveness phase) — then [`Checker::finish`].
+//!
+//! This file is longer than most because [`Checker`]'s handling of a
+//! received frame is the one place that routes each server message to the
+//! oracles that care, in the order they must see it.
 
 pub mod auth;
 pub mod client;
@@ -24,11 +28,13 @@ pub mod model;
 pub mod order;
 pub mod presence;
 pub mod rate;
+pub mod rooms;
 pub mod typing;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use chat_flow::protocol::RoomKind;
 use chat_flow::protocol::server::{ServerFrame, ServerMessage};
 
 use crate::obs::{ConnNo, Obs, Record};
@@ -62,6 +68,8 @@ pub struct OracleConfig {
     /// `PRESENCE_DELAY_MS`: presence and typing notices may be held this
     /// much longer than other frames.
     pub notice_delay_ms: u64,
+    /// `ROOM_IDLE_TTL_MS` (`0`: rooms are never deleted).
+    pub room_idle_ttl_ms: u64,
 }
 
 /// Where a violation happened.
@@ -117,7 +125,7 @@ impl fmt::Display for Violation {
 
 /// The edges a sweep must reach ("sometimes" assertions): a sweep in which
 /// one of these never happened fails.
-pub const REQUIRED_COVERAGE: [&str; 8] = [
+pub const REQUIRED_COVERAGE: [&str; 13] = [
     "history_eviction",
     "close_1013",
     "rate_limited",
@@ -126,6 +134,11 @@ pub const REQUIRED_COVERAGE: [&str; 8] = [
     "token_refresh",
     "retry_deduplicated",
     "restart_new_epoch",
+    "squat_refused",
+    "room_revoked",
+    "room_deleted",
+    "room_recreated",
+    "resume_room_gone",
 ];
 
 /// Counts of edge cases reached.
@@ -408,12 +421,18 @@ impl Checker {
                 return;
             }
         };
+        rooms::on_frame(&mut self.model, &mut self.out, at, conn, &frame);
         let req = self.reply_to(at, conn, &frame);
         let m = &mut self.model;
         let out = &mut self.out;
+        if let Some(req) = &req {
+            rooms::on_reply(m, out, at, conn, req, &frame);
+        }
         match &frame.message {
             ServerMessage::AuthSuccess { user_id, .. } => {
+                let refresh = m.user_of(conn).is_some();
                 auth::on_auth_success(m, out, at, conn, user_id, req.as_ref());
+                rooms::on_auth_success(m, conn, req.as_ref(), refresh);
             }
             ServerMessage::RoomJoined {
                 room,
@@ -423,7 +442,7 @@ impl Checker {
                 recovered,
             } => {
                 let last_before = m.conns[&conn].rooms.get(&room.id).map(|r| r.last);
-                m.open_epoch(conn, &room.id, epoch);
+                m.open_epoch(conn, room, epoch);
                 for msg in messages {
                     order::register(m, &mut self.rate, out, at, conn, epoch, msg);
                 }
@@ -460,6 +479,11 @@ impl Checker {
                     .and_then(|c| c.rooms.get_mut(&room.id))
                 {
                     r.users = users.iter().map(|u| u.user_id.clone()).collect();
+                    r.private = room.kind == RoomKind::Private;
+                    r.created_by = room.created_by.clone();
+                }
+                if room.created_by == rooms::SYSTEM {
+                    m.system_rooms.insert(room.id.clone());
                 }
             }
             ServerMessage::RoomLeft { room_id } => {
@@ -592,7 +616,7 @@ impl Checker {
                         format!("a new room with memberCount {}", room.member_count),
                     );
                 }
-                m.open_epoch(conn, &room.id, epoch);
+                m.open_epoch(conn, room, epoch);
                 order::on_joined(m, out, at, conn, &room.id, epoch, &[], None, None);
                 let me = m.user_of(conn).map(str::to_owned);
                 if let Some(r) = m
@@ -601,9 +625,16 @@ impl Checker {
                     .and_then(|c| c.rooms.get_mut(&room.id))
                 {
                     r.users = me.into_iter().collect();
+                    r.private = room.kind == RoomKind::Private;
+                    r.created_by = room.created_by.clone();
                 }
             }
-            ServerMessage::RoomList { .. } | ServerMessage::Pong {} => {}
+            ServerMessage::RoomList { rooms } => {
+                for room in rooms.iter().filter(|r| r.created_by == rooms::SYSTEM) {
+                    m.system_rooms.insert(room.id.clone());
+                }
+            }
+            ServerMessage::Pong {} => {}
         }
         if let Some(c) = m.conns.get_mut(&conn) {
             c.last_error = match &frame.message {
@@ -692,6 +723,7 @@ impl Checker {
     /// coverage.
     pub fn finish(mut self, end_ms: u64) -> Out {
         self.typing.finish(&self.model, &mut self.out, end_ms);
+        rooms::finish(&self.model, &mut self.out, end_ms);
         liveness::check(
             &self.model,
             &self.clients,

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use base64::Engine as _;
-use chat_flow::protocol::server::ChatMessage;
+use chat_flow::protocol::server::{ChatMessage, RoomInfo};
 use serde_json::Value;
 
 use super::{OracleConfig, Place};
@@ -35,15 +35,20 @@ pub struct Req {
     pub client_message_id: Option<String>,
     /// The token's `sub` and `exp` (read without verifying).
     pub token: Option<(String, u64)>,
+    /// The token's `rooms` claim (empty when it has none).
+    pub claim: BTreeSet<String>,
     /// For `JOIN_ROOM` and `GET_HISTORY`: the highest `seq` of each epoch of
     /// the room observed anywhere before the request was written (the
     /// answer cannot be older than that).
     pub known_max: BTreeMap<String, u64>,
+    /// The last time before the request was written that a member of the
+    /// room (in the connection's server run) received a frame.
+    pub member_seen: Option<u64>,
 }
 
 impl Req {
     /// Parses a request the client wrote; `None` if it is not JSON.
-    pub fn parse(at: u64, text: &str, model: &Model, _conn: ConnNo) -> Option<Req> {
+    pub fn parse(at: u64, text: &str, model: &Model, conn: ConnNo) -> Option<Req> {
         let v: Value = serde_json::from_str(text).ok()?;
         let p = v.get("payload").cloned().unwrap_or(Value::Null);
         let s = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_owned);
@@ -68,8 +73,13 @@ impl Req {
             is_typing: p.get("isTyping").and_then(Value::as_bool),
             client_message_id: s("clientMessageId"),
             token: s("token").and_then(|t| token_claims(&t)),
+            claim: s("token").map(|t| token_rooms(&t)).unwrap_or_default(),
             known_max: BTreeMap::new(),
+            member_seen: None,
         };
+        if let (Some(room), Some(c)) = (&req.room, model.conns.get(&conn)) {
+            req.member_seen = model.member_evidence.get(&(c.run, room.clone())).copied();
+        }
         if matches!(req.kind.as_str(), "JOIN_ROOM" | "GET_HISTORY")
             && let Some(room) = &req.room
         {
@@ -79,14 +89,33 @@ impl Req {
     }
 }
 
-/// `(sub, exp)` of a JWT, read without verifying.
-fn token_claims(token: &str) -> Option<(String, u64)> {
+/// The claims of a JWT, read without verifying.
+fn jwt_payload(token: &str) -> Option<Value> {
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
         .ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// `(sub, exp)` of a JWT, read without verifying.
+fn token_claims(token: &str) -> Option<(String, u64)> {
+    let v = jwt_payload(token)?;
     Some((v.get("sub")?.as_str()?.to_owned(), v.get("exp")?.as_u64()?))
+}
+
+/// The `rooms` claim of a JWT (empty when absent or unreadable).
+fn token_rooms(token: &str) -> BTreeSet<String> {
+    jwt_payload(token)
+        .and_then(|v| {
+            v.get("rooms")?.as_array().map(|rooms| {
+                rooms
+                    .iter()
+                    .filter_map(|r| r.as_str().map(str::to_owned))
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
 }
 
 /// A room as one connection sees it.
@@ -98,6 +127,10 @@ pub struct ConnRoom {
     pub last: u64,
     /// Users present, per `ROOM_JOINED` and presence events since.
     pub users: BTreeSet<String>,
+    /// The room is private (as `ROOM_JOINED` / `ROOM_CREATED` said).
+    pub private: bool,
+    /// Who created it (`system` for a default room).
+    pub created_by: String,
 }
 
 /// A connection as its client saw it.
@@ -136,6 +169,11 @@ pub struct Conn {
     pub failed_auths: u32,
     /// The code of the last text frame, if it was an `ERROR`.
     pub last_error: Option<chat_flow::protocol::ErrorCode>,
+    /// The `rooms` claim of the token in force.
+    pub claim: BTreeSet<String>,
+    /// Rooms a refresh just revoked: the next frames must be their
+    /// `ROOM_LEFT`s, in this order.
+    pub expect_left: VecDeque<String>,
 }
 
 impl Conn {
@@ -158,6 +196,8 @@ impl Conn {
             last_recv_at: at,
             failed_auths: 0,
             last_error: None,
+            claim: BTreeSet::new(),
+            expect_left: VecDeque::new(),
         }
     }
 
@@ -185,6 +225,13 @@ pub struct RoomLog {
     pub by_client_id: BTreeMap<(String, String), Vec<u64>>,
     /// The server run the epoch belongs to.
     pub run: usize,
+    /// When it was first seen, among all epochs (a room deleted and created
+    /// again has several in one run).
+    pub order: u64,
+    /// The room's `createdAt` as first seen in this epoch.
+    pub created_at: Option<String>,
+    /// Whether a `ROOM_CREATED` started it.
+    pub created: bool,
 }
 
 impl RoomLog {
@@ -207,21 +254,39 @@ pub struct Model {
     pub logs: BTreeMap<(String, String), RoomLog>,
     /// Message id → `(room, epoch, seq)`.
     pub ids: BTreeMap<String, (String, String, u64)>,
+    /// Epochs seen so far (for [`RoomLog::order`]).
+    pub epochs_seen: u64,
+    /// `(server run, room)` → the latest time a connection joined to the
+    /// room received a frame: the server had a member there shortly before.
+    pub member_evidence: BTreeMap<(usize, String), u64>,
+    /// Rooms seen created by `system` (default rooms: public, never deleted).
+    pub system_rooms: BTreeSet<String>,
 }
 
 impl Model {
     /// The epoch `epoch` of `room` exists from now on (announced to `conn`),
     /// messages or not.
-    pub fn open_epoch(&mut self, conn: ConnNo, room: &str, epoch: &str) {
+    pub fn open_epoch(&mut self, conn: ConnNo, room: &RoomInfo, epoch: &str) {
         let Some(run) = self.conns.get(&conn).map(|c| c.run) else {
             return;
         };
-        self.logs
-            .entry((room.to_owned(), epoch.to_owned()))
-            .or_insert_with(|| RoomLog {
-                run,
-                ..RoomLog::default()
-            });
+        let log = self.log_entry(&room.id, epoch, run);
+        log.created_at
+            .get_or_insert_with(|| room.created_at.clone());
+    }
+
+    /// The log of `(room, epoch)`, made (in server run `run`) if new.
+    pub fn log_entry(&mut self, room: &str, epoch: &str, run: usize) -> &mut RoomLog {
+        let order = self.epochs_seen;
+        let key = (room.to_owned(), epoch.to_owned());
+        if !self.logs.contains_key(&key) {
+            self.epochs_seen += 1;
+        }
+        self.logs.entry(key).or_insert_with(|| RoomLog {
+            run,
+            order,
+            ..RoomLog::default()
+        })
     }
 
     /// An empty model.
@@ -232,6 +297,9 @@ impl Model {
             runs: Vec::new(),
             logs: BTreeMap::new(),
             ids: BTreeMap::new(),
+            epochs_seen: 0,
+            member_evidence: BTreeMap::new(),
+            system_rooms: BTreeSet::new(),
         }
     }
 
@@ -254,12 +322,13 @@ impl Model {
             .collect()
     }
 
-    /// The latest epoch of `room` (of the latest server run it was seen in).
+    /// The latest epoch of `room` (of the latest server run it was seen in,
+    /// and of those the last seen: a room created again has a new one).
     pub fn latest_epoch(&self, room: &str) -> Option<(&str, &RoomLog)> {
         self.logs
             .range((room.to_owned(), String::new())..)
             .take_while(|((r, _), _)| r == room)
-            .max_by_key(|(_, log)| log.run)
+            .max_by_key(|(_, log)| (log.run, log.order))
             .map(|((_, e), log)| (e.as_str(), log))
     }
 

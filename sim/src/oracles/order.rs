@@ -8,7 +8,7 @@
 
 use chat_flow::protocol::server::ChatMessage;
 
-use super::model::{ConnRoom, Model, Msg, Req, RoomLog};
+use super::model::{ConnRoom, Model, Msg, Req};
 use super::rate::Rate;
 use super::{Out, Place};
 use crate::obs::ConnNo;
@@ -57,10 +57,7 @@ pub fn register(
         );
     }
     let history_limit = m.cfg.history_limit as u64;
-    let log = m.logs.entry(key).or_insert_with(|| RoomLog {
-        run,
-        ..RoomLog::default()
-    });
+    let log = m.log_entry(&key.0, &key.1, run);
     if log.run != run {
         out.fail(
             "seq-order",
@@ -173,7 +170,7 @@ pub fn on_joined(
                 ConnRoom {
                     epoch: epoch.to_owned(),
                     last,
-                    users: Default::default(),
+                    ..ConnRoom::default()
                 },
             );
         }

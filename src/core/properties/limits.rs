@@ -28,5 +28,7 @@ pub(super) fn limits(history_limit: usize) -> Limits {
         rate_limit_window_ms: WINDOW_MS,
         rate_limit_disconnect_after: DISCONNECT_AFTER,
         rooms_per_user_max: 10,
+        max_rooms: 100,
+        room_idle_ttl_ms: 0,
     }
 }

@@ -5,12 +5,14 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde_json::{Value, json};
 
 use crate::auth::{AuthError, VerifiedToken};
-use crate::core::{AuthOutcome, ConnId, DefaultRoom, Hub, Inbound, Limits, Output, Timestamp};
+use crate::core::{
+    AuthOutcome, ConnId, DefaultRoom, Hub, Inbound, Instance, Limits, Output, Timestamp,
+};
 use crate::protocol::parse::{ParseLimits, parse_once};
 use crate::protocol::server::{ChatMessage, RoomInfo, ServerFrame, ServerMessage, UserRef};
 use crate::protocol::{ClientMessage, ClientRequest, ErrorCode};
 
-// ----- the two places that know the shape of `crate::auth` -------------------
+// ----- the places that know the shape of `crate::auth` -----------------------
 
 /// A token the driver refused (bad signature or the like).
 pub(crate) fn refused_token() -> AuthError {
@@ -24,6 +26,14 @@ pub(crate) fn token(user: &str) -> VerifiedToken {
         username: None,
         rooms: Vec::new(),
         expires_at_unix_ms: FAR_FUTURE,
+    }
+}
+
+/// A long-lived token for `user` whose `rooms` claim lists `rooms`.
+pub(crate) fn claiming(user: &str, rooms: &[&str]) -> VerifiedToken {
+    VerifiedToken {
+        rooms: rooms.iter().map(|r| (*r).to_owned()).collect(),
+        ..token(user)
     }
 }
 
@@ -92,7 +102,15 @@ impl TestHub {
             })
             .collect();
         TestHub {
-            hub: Hub::new(limits, &rooms, instance, Timestamp(T0)),
+            hub: Hub::new(
+                limits,
+                &rooms,
+                Instance {
+                    number: instance,
+                    secret: instance ^ 0x5eed,
+                },
+                Timestamp(T0),
+            ),
             now: T0,
             next_conn: 1,
             inbox: BTreeMap::new(),
@@ -265,6 +283,30 @@ impl TestHub {
         let c = self.connect();
         self.auth(c, user);
         c
+    }
+
+    /// A new connection of `user` whose token's `rooms` claim lists `rooms`.
+    pub(crate) fn user_claiming(&mut self, user: &str, rooms: &[&str]) -> ConnId {
+        let c = self.connect();
+        self.auth_with(c, Ok(claiming(user, rooms)), None, Some("auth"));
+        let f = self.one(c);
+        assert!(
+            matches!(f.message, ServerMessage::AuthSuccess { .. }),
+            "{f:?}"
+        );
+        c
+    }
+
+    /// `CREATE_ROOM` that must succeed; returns the room and its epoch.
+    #[track_caller]
+    pub(crate) fn create(&mut self, conn: ConnId, payload: Value) -> (RoomInfo, String) {
+        self.call(conn, "CREATE_ROOM", payload, "create");
+        let f = self.one(conn);
+        assert_eq!(f.request_id.as_deref(), Some("create"), "{f:?}");
+        match f.message {
+            ServerMessage::RoomCreated { room, epoch } => (room, epoch),
+            other => panic!("expected ROOM_CREATED, got {other:?}"),
+        }
     }
 
     /// Moves the clock forward, ticking the hub at every deadline passed.

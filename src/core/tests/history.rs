@@ -253,3 +253,64 @@ fn set_limits_shrinks_history_and_forgets_evicted_retry_keys() {
     assert_eq!(again.seq, 5);
     assert_ne!(again.id, first.id);
 }
+
+/// A message is kept once, as its `NEW_MESSAGE` frame: `ROOM_JOINED` and
+/// `HISTORY` carry exactly the JSON that frame carries, escapes and all.
+#[test]
+fn history_replies_carry_the_broadcast_json_byte_for_byte() {
+    let mut t = TestHub::new(small_limits());
+    let a = t.user("alice");
+    t.join(a, "general");
+    let b = t.user("bob");
+    t.join(b, "general");
+    t.frames(a);
+    let contents = [
+        "quote \" backslash \\ slash /",
+        "\u{1}\u{1f}\u{7f} control",
+        "é ✓ 😀 \u{2028}",
+    ];
+    let mut broadcast = Vec::new();
+    for (i, content) in contents.iter().enumerate() {
+        t.call(
+            a,
+            "SEND_MESSAGE",
+            json!({"roomId": "general", "content": content, "clientMessageId": format!("k\"{i}")}),
+            "s",
+        );
+        t.values(a);
+        let frame = match t.step_outputs().last() {
+            Some(crate::core::Output::Frame { frame, .. }) => frame.clone(),
+            other => panic!("{other:?}"),
+        };
+        t.take_step();
+        let text = std::str::from_utf8(&frame).unwrap().to_owned();
+        let payload = text
+            .strip_prefix(r#"{"type":"NEW_MESSAGE","payload":"#)
+            .and_then(|p| p.strip_suffix('}'))
+            .expect("a broadcast frame")
+            .to_owned();
+        broadcast.push(payload);
+    }
+    let listed = format!("[{}]", broadcast.join(","));
+    let c = t.user("carol");
+    t.take_step();
+    t.call(c, "JOIN_ROOM", json!({"roomId": "general"}), "j");
+    t.call(c, "GET_HISTORY", json!({"roomId": "general"}), "h");
+    let texts: Vec<String> = t
+        .step_outputs()
+        .iter()
+        .filter_map(|o| match o {
+            crate::core::Output::Frame { conn, frame, .. } if *conn == c => {
+                Some(String::from_utf8(frame.to_vec()).unwrap())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    for text in &texts {
+        assert!(
+            text.contains(&format!(r#""messages":{listed}"#)),
+            "{text}\nlacks {listed}"
+        );
+    }
+}

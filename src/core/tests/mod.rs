@@ -22,5 +22,7 @@ mod expiry;
 mod history;
 mod messages;
 mod rate_limits;
+mod refresh;
+mod room_lifetime;
 mod rooms;
 mod typing;

@@ -93,17 +93,9 @@ fn create_room_generates_an_id_and_joins_the_creator() {
 #[test]
 fn create_room_with_a_given_id_and_room_exists() {
     let mut t = TestHub::new(small_limits());
-    let a = t.user("alice");
-    let b = t.user("bob");
-    t.call(
-        a,
-        "CREATE_ROOM",
-        json!({"name": "Lobby", "id": "lobby", "type": "public"}),
-        "c1",
-    );
-    let ServerMessage::RoomCreated { room, .. } = t.one(a).message else {
-        panic!()
-    };
+    let a = t.user_claiming("alice", &["lobby"]);
+    let b = t.user_claiming("bob", &["lobby", "general"]);
+    let (room, _) = t.create(a, json!({"name": "Lobby", "id": "lobby", "type": "public"}));
     assert_eq!(room.id, "lobby");
     for (id, rid) in [("lobby", "c2"), ("general", "c3")] {
         t.call(b, "CREATE_ROOM", json!({"name": "Again", "id": id}), rid);
@@ -117,9 +109,88 @@ fn create_room_with_a_given_id_and_room_exists() {
 }
 
 #[test]
+fn a_chosen_id_must_be_in_the_creators_claim_before_anything_else() {
+    let mut t = TestHub::new(small_limits());
+    // Mallory's token grants nothing: she cannot take `vip` before the users
+    // whose tokens grant it, whether it exists yet or not, and learns
+    // nothing about which ids exist.
+    let m = t.user("mallory");
+    for (id, rid) in [
+        ("vip", "c1"),
+        ("general", "c2"),
+        ("room_AAAAAAAAAAAAAAAA", "c3"),
+    ] {
+        t.call(
+            m,
+            "CREATE_ROOM",
+            json!({"name": "Mine", "id": id, "type": "private"}),
+            rid,
+        );
+        let message = t.error(m, ErrorCode::Forbidden, Some(rid));
+        assert!(message.contains("rooms claim"), "{message}");
+    }
+    // A claim for another id grants nothing for this one.
+    let m2 = t.user_claiming("mallory", &["vip2"]);
+    t.call(
+        m2,
+        "CREATE_ROOM",
+        json!({"name": "Mine", "id": "vip"}),
+        "c4",
+    );
+    t.error(m2, ErrorCode::Forbidden, Some("c4"));
+    let ids: Vec<String> = t.list(m).into_iter().map(|r| r.id).collect();
+    assert_eq!(ids, ["general"]);
+    // Refusals do not count towards ROOMS_PER_USER_MAX, and a generated id
+    // needs no claim.
+    let (room, _) = t.create(m, json!({"name": "Mine"}));
+    assert!(room.id.starts_with("room_"));
+    // The holders of the claim create it, and its first member is theirs.
+    let v = t.user_claiming("vera", &["vip"]);
+    let (room, _) = t.create(v, json!({"name": "VIP", "id": "vip", "type": "private"}));
+    assert_eq!(
+        (room.id.as_str(), room.created_by.as_str()),
+        ("vip", "vera")
+    );
+    t.call(m, "JOIN_ROOM", json!({"roomId": "vip"}), "j");
+    t.error(m, ErrorCode::Forbidden, Some("j"));
+    t.silent(v);
+}
+
+#[test]
+fn generated_ids_carry_96_random_bits_and_replay_with_the_seed() {
+    let ids = |instance: u64| {
+        let mut t = TestHub::with(small_limits(), &[("general", "General Chat")], instance);
+        let a = t.user("alice");
+        (0..20)
+            .map(|_| t.create(a, json!({"name": "R"})).0.id)
+            .collect::<Vec<String>>()
+    };
+    let first = ids(1);
+    for id in &first {
+        let bits = id.strip_prefix("room_").expect("room_ prefix");
+        assert_eq!(bits.len(), 16, "{id}");
+        assert!(
+            bits.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "{id}"
+        );
+    }
+    let distinct: std::collections::BTreeSet<&String> = first.iter().collect();
+    assert_eq!(distinct.len(), first.len());
+    // No counter shows through: consecutive ids share no prefix to speak of.
+    for pair in first.windows(2) {
+        assert_ne!(pair[0][5..9], pair[1][5..9], "{pair:?}");
+    }
+    // The same seed gives the same ids (the simulation replays); another
+    // gives others.
+    assert_eq!(ids(1), first);
+    assert!(ids(2).iter().all(|id| !first.contains(id)));
+}
+
+#[test]
 fn private_rooms_are_forbidden_without_access() {
     let mut t = TestHub::new(small_limits());
-    let a = t.user("alice");
+    let a = t.user_claiming("alice", &["secret"]);
     t.call(
         a,
         "CREATE_ROOM",
@@ -157,7 +228,7 @@ fn rooms_per_user_max_is_forbidden() {
         ..small_limits()
     };
     let mut t = TestHub::new(limits);
-    let a = t.user("alice");
+    let a = t.user_claiming("alice", &["r0", "r1", "r2"]);
     for i in 0..2 {
         t.call(
             a,
@@ -176,7 +247,7 @@ fn rooms_per_user_max_is_forbidden() {
     let a2 = t.user("alice");
     t.call(a2, "CREATE_ROOM", json!({"name": "R"}), "c4");
     t.error(a2, ErrorCode::Forbidden, Some("c4"));
-    let b = t.user("bob");
+    let b = t.user_claiming("bob", &["r2"]);
     t.call(b, "CREATE_ROOM", json!({"name": "R", "id": "r2"}), "c5");
     assert!(matches!(
         t.one(b).message,
@@ -189,8 +260,8 @@ fn rooms_per_user_max_is_forbidden() {
 #[test]
 fn list_rooms_shows_public_and_accessible_private_rooms_only() {
     let mut t = TestHub::new(small_limits());
-    let a = t.user("alice");
-    let b = t.user("bob");
+    let a = t.user_claiming("alice", &["a-private"]);
+    let b = t.user_claiming("bob", &["b-public", "b-private"]);
     t.call(
         a,
         "CREATE_ROOM",

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{Outbox, Owed, PushError};
+use super::{Outbox, Owed, PushError, Pushed};
 
 /// Connections a batch must have queued frames for before their writes are
 /// spread over the runtime's worker threads; fewer are written by the
@@ -114,21 +114,23 @@ impl Flushes {
     /// anything else is written at the end of this batch, and takes held
     /// notices along, ahead of it. An error means nothing was queued: the
     /// queue is full (the caller closes the slow consumer) or closing.
+    /// Success says what the caller needs for the server-wide cap.
     pub fn queue(
         &mut self,
         outbox: &Arc<Outbox>,
         frame: Bytes,
         notice: bool,
-    ) -> Result<(), PushError> {
+    ) -> Result<Pushed, PushError> {
         let hold = notice && !self.presence_delay.is_zero();
-        match outbox.queue(frame, hold)? {
+        let (owed, pushed) = outbox.queue(frame, hold)?;
+        match owed {
             Owed::Flush => self.owed.push(outbox.clone()),
             Owed::FlushLater => self
                 .held
                 .push_back((Instant::now() + self.presence_delay, outbox.clone())),
             Owed::Nothing => {}
         }
-        Ok(())
+        Ok(pushed)
     }
 
     /// Holds notices this long from now on; holds already running end by

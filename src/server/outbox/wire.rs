@@ -156,23 +156,51 @@ pub(super) fn wire_len(frame: &OutFrame) -> usize {
 /// Writes the queued frames to `sink` without waiting (a poll with a no-op
 /// waker: a socket that is not ready is the writer's to wait for). Frames
 /// written whole leave the queue; a frame written in part is replaced by its
-/// remaining bytes. Returns whether a flush is still owed.
-pub(super) fn write_now(sink: &mut Sink, queue: &mut VecDeque<OutFrame>) -> bool {
+/// remaining bytes. Small frames are laid out in one buffer; a large
+/// payload is left to the writer unless `large` (a full queue offers
+/// everything before a frame is refused), and is then written from its own
+/// bytes. Returns the wire bytes written (what left the queue), and whether
+/// a flush is still owed.
+pub(super) fn write_now(
+    sink: &mut Sink,
+    queue: &mut VecDeque<OutFrame>,
+    large: bool,
+) -> (usize, bool) {
+    let mut cx = Context::from_waker(Waker::noop());
     let mut buf = take_buffer();
+    let mut written = 0;
+    let mut all_taken = true;
     for frame in queue.iter() {
-        if frame.bytes().len() >= LARGE_PAYLOAD_BYTES || buf.len() >= POOLED_BUFFER_BYTES_MAX {
-            break;
+        let payload = frame.bytes();
+        if payload.len() >= LARGE_PAYLOAD_BYTES {
+            if !large {
+                break;
+            }
+            if let Some(opcode) = data_opcode(frame) {
+                frame::put_head(&mut buf, true, opcode, None, payload.len());
+            }
+            all_taken = poll_write_all(sink, &mut cx, &buf, &mut written)
+                && poll_write_all(sink, &mut cx, payload, &mut written);
+            buf.clear();
+            if !all_taken {
+                break;
+            }
+            continue;
+        }
+        if buf.len() >= POOLED_BUFFER_BYTES_MAX {
+            if !large {
+                break;
+            }
+            all_taken = poll_write_all(sink, &mut cx, &buf, &mut written);
+            buf.clear();
+            if !all_taken {
+                break;
+            }
         }
         put_out_frame(&mut buf, frame);
     }
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut written = 0;
-    while written < buf.len() {
-        match Pin::new(&mut *sink).poll_write(&mut cx, &buf[written..]) {
-            Poll::Ready(Ok(n)) if n > 0 => written += n,
-            // Not ready, or failed: the writer waits, or finds the error.
-            _ => break,
-        }
+    if all_taken {
+        poll_write_all(sink, &mut cx, &buf, &mut written);
     }
     let mut start = 0;
     while start < written {
@@ -181,7 +209,7 @@ pub(super) fn write_now(sink: &mut Sink, queue: &mut VecDeque<OutFrame>) -> bool
         };
         let end = start + wire_len(front);
         if end > written {
-            *front = OutFrame::Rest(Bytes::copy_from_slice(&buf[written..end]));
+            *front = rest_of(front, written - start);
             break;
         }
         queue.pop_front();
@@ -197,7 +225,91 @@ pub(super) fn write_now(sink: &mut Sink, queue: &mut VecDeque<OutFrame>) -> bool
             Poll::Ready(Ok(()))
         );
     give_back(buf);
-    unflushed
+    (written, unflushed)
+}
+
+/// Writes `bytes` while the socket takes them without waiting, adding what
+/// it took to `written`; `true` if it took them all.
+fn poll_write_all(
+    sink: &mut Sink,
+    cx: &mut Context<'_>,
+    bytes: &[u8],
+    written: &mut usize,
+) -> bool {
+    let mut done = 0;
+    while done < bytes.len() {
+        match Pin::new(&mut *sink).poll_write(cx, &bytes[done..]) {
+            Poll::Ready(Ok(n)) if n > 0 => done += n,
+            // Not ready, or failed: the writer waits, or finds the error.
+            _ => break,
+        }
+    }
+    *written += done;
+    done == bytes.len()
+}
+
+/// What is left of `frame` once its first `taken` wire bytes are written:
+/// the payload's own bytes where the header is out (no copy), else the
+/// rest of the header and the payload.
+fn rest_of(frame: &OutFrame, taken: usize) -> OutFrame {
+    let payload = frame.bytes();
+    let head = wire_len(frame) - payload.len();
+    if taken >= head {
+        return OutFrame::Rest(payload.slice(taken - head..));
+    }
+    let mut rest = Vec::with_capacity(wire_len(frame) - taken);
+    put_out_frame(&mut rest, frame);
+    rest.drain(..taken);
+    OutFrame::Rest(Bytes::from(rest))
+}
+
+/// Writes a close frame if the socket takes it at once (a last try on a
+/// socket that is being dropped; nothing waits for it).
+pub(super) fn try_close_now(sink: &mut Sink, close: CloseRequest) {
+    let mut buf = Vec::with_capacity(frame::MAX_HEAD_LEN + 2 + close.reason.len());
+    put_close(&mut buf, close.code.code(), close.reason);
+    let mut cx = Context::from_waker(Waker::noop());
+    if let Poll::Ready(Ok(_)) = Pin::new(&mut *sink).poll_write(&mut cx, &buf) {
+        let _ = Pin::new(&mut *sink).poll_flush(&mut cx);
+    }
+}
+
+/// Why [`write_batch`] stopped short.
+#[derive(Debug)]
+pub struct Cut {
+    /// The write's error.
+    pub error: std::io::Error,
+    /// Whether the stream stopped between two frames (so a close frame
+    /// could still follow what the peer got).
+    pub at_boundary: bool,
+}
+
+/// Writes all of `bytes`. On an error, says whether the stream is still
+/// where it was before them (nothing of them written) and that was between
+/// two frames (`starts_clean`).
+async fn write_chunk<W>(tx: &mut W, bytes: &[u8], starts_clean: bool) -> Result<(), Cut>
+where
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let mut written = 0;
+    while written < bytes.len() {
+        match tx.write(&bytes[written..]).await {
+            Ok(0) => {
+                return Err(Cut {
+                    error: std::io::ErrorKind::WriteZero.into(),
+                    at_boundary: false,
+                });
+            }
+            Ok(n) => written += n,
+            Err(error) => {
+                return Err(Cut {
+                    error,
+                    at_boundary: starts_clean && written == 0,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes a batch: the ping if due, control frames, data frames, then the
@@ -206,20 +318,33 @@ pub(super) fn write_now(sink: &mut Sink, queue: &mut VecDeque<OutFrame>) -> bool
 /// whenever it reaches [`POOLED_BUFFER_BYTES_MAX`], and a large
 /// payload is written from its own shared bytes, so a long queue of large
 /// broadcasts is never copied whole for one reader.
-pub(super) async fn write_batch<W>(tx: &mut W, batch: &Batch) -> std::io::Result<()>
+///
+/// Frames leave `batch` as they are laid out or written, so that their
+/// memory goes as soon as it can; each time the socket has accepted
+/// frames, or part of a large one, `written` is told how many frames it
+/// finished and how many of their wire bytes it took.
+pub(super) async fn write_batch<W>(
+    tx: &mut W,
+    batch: &mut Batch,
+    mut written: impl FnMut(usize, usize),
+) -> Result<(), Cut>
 where
     W: AsyncWrite + Unpin + ?Sized,
 {
     let mut buf = take_buffer();
+    // Whether the next chunk written starts between two frames.
+    let mut starts_clean = true;
+    // The data frames laid out in `buf`, and their wire bytes.
+    let (mut frames, mut bytes) = (0, 0);
     // The rest of a frame the socket took part of comes first: the peer is
     // in the middle of it, so nothing (not even a pong) may come between.
-    let rest = match batch.frames.front() {
-        Some(rest @ OutFrame::Rest(_)) => {
-            put_out_frame(&mut buf, rest);
-            1
-        }
-        _ => 0,
-    };
+    if matches!(batch.frames.front(), Some(OutFrame::Rest(_)))
+        && let Some(rest) = batch.frames.pop_front()
+    {
+        put_out_frame(&mut buf, &rest);
+        starts_clean = false;
+        (frames, bytes) = (1, wire_len(&rest));
+    }
     if batch.ping {
         put_frame(&mut buf, OpCode::Ping, &[]);
     }
@@ -228,28 +353,57 @@ where
             Control::Pong(payload) => put_frame(&mut buf, OpCode::Pong, payload),
         }
     }
-    for frame in batch.frames.iter().skip(rest) {
+    while let Some(frame) = batch.frames.pop_front() {
         let payload = frame.bytes();
         if payload.len() >= LARGE_PAYLOAD_BYTES {
-            if let Some(opcode) = data_opcode(frame) {
+            if let Some(opcode) = data_opcode(&frame) {
                 frame::put_head(&mut buf, true, opcode, None, payload.len());
             }
-            tx.write_all(&buf).await?;
+            // The header goes with what precedes it; the payload follows
+            // from its own bytes, in the middle of the frame, each part
+            // the socket takes counted at once (a large frame may take the
+            // socket a long time).
+            write_chunk(tx, &buf, starts_clean).await?;
+            written(frames, bytes + wire_len(&frame) - payload.len());
             buf.clear();
-            tx.write_all(payload).await?;
+            let mut done = 0;
+            while done < payload.len() {
+                let n = match tx.write(&payload[done..]).await {
+                    Ok(0) => Err(std::io::ErrorKind::WriteZero.into()),
+                    result => result,
+                }
+                .map_err(|error| Cut {
+                    error,
+                    at_boundary: false,
+                })?;
+                done += n;
+                written(0, n);
+            }
+            written(1, 0);
+            (frames, bytes) = (0, 0);
+            starts_clean = true;
             continue;
         }
-        put_out_frame(&mut buf, frame);
+        put_out_frame(&mut buf, &frame);
+        frames += 1;
+        bytes += wire_len(&frame);
         if buf.len() >= POOLED_BUFFER_BYTES_MAX {
-            tx.write_all(&buf).await?;
+            write_chunk(tx, &buf, starts_clean).await?;
+            written(frames, bytes);
+            (frames, bytes) = (0, 0);
+            starts_clean = true;
             buf.clear();
         }
     }
     if let Some(close) = batch.close {
         put_close(&mut buf, close.code.code(), close.reason);
     }
-    tx.write_all(&buf).await?;
-    tx.flush().await?;
+    write_chunk(tx, &buf, starts_clean).await?;
+    written(frames, bytes);
+    tx.flush().await.map_err(|error| Cut {
+        error,
+        at_boundary: true,
+    })?;
     give_back(buf);
     Ok(())
 }
@@ -283,6 +437,26 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_rest_of_a_frame_is_what_follows_the_bytes_taken() {
+        for frame in [
+            OutFrame::Text(Bytes::from(vec![b'a'; 70_000])),
+            OutFrame::Binary(Bytes::from(vec![7; 300])),
+            OutFrame::Rest(Bytes::from_static(b"rest")),
+        ] {
+            let mut whole = Vec::new();
+            put_out_frame(&mut whole, &frame);
+            for taken in [0, 1, 3, 9, 10, 11, whole.len() - 1] {
+                if taken >= whole.len() {
+                    continue;
+                }
+                let rest = rest_of(&frame, taken);
+                assert!(matches!(rest, OutFrame::Rest(_)));
+                assert_eq!(rest.bytes()[..], whole[taken..], "{taken} taken");
+            }
+        }
+    }
+
     #[tokio::test]
     async fn a_batch_of_small_and_large_frames_is_written_in_order() {
         let small = Bytes::from_static(b"small");
@@ -303,7 +477,17 @@ mod tests {
             }),
         };
         let mut sink = Vec::new();
-        write_batch(&mut sink, &batch).await.expect("write");
+        let mut batch = batch;
+        let mut reported = (0, 0);
+        write_batch(&mut sink, &mut batch, |f, b| {
+            reported = (reported.0 + f, reported.1 + b);
+        })
+        .await
+        .expect("write");
+        // Every data frame was reported written, with its wire bytes.
+        let data_bytes = 15 + 2 * (2 + small.len()) + 4 + large.len();
+        assert_eq!(reported, (4, data_bytes));
+        assert!(batch.frames.is_empty(), "written frames leave the batch");
         // The rest of a partly written frame first, then the ping and the
         // pong: nothing may land inside a frame the peer is reading.
         let mut expected = b"rest of a frame".to_vec();
