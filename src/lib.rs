@@ -10,3 +10,4 @@ pub mod frame;
 pub mod protocol;
 pub mod rng;
 pub mod server;
+pub mod store;
