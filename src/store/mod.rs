@@ -14,7 +14,7 @@
 //! to the room as an [`Event`]. Two stores speak this vocabulary with the
 //! same semantics, written down here once:
 //!
-//! - `memory::MemoryStore`: one node, everything in this process, no IO
+//! - [`memory::MemoryStore`]: one node, everything in this process, no IO
 //!   (the default, and the simulation's model of Redis);
 //! - `redis`: every node of the service on one Redis, one atomic script per
 //!   operation.
@@ -41,6 +41,7 @@ use bytes::Bytes;
 
 use crate::protocol::RoomKind;
 
+pub mod memory;
 
 /// One node of the service: unique to one run of one process (a node that
 /// restarts is a new node).
@@ -320,12 +321,13 @@ pub enum Reply {
         /// Whether this made the user present (a `USER_JOINED` is owed to
         /// the others).
         first_of_user: bool,
-        /// The retained history (no `since`), or the messages after
-        /// `since.seq` that are retained, oldest first.
+        /// Oldest first: the messages after `since.seq` when `recovered`,
+        /// else (no `since`, or recovery impossible) every retained message.
         messages: Vec<StoredMessage>,
-        /// With `since`: whether `messages` is everything after `since.seq`
-        /// in the room's current epoch (the epoch matches, when given, and
-        /// nothing after `since.seq` was evicted).
+        /// With `since`: whether everything after `since.seq` in the room's
+        /// current epoch is retained — the epoch matches (or was not given),
+        /// `since.seq` is not beyond the last `seq`, and nothing after it
+        /// was evicted.
         recovered: Option<bool>,
     },
     /// `Join`: a private room the user may not join.
