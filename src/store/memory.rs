@@ -267,9 +267,22 @@ impl MemoryStore {
                 events.push(Event::Message {
                     room: room.clone(),
                     epoch: r.record.epoch.clone(),
+                    user: user.clone(),
                     message: message.clone(),
                 });
                 Reply::Published(message)
+            }
+            Op::Since { room, since } => {
+                let Some(r) = self.rooms.get(room) else {
+                    return Reply::NotFound;
+                };
+                let (messages, recovered) = r.since(since);
+                Reply::Recovery {
+                    epoch: r.record.epoch.clone(),
+                    messages,
+                    recovered,
+                    last_seq: r.last_seq,
+                }
             }
             Op::Charge {
                 user,
@@ -416,6 +429,7 @@ impl MemoryStore {
             first_of_user,
             messages,
             recovered,
+            last_seq: r.last_seq,
         }
     }
 

@@ -37,6 +37,36 @@
 //!   clock of its own, so that every node charges buckets and ages rooms on
 //!   the same arithmetic as the core.
 
+//!
+//! # How a node drives it
+//!
+//! - **One request at a time per connection.** A request whose answer needs
+//!   the store is started (local checks, then one `Op` out) and finished
+//!   when its `Reply` comes in; the connection's later messages wait behind
+//!   it, so that a `JOIN_ROOM` followed at once by a `SEND_MESSAGE` is
+//!   answered as it is today. A single node's `MemoryStore` answers within
+//!   the same step, so nothing ever waits there.
+//! - **Deliveries follow one cursor per room and node.** A node delivers a
+//!   room's message `seq` to its local members only after `seq - 1`; the
+//!   `Published` reply and the room's `Event::Message` both feed that
+//!   cursor, and whichever comes second is dropped. A `seq` beyond the
+//!   cursor + 1 (a pub/sub message lost) is held while the node reads the
+//!   gap with `Op::Since`; what the store no longer retains cannot be
+//!   delivered, so the connections of that room are closed with `1013` to
+//!   resume (and be told `recovered: false`).
+//! - **Presence and typing are replicas.** Each node keeps, for the rooms it
+//!   has members in, the users present (from `Joined` and
+//!   `Event::Presence`) and who is typing (from `Event::Typing`, with its
+//!   own `TYPING_TIMEOUT_MS` timer, and ended by that user's
+//!   `Event::Message`); `USER_JOINED`, `USER_LEFT` and `TYPING_UPDATE` are
+//!   what those events become for its local members.
+//! - **A room's idleness** is the store's: a `Left` reply with
+//!   `member_count` 0 arms the node's `ROOM_IDLE_TTL_MS` timer, whose
+//!   `DeleteIfIdle` deletes the room only if it is still empty.
+//! - **Nodes come and go.** A clustered node sends `Heartbeat` every third
+//!   of `NODE_TTL_MS`, which also clears the holders of nodes whose lease ran
+//!   out; a single node never needs to.
+
 use bytes::Bytes;
 
 use crate::protocol::RoomKind;
@@ -254,6 +284,16 @@ pub enum Op {
         /// When.
         now_ms: u64,
     },
+    /// The messages of `room` after `since` — what a node that saw a `seq`
+    /// gap in a room's events (a pub/sub message lost while it was cut off
+    /// from the store) reads before it delivers anything newer. →
+    /// [`Reply::Recovery`] or [`Reply::NotFound`].
+    Since {
+        /// The room.
+        room: String,
+        /// The last `seq` the node delivered, and its epoch.
+        since: Since,
+    },
     /// Charges `user`'s send bucket for a `SEND_MESSAGE` that fails before
     /// it is published (the sender is not in the room). → [`Reply::Charged`]
     /// or [`Reply::RateLimited`].
@@ -329,6 +369,20 @@ pub enum Reply {
         /// `since.seq` is not beyond the last `seq`, and nothing after it
         /// was evicted.
         recovered: Option<bool>,
+        /// The `seq` of the room's last message (0 before the first): where
+        /// the joining node's deliveries of this room start from.
+        last_seq: u64,
+    },
+    /// `Since`.
+    Recovery {
+        /// The room's current epoch.
+        epoch: String,
+        /// As in `Joined`.
+        messages: Vec<StoredMessage>,
+        /// As in `Joined`.
+        recovered: bool,
+        /// As in `Joined`.
+        last_seq: u64,
     },
     /// `Join`: a private room the user may not join.
     Forbidden,
@@ -377,6 +431,8 @@ pub enum Event {
         room: String,
         /// Its epoch.
         epoch: String,
+        /// The sender (whose typing indicator it ends).
+        user: String,
         /// The message.
         message: StoredMessage,
     },

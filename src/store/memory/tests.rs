@@ -263,6 +263,7 @@ fn publish_numbers_without_gaps_evicts_and_forgets_evicted_retry_keys() {
             [Event::Message {
                 room: "r".into(),
                 epoch: "e-r".into(),
+                user: "u1".into(),
                 message: m
             }]
         );
@@ -354,6 +355,36 @@ fn recovery_is_complete_only_in_the_same_epoch_with_nothing_evicted() {
     assert_eq!(recover(7, None), (vec![], Some(true)));
     assert_eq!(recover(8, None), (vec![3, 4, 5, 6, 7], Some(false)));
     assert_eq!(recover(5, Some("old")), (vec![3, 4, 5, 6, 7], Some(false)));
+    // A node's backfill reads the same way, without joining anyone.
+    let backfill = s.apply(&Op::Since {
+        room: "r".into(),
+        since: Since {
+            seq: 4,
+            epoch: Some("e-r".into()),
+        },
+    });
+    assert_eq!(backfill.1, []);
+    let Reply::Recovery {
+        epoch,
+        messages,
+        recovered,
+        last_seq,
+    } = backfill.0
+    else {
+        panic!("Since answers Recovery");
+    };
+    assert_eq!(
+        (epoch.as_str(), seqs(&messages), recovered, last_seq),
+        ("e-r", vec![5, 6, 7], true, 7)
+    );
+    let gone = s.apply(&Op::Since {
+        room: "gone".into(),
+        since: Since {
+            seq: 0,
+            epoch: None,
+        },
+    });
+    assert_eq!(gone.0, Reply::NotFound);
 }
 
 #[test]
