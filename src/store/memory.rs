@@ -109,6 +109,18 @@ impl Room {
         }
     }
 
+    /// Keeps the newest `history_limit` (≥ 1) messages; an evicted
+    /// message's retry key goes with it.
+    fn trim(&mut self, history_limit: u32) {
+        let limit = history_limit.max(1) as usize;
+        while self.log.len() > limit {
+            let old = self.log.pop_front().expect("longer than the limit");
+            if let Some(key) = old.retry {
+                self.retry.remove(&key);
+            }
+        }
+    }
+
     /// Takes `holder` out; returns whether its user is now absent (`None`:
     /// it was not in).
     fn remove_holder(&mut self, user: &str, holder: &Holder) -> Option<(bool, Present)> {
@@ -182,16 +194,24 @@ impl MemoryStore {
                 holder,
                 granted,
                 since,
+                history_limit,
                 now_ms: _,
-            } => self.join(
-                room,
-                user,
-                username,
-                holder,
-                *granted,
-                since.as_ref(),
-                events,
-            ),
+            } => {
+                self.trim(room, *history_limit);
+                self.join(
+                    room,
+                    user,
+                    username,
+                    holder,
+                    *granted,
+                    since.as_ref(),
+                    events,
+                )
+            }
+            Op::Lookup { room } => match self.rooms.get(room) {
+                Some(r) => Reply::Room(r.record.clone()),
+                None => Reply::NotFound,
+            },
             Op::Leave {
                 room,
                 user,
@@ -202,7 +222,9 @@ impl MemoryStore {
                 room,
                 before_seq,
                 limit,
+                history_limit,
             } => {
+                self.trim(room, *history_limit);
                 let Some(r) = self.rooms.get(room) else {
                     return Reply::NotFound;
                 };
@@ -257,13 +279,7 @@ impl MemoryStore {
                     message: message.clone(),
                     retry,
                 });
-                let limit = (*history_limit).max(1) as usize;
-                while r.log.len() > limit {
-                    let old = r.log.pop_front().expect("longer than the limit");
-                    if let Some(key) = old.retry {
-                        r.retry.remove(&key);
-                    }
-                }
+                r.trim(*history_limit);
                 events.push(Event::Message {
                     room: room.clone(),
                     epoch: r.record.epoch.clone(),
@@ -272,7 +288,12 @@ impl MemoryStore {
                 });
                 Reply::Published(message)
             }
-            Op::Since { room, since } => {
+            Op::Since {
+                room,
+                since,
+                history_limit,
+            } => {
+                self.trim(room, *history_limit);
                 let Some(r) = self.rooms.get(room) else {
                     return Reply::NotFound;
                 };
@@ -352,6 +373,12 @@ impl MemoryStore {
                 }
                 Reply::Deleted(idle)
             }
+        }
+    }
+
+    fn trim(&mut self, room: &str, history_limit: u32) {
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.trim(history_limit);
         }
     }
 

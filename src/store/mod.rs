@@ -29,8 +29,9 @@
 //!   data is lost (or that is deleted and created again) gets a new epoch —
 //!   the one its creator proposed, which is unique to that creation.
 //! - History keeps the newest `history_limit` messages of a room (the limit
-//!   the `Publish` carries); a message evicted from history can no longer be
-//!   matched by its `clientMessageId`.
+//!   the last `Publish`, `Join`, `History` or `Since` on it carried: a
+//!   smaller limit evicts at once); a message evicted from history can no
+//!   longer be matched by its `clientMessageId`.
 //! - A message is stored as its whole `NEW_MESSAGE` frame (without
 //!   `requestId`): `draft.head`, the decimal `seq`, `draft.tail`.
 //! - Time is what the operation carries (`now_ms`); a store never reads a
@@ -233,6 +234,8 @@ pub enum Op {
         /// A recovery: the messages after `since.seq` are wanted (all of
         /// them, or `recovered: false`); `None`: the retained history.
         since: Option<Since>,
+        /// `HISTORY_LIMIT` now: the room's history is first cut to it.
+        history_limit: u32,
         /// When (milliseconds since the Unix epoch).
         now_ms: u64,
     },
@@ -260,6 +263,8 @@ pub enum Op {
         before_seq: Option<u64>,
         /// At most this many (≥ 1).
         limit: u32,
+        /// `HISTORY_LIMIT` now: the room's history is first cut to it.
+        history_limit: u32,
     },
     /// A `SEND_MESSAGE`, in this order: charge `user`'s send bucket (refused:
     /// [`Reply::RateLimited`], nothing else happens); if `(user,
@@ -293,6 +298,15 @@ pub enum Op {
         room: String,
         /// The last `seq` the node delivered, and its epoch.
         since: Since,
+        /// `HISTORY_LIMIT` now: the room's history is first cut to it.
+        history_limit: u32,
+    },
+    /// → [`Reply::Room`] with the room, or [`Reply::NotFound`]: what a
+    /// request about a room the connection is not in answers (`NOT_A_MEMBER`
+    /// or `ROOM_NOT_FOUND`).
+    Lookup {
+        /// The room.
+        room: String,
     },
     /// Charges `user`'s send bucket for a `SEND_MESSAGE` that fails before
     /// it is published (the sender is not in the room). → [`Reply::Charged`]
@@ -344,7 +358,7 @@ pub enum Op {
 /// A store's answer to one [`Op`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    /// `EnsureRoom`: the room as stored.
+    /// `EnsureRoom`, `Lookup`: the room as stored.
     Room(RoomRecord),
     /// `CreateRoom`: created.
     Created(RoomRecord),

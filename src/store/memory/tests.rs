@@ -51,6 +51,7 @@ fn join(store: &mut MemoryStore, room: &str, user: &str, h: Holder) -> (Reply, V
         holder: h,
         granted: false,
         since: None,
+        history_limit: 100,
         now_ms: 2_000,
     })
 }
@@ -235,6 +236,7 @@ fn a_private_room_is_joined_only_when_granted_or_by_its_creator() {
         holder: holder("n", 1),
         granted: true,
         since: None,
+        history_limit: 100,
         now_ms: 2_000,
     });
     assert!(matches!(granted.0, Reply::Joined { .. }));
@@ -285,6 +287,7 @@ fn publish_numbers_without_gaps_evicts_and_forgets_evicted_retry_keys() {
             room: "r".into(),
             before_seq: None,
             limit: 10,
+            history_limit: 100,
         })
         .0
     else {
@@ -309,6 +312,7 @@ fn history_pages_backwards() {
             room: "r".into(),
             before_seq: before,
             limit,
+            history_limit: 100,
         })
         .0
     {
@@ -339,6 +343,7 @@ fn recovery_is_complete_only_in_the_same_epoch_with_nothing_evicted() {
                 seq,
                 epoch: epoch.map(Into::into),
             }),
+            history_limit: 100,
             now_ms: 6_000,
         })
         .0
@@ -362,6 +367,7 @@ fn recovery_is_complete_only_in_the_same_epoch_with_nothing_evicted() {
             seq: 4,
             epoch: Some("e-r".into()),
         },
+        history_limit: 100,
     });
     assert_eq!(backfill.1, []);
     let Reply::Recovery {
@@ -383,6 +389,25 @@ fn recovery_is_complete_only_in_the_same_epoch_with_nothing_evicted() {
             seq: 0,
             epoch: None,
         },
+        history_limit: 100,
+    });
+    assert_eq!(gone.0, Reply::NotFound);
+    // A smaller limit on a read evicts at once, and the next reads see it.
+    let cut = s.apply(&Op::History {
+        room: "r".into(),
+        before_seq: None,
+        limit: 10,
+        history_limit: 2,
+    });
+    assert!(
+        matches!(cut.0, Reply::History { ref messages, has_more: false } if seqs(messages) == [6, 7])
+    );
+    assert_eq!(
+        s.apply(&Op::Lookup { room: "r".into() }).0,
+        Reply::Room(record("r", Some("u1"), RoomKind::Public, "e-r"))
+    );
+    let gone = s.apply(&Op::Lookup {
+        room: "gone".into(),
     });
     assert_eq!(gone.0, Reply::NotFound);
 }
