@@ -1,8 +1,9 @@
-//! The sans-IO core handling a stream of `SEND_MESSAGE`s into a room of N
-//! members (N = 10, 100, 1000): operations (messages) per second through
-//! `Hub::handle` + draining `Hub::poll_output` (one `Output::Frame` per
-//! member), and allocations per message, counted by a wrapper around the
-//! system allocator.
+//! The sans-IO core on its in-process store (`store::local::Local`, the
+//! server without `REDIS_URL`) handling a stream of `SEND_MESSAGE`s into a
+//! room of N members (N = 10, 100, 1000): operations (messages) per second
+//! through `handle` + draining `poll_output` (one `Output::Frame` per member;
+//! the store's operation answered on the way), and allocations per message,
+//! counted by a wrapper around the system allocator.
 //!
 //! The request is built outside the timed region (in the server the parser
 //! builds it on the connection's task); what is timed and counted is the
@@ -19,8 +20,9 @@
 use std::hint::black_box;
 
 use chat_flow::auth::VerifiedToken;
-use chat_flow::core::{ConnId, DefaultRoom, Hub, Inbound, Instance, Limits, Output, Timestamp};
+use chat_flow::core::{ConnId, DefaultRoom, Inbound, Instance, Limits, Output, Timestamp};
 use chat_flow::protocol::{ClientMessage, ClientRequest, JoinRoom, MessageKind, SendMessage};
+use chat_flow::store::local::Local;
 use chat_flow_bench::alloc::CountingAlloc;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -43,7 +45,7 @@ const STORED: u64 = 1_000;
 /// Characters of content per message in the memory measurement.
 const STORED_CONTENT_CHARS: usize = 200;
 
-fn drain(hub: &mut Hub) -> usize {
+fn drain(hub: &mut Local) -> usize {
     let mut n = 0;
     while let Some(o) = hub.poll_output() {
         if let Output::Frame { frame, .. } = o {
@@ -56,13 +58,13 @@ fn drain(hub: &mut Hub) -> usize {
 
 /// A hub with `members` authenticated connections (one user each) joined to
 /// `general`; connection 0 is the sender.
-fn room_of(members: u64) -> Hub {
+fn room_of(members: u64) -> Local {
     room_with(members, limits())
 }
 
 /// [`room_of`] with these limits.
-fn room_with(members: u64, limits: Limits) -> Hub {
-    let mut hub = Hub::new(
+fn room_with(members: u64, limits: Limits) -> Local {
+    let mut hub = Local::new(
         limits,
         &[DefaultRoom {
             id: "general".into(),

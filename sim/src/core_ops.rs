@@ -16,7 +16,7 @@
 //! and the integration tests). Arbitrary text that parses into a request
 //! without one is given one before the core sees it.
 //!
-//! [`run`] plays it against [`Hub`] exactly as the production shell does:
+//! [`run`] plays it against a node on its own store ([`Local`]) exactly as the production shell does:
 //! every request is written as JSON text and goes through the real parser
 //! and, for `AUTHENTICATE`, the real token verifier (tokens are minted with
 //! the configured secret or a wrong one, with chosen lifetimes); timers fire
@@ -34,7 +34,7 @@ use std::sync::Arc;
 use arbitrary::Arbitrary;
 use chat_flow::auth::{TokenSpec, Verifier, mint_hs256};
 use chat_flow::config::{Config, DEV_JWT_SECRET};
-use chat_flow::core::{ConnId, Hub, Inbound, Instance, Limits, Output, Timestamp};
+use chat_flow::core::{ConnId, Inbound, Instance, Limits, Output, Timestamp};
 use chat_flow::protocol::client_encode::encode;
 use chat_flow::protocol::parse::ParseLimits;
 use chat_flow::protocol::server::{ServerFrame, ServerMessage};
@@ -43,6 +43,7 @@ use chat_flow::protocol::{
     MessageKind, Parser, RoomKind, SendMessage, TypingStatus,
 };
 use chat_flow::server::default_rooms;
+use chat_flow::store::local::Local;
 
 use crate::obs::{ConnNo, Obs, Record};
 use crate::oracles::{Checker, OracleConfig, Out};
@@ -359,7 +360,7 @@ struct Driver {
     config: Config,
     verifier: Verifier,
     parser: Parser,
-    hub: Hub,
+    hub: Local,
     instance: u64,
     runs: u32,
     now_ms: u64,
@@ -381,7 +382,7 @@ impl Driver {
         };
         let verifier = Verifier::from_config(&config).expect("the default configuration verifies");
         let now_ms = EPOCH_UNIX_MS;
-        let hub = Hub::new(
+        let hub = Local::new(
             limits.clone(),
             &default_rooms(&config),
             instance(1),
@@ -664,7 +665,7 @@ impl Driver {
         }
         self.instance += 1;
         self.runs += 1;
-        self.hub = Hub::new(
+        self.hub = Local::new(
             self.limits.clone(),
             &default_rooms(&self.config),
             instance(self.instance),
@@ -680,6 +681,8 @@ impl Driver {
     fn drain(&mut self) {
         while let Some(output) = self.hub.poll_output() {
             match output {
+                // `Local` answers these itself.
+                Output::Store { .. } | Output::Subscribe { .. } | Output::Unsubscribe { .. } => {}
                 Output::Frame { conn, frame, .. } => {
                     let text = String::from_utf8(frame.to_vec()).expect("the core writes UTF-8");
                     self.learn_epoch(&text);

@@ -4,11 +4,10 @@
 
 use std::sync::Arc;
 
-use super::bucket::Bucket;
 use super::hub::{Hub, Timer};
 use super::inbound::AuthOutcome;
-use super::session::{ConnState, Session, User};
-use super::sorted_set::SortedSet;
+use super::room::may_join;
+use super::session::{ConnState, Session};
 use super::types::{ConnId, RoomId, Timestamp, UserId};
 use crate::protocol::server::ServerMessage;
 use crate::protocol::{CloseCode, ErrorCode};
@@ -52,12 +51,7 @@ impl Hub {
                 self.authenticated += 1;
                 self.timers.remove(&(deadline, Timer::AuthDeadline(conn)));
                 self.timers.insert((expires_at, Timer::TokenExpiry(conn)));
-                let send_limit = self.limits.send_bucket();
-                let now = self.now;
-                let user = self.users.entry(user_id.clone()).or_insert_with(|| User {
-                    conns: SortedSet::default(),
-                    sends: Bucket::full(send_limit, now),
-                });
+                let user = self.users.entry(user_id.clone()).or_default();
                 user.conns.insert(conn);
                 self.auth_success(conn, &user_id, &username, rid);
             }
@@ -91,7 +85,11 @@ impl Hub {
             .expect("refreshed connections are authenticated");
         let revoked: Vec<RoomId> = (&c.rooms)
             .into_iter()
-            .filter(|id| !self.rooms[*id].may_join(session))
+            .filter(|id| {
+                self.rooms
+                    .get(*id)
+                    .is_some_and(|r| !may_join(&r.record, session))
+            })
             .cloned()
             .collect();
         for room in revoked {

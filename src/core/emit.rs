@@ -11,8 +11,6 @@ use crate::protocol::{CloseCode, ErrorCode};
 /// Who in a room does not get a broadcast.
 #[derive(Clone, Copy)]
 pub(super) enum Except<'a> {
-    /// Every connection but this one.
-    Conn(ConnId),
     /// Every connection but this user's.
     User(&'a UserId),
 }
@@ -78,19 +76,16 @@ impl Hub {
         );
     }
 
-    /// A presence or typing notice to the room's connections.
+    /// A presence or typing notice to the room's connections on this node.
     pub(super) fn broadcast(&mut self, room_id: &RoomId, frame: &Bytes, except: Except<'_>) {
         let Some(room) = self.rooms.get(room_id) else {
             return;
         };
-        for (user, member) in &room.members {
+        for (user, conns) in &room.local {
             if matches!(except, Except::User(u) if u == user) {
                 continue;
             }
-            for &c in &member.conns {
-                if matches!(except, Except::Conn(x) if x == c) {
-                    continue;
-                }
+            for &c in conns {
                 self.outputs.push_back(Output::Frame {
                     conn: c,
                     frame: frame.clone(),
@@ -105,9 +100,9 @@ impl Hub {
             return;
         };
         let username = room
-            .members
+            .present
             .get(user)
-            .map_or_else(|| user.0.to_string(), |m| m.username.to_string());
+            .map_or_else(|| user.0.to_string(), ToString::to_string);
         let frame = server::encode(
             &ServerMessage::TypingUpdate {
                 room_id: room_id.0.to_string(),

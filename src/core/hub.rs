@@ -11,13 +11,15 @@ use base64::Engine as _;
 use super::bucket::Bucket;
 use super::limits::{DefaultRoom, Limits};
 use super::output::Output;
-use super::room::{Room, forget_client_id};
+use super::pending::Pending;
+use super::room::Room;
 use super::session::{Conn, ConnState, User};
 use super::sorted_set::SortedSet;
 use super::stats::{Gauges, Stats};
-use super::types::{ConnId, Instance, RoomId, Timestamp, UserId};
+use super::types::{ConnId, Instance, OpId, RoomId, Timestamp, UserId};
 use crate::protocol::{CloseCode, ErrorCode, RoomKind};
 use crate::rng::Rng;
+use crate::store::{Holder, NodeId, Op, RoomRecord};
 
 /// A timer: what happens at a deadline.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -28,13 +30,20 @@ pub(super) enum Timer {
     TokenExpiry(ConnId),
     /// A user's typing indicator in a room lapses.
     Typing(RoomId, UserId),
-    /// A user without connections may be forgotten (its bucket is full).
-    ForgetUser(UserId),
-    /// A user's room without members may be deleted.
+    /// A user's room this node saw emptied may be deleted.
     RoomIdle(RoomId),
 }
 
-/// All room state of one server.
+/// A user's room this node saw become empty, and when its idle timer fires.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Emptied {
+    pub(super) since: Timestamp,
+    pub(super) deadline: Option<Timestamp>,
+}
+
+/// All state of one node: its connections, and the rooms it has
+/// connections in. What the whole service shares is the store's (see
+/// `crate::store`); the hub asks for it with [`Output::Store`].
 #[derive(Debug)]
 pub struct Hub {
     pub(super) limits: Limits,
@@ -42,17 +51,22 @@ pub struct Hub {
     /// earlier run (the driver picks it: wall-clock based in production,
     /// seeded in the simulation).
     pub(super) instance: u64,
+    /// This node, as presence counts it.
+    pub(super) node: NodeId,
     /// Draws generated room ids (seeded with [`Instance::secret`]).
     pub(super) rng: Rng,
     pub(super) now: Timestamp,
     pub(super) conns: BTreeMap<ConnId, Conn>,
     pub(super) users: BTreeMap<UserId, User>,
     pub(super) rooms: BTreeMap<RoomId, Room>,
-    /// Rooms each user has created that still exist, for
-    /// `ROOMS_PER_USER_MAX`.
-    pub(super) rooms_created: BTreeMap<UserId, u32>,
+    /// Users' rooms this node saw emptied, until their idle timer asks the
+    /// store to delete them.
+    pub(super) emptied: BTreeMap<RoomId, Emptied>,
     pub(super) timers: BTreeSet<(Timestamp, Timer)>,
     pub(super) outputs: VecDeque<Output>,
+    /// Store operations handed out and not answered yet.
+    pub(super) pending: BTreeMap<OpId, Pending>,
+    pub(super) next_op: u64,
     pub(super) next_message: u64,
     /// The number in the next room's epoch: never reused, so that a room
     /// deleted and created again starts a new epoch.
@@ -63,7 +77,8 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub whose default rooms exist from `now`.
+    /// A hub whose default rooms are asked of the store at `now` (created
+    /// there unless they exist).
     pub fn new(
         limits: Limits,
         default_rooms: &[DefaultRoom],
@@ -73,27 +88,88 @@ impl Hub {
         let mut hub = Hub {
             limits,
             instance: instance.number,
+            node: NodeId(format!("{:x}", instance.number)),
             rng: Rng::new(instance.secret),
             now,
             conns: BTreeMap::new(),
             users: BTreeMap::new(),
             rooms: BTreeMap::new(),
-            rooms_created: BTreeMap::new(),
+            emptied: BTreeMap::new(),
             timers: BTreeSet::new(),
             outputs: VecDeque::new(),
+            pending: BTreeMap::new(),
+            next_op: 0,
             next_message: 0,
             next_epoch: 0,
             authenticated: 0,
             memberships: 0,
             stats: Stats::default(),
         };
+        let mut seen = BTreeSet::new();
         for room in default_rooms {
-            let id = RoomId(Arc::from(room.id.as_str()));
-            if !hub.rooms.contains_key(&id) {
-                hub.insert_room(id, room.name.clone(), String::new(), RoomKind::Public, None);
+            if !seen.insert(room.id.clone()) {
+                continue;
             }
+            let record = hub.record(
+                room.id.clone(),
+                room.name.clone(),
+                String::new(),
+                RoomKind::Public,
+                None,
+            );
+            hub.store(Pending::quiet(), Op::EnsureRoom { record });
         }
         hub
+    }
+
+    /// A new room's record, with a fresh epoch.
+    pub(super) fn record(
+        &mut self,
+        id: String,
+        name: String,
+        description: String,
+        kind: RoomKind,
+        created_by: Option<&UserId>,
+    ) -> RoomRecord {
+        self.next_epoch += 1;
+        RoomRecord {
+            id,
+            name,
+            description,
+            kind,
+            created_at_ms: self.now.0,
+            created_by: created_by.map(|u| u.0.to_string()),
+            epoch: format!("{:x}-{}", self.instance, self.next_epoch),
+        }
+    }
+
+    /// A connection of this node, as presence counts it.
+    pub(super) fn holder(&self, conn: ConnId) -> Holder {
+        Holder {
+            node: self.node.clone(),
+            conn: conn.0,
+        }
+    }
+
+    /// Hands `op` to the driver; its reply finishes `pending`. When
+    /// `pending` blocks its connection, the connection's next messages wait
+    /// for that reply.
+    pub(super) fn store(&mut self, pending: Pending, op: Op) {
+        self.next_op += 1;
+        let id = OpId(self.next_op);
+        if pending.blocks
+            && let Some(conn) = pending.conn
+            && let Some(c) = self.conns.get_mut(&conn)
+        {
+            c.busy = true;
+        }
+        self.pending.insert(id, pending);
+        self.outputs.push_back(Output::Store { id, op });
+    }
+
+    /// The present time, as the last call gave it.
+    pub fn now(&self) -> Timestamp {
+        self.now
     }
 
     /// The limits in force.
@@ -106,7 +182,7 @@ impl Hub {
         &self.stats
     }
 
-    /// Current gauges.
+    /// Current gauges (`rooms`: the rooms this node has connections in).
     pub fn gauges(&self) -> Gauges {
         Gauges {
             connections: self.conns.len() as u64,
@@ -117,30 +193,19 @@ impl Hub {
     }
 
     /// Applies new limits (a configuration reload). A smaller history limit
-    /// evicts at once; buckets keep their level, capped at the new capacity;
-    /// running auth and typing timers keep their deadlines. A new
+    /// applies from the next read or send of each room (the store cuts the
+    /// history to it first); buckets keep their level, capped at the new
+    /// capacity; running auth and typing timers keep their deadlines. A new
     /// `ROOM_IDLE_TTL_MS` counts from when each empty room emptied (a room
     /// empty for longer than the new value goes at once); a smaller
     /// `MAX_ROOMS` deletes nothing, it only refuses creation until fewer
     /// rooms exist.
     pub fn set_limits(&mut self, now: Timestamp, limits: Limits) {
         self.tick(now);
-        let history_limit = limits.history_limit;
         let ttl_changed = limits.room_idle_ttl_ms != self.limits.room_idle_ttl_ms;
         self.limits = limits;
-        for room in self.rooms.values_mut() {
-            for old in room.log.set_limit(history_limit) {
-                self.stats.history_evictions += 1;
-                forget_client_id(&mut room.client_ids, &old);
-            }
-        }
         if ttl_changed {
-            let empty: Vec<RoomId> = self
-                .rooms
-                .values()
-                .filter(|r| r.empty_since.is_some())
-                .map(|r| r.id.clone())
-                .collect();
+            let empty: Vec<RoomId> = self.emptied.keys().cloned().collect();
             for room in &empty {
                 self.arm_idle_timer(room);
             }
@@ -148,23 +213,31 @@ impl Hub {
         }
     }
 
-    /// (Re)arms the idle timer of an empty room from when it emptied, or
-    /// disarms it when `ROOM_IDLE_TTL_MS` is 0.
+    /// (Re)arms the idle timer of a room this node saw emptied, from when
+    /// it emptied, or disarms it when `ROOM_IDLE_TTL_MS` is 0.
     pub(super) fn arm_idle_timer(&mut self, room_id: &RoomId) {
         let ttl = self.limits.room_idle_ttl_ms;
-        let Some(room) = self.rooms.get_mut(room_id) else {
+        let Some(e) = self.emptied.get_mut(room_id) else {
             return;
         };
-        if let Some(old) = room.idle_deadline.take() {
+        if let Some(old) = e.deadline.take() {
             self.timers.remove(&(old, Timer::RoomIdle(room_id.clone())));
         }
-        if let Some(since) = room.empty_since
-            && ttl > 0
-        {
-            let deadline = since.plus_ms(ttl);
-            room.idle_deadline = Some(deadline);
+        if ttl > 0 {
+            let deadline = e.since.plus_ms(ttl);
+            e.deadline = Some(deadline);
             self.timers
                 .insert((deadline, Timer::RoomIdle(room_id.clone())));
+        }
+    }
+
+    /// The room is not (or no longer) one this node waits on to go idle.
+    pub(super) fn not_emptied(&mut self, room_id: &RoomId) {
+        if let Some(e) = self.emptied.remove(room_id)
+            && let Some(deadline) = e.deadline
+        {
+            self.timers
+                .remove(&(deadline, Timer::RoomIdle(room_id.clone())));
         }
     }
 
@@ -232,6 +305,8 @@ impl Hub {
                 rejected_in_row: 0,
                 failed_auths: 0,
                 rooms: SortedSet::default(),
+                busy: false,
+                waiting: VecDeque::new(),
             },
         );
         self.timers.insert((deadline, Timer::AuthDeadline(conn)));
@@ -277,24 +352,17 @@ impl Hub {
                 }
                 Timer::RoomIdle(room) => {
                     if self
-                        .rooms
+                        .emptied
                         .get(&room)
-                        .is_some_and(|r| r.idle_deadline == Some(at) && r.members.is_empty())
+                        .is_some_and(|e| e.deadline == Some(at))
                     {
-                        self.delete_room(&room);
-                    }
-                }
-                Timer::ForgetUser(user) => {
-                    // The user may have come back, sent, and gone again since
-                    // this timer was set: forget it only if its bucket is
-                    // really full now (a later timer covers the other case).
-                    let limit = self.limits.send_bucket();
-                    if self
-                        .users
-                        .get(&user)
-                        .is_some_and(|u| u.conns.is_empty() && u.sends.full_at(limit) <= self.now)
-                    {
-                        self.users.remove(&user);
+                        self.emptied.remove(&room);
+                        let op = Op::DeleteIfIdle {
+                            room: room.0.to_string(),
+                            idle_ttl_ms: self.limits.room_idle_ttl_ms,
+                            now_ms: self.now.0,
+                        };
+                        self.store(Pending::deleting(), op);
                     }
                 }
             }

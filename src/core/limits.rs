@@ -54,8 +54,8 @@ impl Default for Limits {
 }
 
 impl Limits {
-    pub(super) fn send_bucket(&self) -> BucketLimit {
-        BucketLimit {
+    pub(super) fn send_bucket(&self) -> crate::store::BucketShape {
+        crate::store::BucketShape {
             capacity: self.rate_limit_messages.max(1),
             window_ms: self.rate_limit_window_ms.max(1),
         }

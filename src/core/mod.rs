@@ -20,7 +20,18 @@
 //! 3. after each call, drains [`Hub::poll_output`] until it returns `None`,
 //!    queuing each [`Output::Frame`] to its connection and acting on each
 //!    [`Output::Close`]. A connection whose queue is full is closed by the
-//!    driver (1013) and reported with [`Hub::disconnect`].
+//!    driver (1013) and reported with [`Hub::disconnect`];
+//! 4. executes each [`Output::Store`] against the store, in order, and
+//!    hands its reply back with [`Hub::store_reply`]; hands every event the
+//!    store publishes about a room it was told to [`Output::Subscribe`] to
+//!    with [`Hub::store_event`]. `crate::store::local::Local` does this
+//!    with an in-process store, within the same call.
+//!
+//! What the whole service shares (rooms, history, `seq`, retries, the
+//! per-user send bucket, presence) is the store's; the hub keeps its own
+//! connections and, for the rooms they are in, a replica of who is present
+//! and typing, and how far messages were delivered. `crate::store` says
+//! how the two meet.
 //!
 //! `now` must never go backwards between calls. Every call first fires the
 //! timers due at its `now`, so an input never overtakes a deadline that has
@@ -32,10 +43,12 @@
 //! The values a driver exchanges with the core are in `types`, `inbound`,
 //! `output`, `limits` and `stats`; the [`Hub`] and the calls a driver makes
 //! are in `hub`. The hub's behaviour is split by concern: `requests`
-//! (charging a message to a rate limit, then answering it), `authenticate`,
+//! (charging a message to a rate limit, then starting the request),
+//! `replies` (the store's replies and events: finishing requests, and
+//! delivering each room's messages in `seq` order), `authenticate`,
 //! `membership` (rooms joined and left, connections forgotten) and `emit`
-//! (the outputs). `session` and `room` hold the state those act on;
-//! `bucket`, `log` and `sorted_set` are the data structures underneath.
+//! (the outputs). `session`, `room` and `pending` hold the state those act
+//! on; `bucket` and `sorted_set` are the data structures underneath.
 
 mod authenticate;
 mod bucket;
@@ -43,9 +56,10 @@ mod emit;
 mod hub;
 mod inbound;
 mod limits;
-pub mod log;
 mod membership;
 mod output;
+mod pending;
+mod replies;
 mod requests;
 mod room;
 mod session;
@@ -58,8 +72,9 @@ pub use hub::Hub;
 pub use inbound::{AuthOutcome, Inbound};
 pub use limits::{AUTH_FAILURES_MAX, DefaultRoom, Limits};
 pub use output::Output;
+pub use requests::WAITING_MAX;
 pub use stats::{Gauges, Stats};
-pub use types::{ConnId, Instance, RoomId, Timestamp, UserId};
+pub use types::{ConnId, Instance, OpId, RoomId, Timestamp, UserId};
 
 #[cfg(test)]
 mod properties;

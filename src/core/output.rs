@@ -2,8 +2,9 @@
 
 use bytes::Bytes;
 
-use super::types::ConnId;
+use super::types::{ConnId, OpId};
 use crate::protocol::CloseCode;
+use crate::store::Op;
 
 /// What the driver must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,5 +30,26 @@ pub enum Output {
         code: CloseCode,
         /// A short reason for the close frame.
         reason: &'static str,
+    },
+    /// Execute `op` against the store, after every `Store` output before it,
+    /// and hand the reply to [`Hub::store_reply`](super::Hub::store_reply)
+    /// with this `id`.
+    Store {
+        /// What the reply answers.
+        id: OpId,
+        /// The operation.
+        op: Op,
+    },
+    /// This node now has connections in `room`: hand the store's events of
+    /// the room to [`Hub::store_event`](super::Hub::store_event) from now on.
+    Subscribe {
+        /// The room.
+        room: String,
+    },
+    /// This node has no connection left in `room`: its events are no longer
+    /// needed.
+    Unsubscribe {
+        /// The room.
+        room: String,
     },
 }

@@ -1,77 +1,94 @@
-//! Handling one inbound message: charging it to a rate limit, then
-//! answering the request.
+//! Handling one inbound message: charging it to a rate limit, then starting
+//! the request. A request that needs the store hands an operation out; its
+//! reply is finished in `replies`.
 
 use std::sync::Arc;
 
-use super::hub::{Hub, Timer};
+use super::hub::Hub;
 use super::inbound::Inbound;
-use super::log::{self, Stored};
-use super::output::Output;
-use super::room::{Room, forget_client_id};
+use super::pending::{Pending, Wait};
 use super::types::{ConnId, RoomId, Timestamp, UserId};
-use crate::protocol::server::{self, MessageFrame, NewMessage, ServerMessage};
+use crate::protocol::server::{MessageFrame, NewMessage, ServerMessage};
 use crate::protocol::{
     ClientMessage, ClientRequest, CloseCode, CreateRoom, ErrorCode, GetHistory, JoinRoom,
     LeaveRoom, SendMessage, TypingStatus,
 };
+use crate::store::{Draft, Op, Since};
 
 /// Why an `AUTHENTICATE` whose token the driver did not verify is refused.
 const UNVERIFIED_TOKEN: &str = "token was not verified";
 
+/// Messages of one connection that may wait behind a request the store has
+/// not answered; past it, the connection is closed `1013` (it sends faster
+/// than the store answers).
+pub const WAITING_MAX: usize = 64;
+
 impl Hub {
-    /// Handles one message received on `conn`.
+    /// Handles one message received on `conn` (after the ones before it,
+    /// which may still wait for the store).
     pub fn handle(&mut self, now: Timestamp, conn: ConnId, inbound: Inbound) {
         self.tick(now);
-        let Some(c) = self.conns.get(&conn) else {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.busy || !c.waiting.is_empty() {
+            if c.waiting.len() >= WAITING_MAX {
+                self.close(conn, CloseCode::TryAgainLater, "too many requests waiting");
+                return;
+            }
+            c.waiting.push_back(inbound);
+            return;
+        }
+        self.start(conn, inbound);
+    }
+
+    /// Starts the messages that waited behind `conn`'s finished request,
+    /// until one waits for the store again.
+    pub(super) fn resume(&mut self, conn: ConnId) {
+        loop {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            c.busy = false;
+            let Some(next) = c.waiting.pop_front() else {
+                return;
+            };
+            self.start(conn, next);
+            if self.conns.get(&conn).is_none_or(|c| c.busy) {
+                return;
+            }
+        }
+    }
+
+    fn start(&mut self, conn: ConnId, inbound: Inbound) {
+        let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         let request_id = inbound.request_id().map(str::to_owned);
         let rid = request_id.as_deref();
 
-        // Charge first: nothing has any effect before it is paid for.
-        let user_send = match (&inbound, c.session()) {
+        // Charge first: nothing has any effect before it is paid for. An
+        // authenticated SEND_MESSAGE is charged to its user's bucket, which
+        // the store keeps (it is the same on every node); anything else to
+        // the connection's.
+        let user_send = matches!(
+            (&inbound, c.session()),
             (
                 Inbound::Request(ClientMessage {
                     request: ClientRequest::SendMessage(_),
                     ..
                 }),
-                Some(s),
-            ) => Some(s.user_id.clone()),
-            _ => None,
-        };
-        let charge = match &user_send {
-            Some(user) => {
-                let limit = self.limits.send_bucket();
-                let u = self
-                    .users
-                    .get_mut(user)
-                    .expect("authenticated user is registered");
-                u.sends.try_take(limit, self.now)
+                Some(_)
+            )
+        );
+        if !user_send {
+            let limit = self.limits.request_bucket();
+            if let Err(retry_after_ms) = c.requests.try_take(limit, self.now) {
+                self.rate_limited(conn, retry_after_ms, rid);
+                return;
             }
-            None => {
-                let limit = self.limits.request_bucket();
-                let c = self.conns.get_mut(&conn).expect("checked above");
-                c.requests.try_take(limit, self.now)
-            }
-        };
-        let c = self.conns.get_mut(&conn).expect("checked above");
-        if let Err(retry_after_ms) = charge {
-            c.rejected_in_row += 1;
-            let abuse = c.rejected_in_row >= self.limits.rate_limit_disconnect_after;
-            self.stats.rate_limited += 1;
-            self.error_with_retry(
-                conn,
-                ErrorCode::RateLimitExceeded,
-                "rate limit exceeded",
-                Some(retry_after_ms),
-                rid,
-            );
-            if abuse {
-                self.close(conn, CloseCode::Policy, "rate limit abuse");
-            }
-            return;
+            c.rejected_in_row = 0;
         }
-        c.rejected_in_row = 0;
 
         let request = match inbound {
             Inbound::Binary => {
@@ -104,7 +121,9 @@ impl Hub {
             }
             (_, None) => self.error(conn, ErrorCode::Unauthorized, "authenticate first", rid),
             (ClientRequest::Ping, Some(_)) => self.reply(conn, &ServerMessage::Pong {}, rid),
-            (ClientRequest::ListRooms, Some(_)) => self.list_rooms(conn, rid),
+            (ClientRequest::ListRooms, Some(_)) => {
+                self.store(Pending::answer(conn, rid, Wait::ListRooms), Op::ListRooms);
+            }
             (ClientRequest::CreateRoom(r), Some(user)) => self.create_room(conn, &user, r, rid),
             (ClientRequest::JoinRoom(r), Some(_)) => self.join_room(conn, r, rid),
             (ClientRequest::LeaveRoom(r), Some(_)) => self.leave_room(conn, r, rid),
@@ -118,15 +137,25 @@ impl Hub {
         }
     }
 
-    fn list_rooms(&mut self, conn: ConnId, rid: Option<&str>) {
-        let session = self.conns[&conn].session().expect("caller checked");
-        let rooms = self
-            .rooms
-            .values()
-            .filter(|r| r.may_join(session))
-            .map(Room::info)
-            .collect();
-        self.reply(conn, &ServerMessage::RoomList { rooms }, rid);
+    /// A request refused by a rate limit: `RATE_LIMIT_EXCEEDED`, and after
+    /// too many in a row, the connection closed.
+    pub(super) fn rate_limited(&mut self, conn: ConnId, retry_after_ms: u64, rid: Option<&str>) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.rejected_in_row += 1;
+        let abuse = c.rejected_in_row >= self.limits.rate_limit_disconnect_after;
+        self.stats.rate_limited += 1;
+        self.error_with_retry(
+            conn,
+            ErrorCode::RateLimitExceeded,
+            "rate limit exceeded",
+            Some(retry_after_ms),
+            rid,
+        );
+        if abuse {
+            self.close(conn, CloseCode::Policy, "rate limit abuse");
+        }
     }
 
     fn create_room(&mut self, conn: ConnId, user: &UserId, request: CreateRoom, rid: Option<&str>) {
@@ -136,16 +165,7 @@ impl Hub {
             kind,
             id,
         } = request;
-        let created = self.rooms_created.get(user).copied().unwrap_or(0);
-        if created >= self.limits.rooms_per_user_max {
-            let max = self.limits.rooms_per_user_max;
-            return self.error(
-                conn,
-                ErrorCode::Forbidden,
-                format!("a user may create at most {max} rooms"),
-                rid,
-            );
-        }
+        let generated = id.is_none();
         let id = match id {
             Some(id) => {
                 // A chosen id must be one the creator's token grants, and
@@ -162,31 +182,76 @@ impl Hub {
                         rid,
                     );
                 }
-                let id = RoomId(Arc::from(id));
-                if self.rooms.contains_key(&id) {
-                    return self.error(
-                        conn,
-                        ErrorCode::RoomExists,
-                        format!("room {} already exists", id.0),
-                        rid,
-                    );
-                }
-                Some(id)
+                id
             }
-            None => None,
+            None => self.generate_room_id().0.to_string(),
         };
-        if self.rooms.len() >= self.limits.max_rooms {
-            return self.error(conn, ErrorCode::Forbidden, "room limit reached", rid);
-        }
-        let id = id.unwrap_or_else(|| self.generate_room_id());
-        self.insert_room(id.clone(), name, description, kind, Some(user.clone()));
-        self.add_member(conn, &id);
-        let room = &self.rooms[&id];
-        let message = ServerMessage::RoomCreated {
-            room: room.info(),
-            epoch: room.log.epoch().to_owned(),
+        self.ask_create(conn, user, id, generated, name, description, kind, rid);
+    }
+
+    /// Asks the store to create the room (again with another drawn id when
+    /// a drawn one was taken).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn ask_create(
+        &mut self,
+        conn: ConnId,
+        user: &UserId,
+        id: String,
+        generated: bool,
+        name: String,
+        description: String,
+        kind: crate::protocol::RoomKind,
+        rid: Option<&str>,
+    ) {
+        let record = self.record(
+            id.clone(),
+            name.clone(),
+            description.clone(),
+            kind,
+            Some(user),
+        );
+        let op = Op::CreateRoom {
+            record,
+            rooms_per_user_max: self.limits.rooms_per_user_max,
+            max_rooms: self.limits.max_rooms as u64,
         };
-        self.reply(conn, &message, rid);
+        let wait = Wait::Create {
+            id,
+            generated,
+            name,
+            description,
+            kind,
+        };
+        self.store(Pending::answer(conn, rid, wait), op);
+    }
+
+    /// Asks the store to put `conn` in `room` (`since`: a recovery).
+    pub(super) fn ask_join(
+        &mut self,
+        conn: ConnId,
+        room: String,
+        since: Option<Since>,
+        wait: Wait,
+        rid: Option<&str>,
+    ) {
+        let c = &self.conns[&conn];
+        let session = c.session().expect("caller checked");
+        let granted = session.rooms_claim.contains(&room) || c.rooms.contains(room.as_str());
+        let op = Op::Join {
+            user: session.user_id.0.to_string(),
+            username: session.username.to_string(),
+            holder: self.holder(conn),
+            granted,
+            since,
+            history_limit: self.history_limit(),
+            now_ms: self.now.0,
+            room,
+        };
+        self.store(Pending::answer(conn, rid, wait), op);
+    }
+
+    pub(super) fn history_limit(&self) -> u32 {
+        u32::try_from(self.limits.history_limit).unwrap_or(u32::MAX)
     }
 
     fn join_room(&mut self, conn: ConnId, request: JoinRoom, rid: Option<&str>) {
@@ -195,38 +260,17 @@ impl Hub {
             since_seq,
             epoch,
         } = request;
-        let room_id = room_id.as_str();
-        let Some(room) = self.rooms.get(room_id) else {
-            return self.room_not_found(conn, room_id, rid);
+        let since = since_seq.map(|seq| Since { seq, epoch });
+        let user = self.conns[&conn]
+            .session()
+            .expect("caller checked")
+            .user_id
+            .clone();
+        let wait = Wait::Join {
+            room_id: room_id.clone(),
+            user,
         };
-        let session = self.conns[&conn].session().expect("caller checked");
-        if !room.may_join(session) && !self.conns[&conn].rooms.contains(&room.id) {
-            return self.error(
-                conn,
-                ErrorCode::Forbidden,
-                format!("no access to private room {room_id}"),
-                rid,
-            );
-        }
-        let id = room.id.clone();
-        self.add_member(conn, &id);
-        let room = &self.rooms[&id];
-        let (messages, recovered) = match since_seq {
-            None => (room.log.retained(), None),
-            Some(n) => {
-                let r = room.log.since(n, epoch.as_deref());
-                (r.messages, Some(r.recovered))
-            }
-        };
-        let frame = server::room_joined(
-            &room.info(),
-            room.log.epoch(),
-            log::frames(messages),
-            &room.users(),
-            recovered,
-            rid,
-        );
-        self.send(conn, frame);
+        self.ask_join(conn, room_id, since, wait, rid);
     }
 
     fn leave_room(&mut self, conn: ConnId, request: LeaveRoom, rid: Option<&str>) {
@@ -244,10 +288,16 @@ impl Hub {
         let Some(room) = self.member_room(conn, &request.room_id, rid) else {
             return;
         };
-        let room = &self.rooms[&room];
-        let (messages, has_more) = room.log.page(request.before_seq, request.limit as usize);
-        let frame = server::history(&request.room_id, log::frames(messages), has_more, rid);
-        self.send(conn, frame);
+        let op = Op::History {
+            room: room.0.to_string(),
+            before_seq: request.before_seq,
+            limit: request.limit,
+            history_limit: self.history_limit(),
+        };
+        let wait = Wait::History {
+            room_id: request.room_id,
+        };
+        self.store(Pending::answer(conn, rid, wait), op);
     }
 
     fn send_message(
@@ -263,79 +313,49 @@ impl Hub {
             kind,
             client_message_id,
         } = request;
-        let Some(room_id) = self.member_room(conn, &room_id, rid) else {
-            return;
-        };
-        let room_id = &room_id;
+        let bucket = self.limits.send_bucket();
+        let in_room = self.rooms.contains_key(room_id.as_str())
+            && self.conns[&conn].rooms.contains(room_id.as_str());
+        if !in_room {
+            // Charged all the same, then told why it cannot send.
+            let op = Op::Charge {
+                user: user.0.to_string(),
+                bucket,
+                now_ms: self.now.0,
+            };
+            return self.store(Pending::answer(conn, rid, Wait::Charge { room_id }), op);
+        }
         let username = self.conns[&conn]
             .session()
             .expect("caller checked")
             .username
             .clone();
-        let room = self.rooms.get_mut(room_id).expect("caller checked");
-        // The retry key is looked up, and kept if the message is new: the
-        // room's index and the stored message share it.
-        let retry = client_message_id.map(|cmid| (user.clone(), Arc::<str>::from(cmid)));
-        if let Some(key) = &retry
-            && let Some(seq) = room.client_ids.get(key)
-        {
-            let ack = room
-                .log
-                .get(*seq)
-                .expect("client ids are pruned with history")
-                .frame
-                .ack(rid);
-            self.stats.retries_deduplicated += 1;
-            self.stats.messages_delivered += 1;
-            self.send(conn, ack);
-            return;
-        }
         self.next_message += 1;
-        let seq = room.log.next_seq();
         let id = format!("msg_{:x}_{}", self.instance, self.next_message);
         let timestamp = crate::protocol::time::rfc3339_ms(self.now.0);
-        let frame = MessageFrame::encode(&NewMessage {
+        let (head, tail) = MessageFrame::draft(&NewMessage {
             id: &id,
-            seq,
-            room_id: &room_id.0,
+            seq: 0,
+            room_id: &room_id,
             user_id: &user.0,
             username: &username,
             content: &content,
             kind,
             timestamp: &timestamp,
-            client_message_id: retry.as_ref().map(|(_, cmid)| &**cmid),
+            client_message_id: client_message_id.as_deref(),
         });
-        if let Some(key) = &retry {
-            room.client_ids.insert(key.clone(), seq);
-        }
-        let evicted = room.log.append(Stored { seq, frame, retry });
-        if let Some(old) = evicted {
-            self.stats.history_evictions += 1;
-            forget_client_id(&mut room.client_ids, &old);
-        }
-        let stored = room.log.newest().expect("just appended");
-        self.stats.messages_accepted += 1;
-        let broadcast = stored.frame.broadcast();
-        let mut delivered = 0;
-        for member in room.members.values() {
-            for &c in &member.conns {
-                let frame = if c == conn {
-                    stored.frame.ack(rid)
-                } else {
-                    broadcast.clone()
-                };
-                self.outputs.push_back(Output::Frame {
-                    conn: c,
-                    frame,
-                    notice: false,
-                });
-                delivered += 1;
-            }
-        }
-        self.stats.messages_delivered += delivered;
-        if room.typing.remove(user).is_some() {
-            self.broadcast_typing(room_id, user, false);
-        }
+        let room = RoomId(Arc::from(room_id.as_str()));
+        self.rooms.get_mut(&room).expect("checked above").publishing += 1;
+        let op = Op::Publish {
+            room: room_id,
+            user: user.0.to_string(),
+            client_message_id,
+            draft: Draft { head, tail },
+            bucket,
+            history_limit: self.history_limit(),
+            now_ms: self.now.0,
+        };
+        self.store(Pending::answer(conn, rid, Wait::Publish { room }), op);
     }
 
     fn typing_status(
@@ -345,31 +365,20 @@ impl Hub {
         request: TypingStatus,
         rid: Option<&str>,
     ) {
-        let Some(room_id) = self.member_room(conn, &request.room_id, rid) else {
+        let Some(room) = self.member_room(conn, &request.room_id, rid) else {
             return;
         };
-        let (room_id, is_typing) = (&room_id, request.is_typing);
-        let timeout = self.limits.typing_timeout_ms;
-        let now = self.now;
-        let room = self.rooms.get_mut(room_id).expect("caller checked");
-        let previous = room.typing.get(user).copied();
-        if is_typing {
-            let deadline = now.plus_ms(timeout);
-            room.typing.insert(user.clone(), deadline);
-            if let Some(old) = previous {
-                self.timers
-                    .remove(&(old, Timer::Typing(room_id.clone(), user.clone())));
-            }
-            self.timers
-                .insert((deadline, Timer::Typing(room_id.clone(), user.clone())));
-            if previous.is_none() {
-                self.broadcast_typing(room_id, user, true);
-            }
-        } else if let Some(old) = previous {
-            room.typing.remove(user);
-            self.timers
-                .remove(&(old, Timer::Typing(room_id.clone(), user.clone())));
-            self.broadcast_typing(room_id, user, false);
-        }
+        let username = self.conns[&conn]
+            .session()
+            .expect("caller checked")
+            .username
+            .to_string();
+        let op = Op::Typing {
+            room: room.0.to_string(),
+            user: user.0.to_string(),
+            username,
+            is_typing: request.is_typing,
+        };
+        self.store(Pending::quiet(), op);
     }
 }

@@ -1,91 +1,113 @@
-//! A room: its description, history, members and who is typing.
+//! A room as this node sees it: the stored record, who is present in the
+//! whole service, this node's connections in it, who is typing, and how far
+//! its messages have been delivered here.
+//!
+//! A node holds a room only while it has connections in it; the store holds
+//! everything else (see `crate::store`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::log::{MemoryLog, RetryKey, Stored};
 use super::session::Session;
 use super::sorted_set::SortedSet;
-use super::types::{ConnId, RoomId, Timestamp, UserId};
+use super::types::{ConnId, Timestamp, UserId};
 use crate::protocol::RoomKind;
-use crate::protocol::server::{RoomInfo, UserRef};
+use crate::protocol::server::{MessageFrame, RoomInfo, UserRef};
+use crate::store::RoomRecord;
 
 /// What `createdBy` says of a default room.
 pub(super) const SYSTEM: &str = "system";
 
-/// A user in a room, with the connections through which it joined.
-#[derive(Debug)]
-pub(super) struct Member {
-    /// The name presence shows: that of the user's first connection to join.
-    pub(super) username: Arc<str>,
-    pub(super) conns: SortedSet<ConnId>,
+/// A message waiting for its turn to be delivered here.
+#[derive(Debug, Clone)]
+pub(super) struct Arrival {
+    pub(super) frame: MessageFrame,
+    /// The sender, whose typing indicator it ends (unknown for a message
+    /// read back after a gap).
+    pub(super) sender: Option<UserId>,
+    /// The sender's connection here and its `requestId`: it gets the
+    /// acknowledgement instead of the broadcast.
+    pub(super) ack: Option<(ConnId, Option<String>)>,
 }
 
-/// One room.
+/// One room this node has connections in.
 #[derive(Debug)]
 pub(super) struct Room {
-    pub(super) id: RoomId,
-    pub(super) name: String,
-    pub(super) description: String,
-    pub(super) kind: RoomKind,
-    pub(super) created_at: Timestamp,
-    /// The user who created it; `None` for a default room (`system`), which
-    /// is never deleted.
-    pub(super) creator: Option<UserId>,
-    pub(super) log: MemoryLog,
-    pub(super) members: BTreeMap<UserId, Member>,
-    /// Users typing now, with the moment their indicator lapses.
+    pub(super) record: RoomRecord,
+    /// Users present in the whole service, with the name presence shows.
+    pub(super) present: BTreeMap<UserId, Arc<str>>,
+    /// This node's connections in the room, by user.
+    pub(super) local: BTreeMap<UserId, SortedSet<ConnId>>,
+    /// Users typing now, with the moment their indicator lapses here.
     pub(super) typing: BTreeMap<UserId, Timestamp>,
-    /// `(user, clientMessageId)` → `seq`, for messages still in history.
-    pub(super) client_ids: BTreeMap<RetryKey, u64>,
-    /// Since when a user's room has had no member connection.
-    pub(super) empty_since: Option<Timestamp>,
-    /// When its idle timer deletes it (set while `empty_since` is and
-    /// `ROOM_IDLE_TTL_MS` is not 0).
-    pub(super) idle_deadline: Option<Timestamp>,
+    /// The `seq` of the last message delivered here.
+    pub(super) delivered: u64,
+    /// Each connection joined after this `seq` (its `ROOM_JOINED` carried
+    /// the messages up to it).
+    pub(super) joined_after: BTreeMap<ConnId, u64>,
+    /// Messages that came before their turn, by `seq`.
+    pub(super) ahead: BTreeMap<u64, Arrival>,
+    /// `Publish`es of this node's connections in the room not answered
+    /// yet: deliveries wait for them, so that each sender's acknowledgement
+    /// keeps its place in `seq` order on its connection.
+    pub(super) publishing: u32,
+    /// A read of missed messages (`Since`) is under way.
+    pub(super) backfilling: bool,
 }
 
 impl Room {
-    pub(super) fn info(&self) -> RoomInfo {
-        RoomInfo {
-            id: self.id.0.to_string(),
-            name: self.name.clone(),
-            description: self.description.clone(),
-            kind: self.kind,
-            member_count: self.members.len() as u64,
-            created_at: crate::protocol::time::rfc3339_ms(self.created_at.0),
-            created_by: self
-                .creator
-                .as_ref()
-                .map_or_else(|| SYSTEM.to_owned(), |u| u.0.to_string()),
+    pub(super) fn new(record: RoomRecord, delivered: u64) -> Room {
+        Room {
+            record,
+            present: BTreeMap::new(),
+            local: BTreeMap::new(),
+            typing: BTreeMap::new(),
+            delivered,
+            joined_after: BTreeMap::new(),
+            ahead: BTreeMap::new(),
+            publishing: 0,
+            backfilling: false,
         }
     }
 
     pub(super) fn users(&self) -> Vec<UserRef> {
-        self.members
+        self.present
             .iter()
-            .map(|(id, m)| UserRef {
+            .map(|(id, name)| UserRef {
                 user_id: id.0.to_string(),
-                username: m.username.to_string(),
+                username: name.to_string(),
             })
             .collect()
     }
 
-    /// Whether the session's own token grants the room: it is public, the
-    /// session's user created it, or the token's `rooms` claim lists it.
-    /// (Another connection of the same user being in the room grants
-    /// nothing: each connection has its own token's authority.)
-    pub(super) fn may_join(&self, session: &Session) -> bool {
-        self.kind == RoomKind::Public
-            || self.creator.as_ref() == Some(&session.user_id)
-            || session.rooms_claim.contains(&*self.id.0)
+    /// Whether this node has no connection left in it.
+    pub(super) fn is_unused(&self) -> bool {
+        self.local.is_empty()
     }
 }
 
-/// An evicted message can no longer be found by a retry of its
-/// `clientMessageId`.
-pub(super) fn forget_client_id(client_ids: &mut BTreeMap<RetryKey, u64>, evicted: &Stored) {
-    if let Some(key) = &evicted.retry {
-        client_ids.remove(key);
+/// `RoomInfo` of a stored room with `member_count` users present.
+pub(super) fn info(record: &RoomRecord, member_count: u64) -> RoomInfo {
+    RoomInfo {
+        id: record.id.clone(),
+        name: record.name.clone(),
+        description: record.description.clone(),
+        kind: record.kind,
+        member_count,
+        created_at: crate::protocol::time::rfc3339_ms(record.created_at_ms),
+        created_by: record
+            .created_by
+            .clone()
+            .unwrap_or_else(|| SYSTEM.to_owned()),
     }
+}
+
+/// Whether the session's own token grants the room: it is public, the
+/// session's user created it, or the token's `rooms` claim lists it.
+/// (Another connection of the same user being in the room grants nothing:
+/// each connection has its own token's authority.)
+pub(super) fn may_join(record: &RoomRecord, session: &Session) -> bool {
+    record.kind == RoomKind::Public
+        || record.created_by.as_deref() == Some(&*session.user_id.0)
+        || session.rooms_claim.contains(&record.id)
 }

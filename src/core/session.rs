@@ -1,10 +1,11 @@
-//! Connections and users: who is authenticated as whom, and what each may
-//! still spend.
+//! Connections and users: who is authenticated as whom, what each may still
+//! spend, and what waits for the store.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use super::bucket::Bucket;
+use super::inbound::Inbound;
 use super::sorted_set::SortedSet;
 use super::types::{ConnId, RoomId, Timestamp, UserId};
 
@@ -40,6 +41,10 @@ pub(super) struct Conn {
     pub(super) failed_auths: u32,
     /// Rooms this connection has joined.
     pub(super) rooms: SortedSet<RoomId>,
+    /// A request of this connection waits for the store's answer.
+    pub(super) busy: bool,
+    /// Messages received meanwhile, answered in order once it comes.
+    pub(super) waiting: VecDeque<Inbound>,
 }
 
 impl Conn {
@@ -51,12 +56,9 @@ impl Conn {
     }
 }
 
-/// A user with live connections (or a send bucket still refilling).
-#[derive(Debug)]
+/// A user with live connections on this node.
+#[derive(Debug, Default)]
 pub(super) struct User {
     /// Live connections of this user.
     pub(super) conns: SortedSet<ConnId>,
-    /// The per-user `SEND_MESSAGE` bucket, kept after the last connection
-    /// goes until it is full again, so reconnecting never resets it.
-    pub(super) sends: Bucket,
 }

@@ -270,6 +270,33 @@ impl MessageFrame {
         MessageFrame(Bytes::from(frame.into_boxed_slice()))
     }
 
+    /// `message` (whose `seq` is ignored) cut where the digits of its `seq`
+    /// go: the frame up to and including `"seq":`, and the rest. A store
+    /// that gives the message its `seq` joins them around it.
+    pub fn draft(message: &NewMessage<'_>) -> (Bytes, Bytes) {
+        let frame = MessageFrame::encode(&NewMessage { seq: 0, ..*message });
+        // `"seq":0` follows the `id`, a JSON string whose escaping turns any
+        // `"` of it into `\"`: the first `"seq":0` outside it is the field.
+        const SEQ: &[u8] = br#","seq":0"#;
+        let at = frame
+            .0
+            .windows(SEQ.len())
+            .position(|w| w == SEQ)
+            .expect("every message has a seq after its id");
+        let digits = at + SEQ.len() - 1;
+        (frame.0.slice(..digits), frame.0.slice(digits + 1..))
+    }
+
+    /// A frame a store kept for this process: it must be what
+    /// [`MessageFrame::encode`] (or a [`MessageFrame::draft`] joined around
+    /// a `seq`) wrote, which is checked by its envelope only.
+    pub fn from_stored(frame: Bytes) -> Option<MessageFrame> {
+        (frame.starts_with(NEW_MESSAGE_HEAD)
+            && frame.len() > NEW_MESSAGE_HEAD.len() + 1
+            && frame.ends_with(b"}}"))
+        .then_some(MessageFrame(frame))
+    }
+
     /// The `NEW_MESSAGE` frame other members receive (a shared reference).
     pub fn broadcast(&self) -> Bytes {
         self.0.clone()

@@ -29,8 +29,9 @@ use super::metrics::Metrics;
 use super::outbox::flushes::Flushes;
 use super::outbox::largest::LargestQueues;
 use super::outbox::{Cause, Outbox, PushError};
-use crate::core::{ConnId, Hub, Inbound, Limits, Output, Stats, Timestamp};
+use crate::core::{ConnId, Inbound, Limits, Output, Stats, Timestamp};
 use crate::protocol::CloseCode;
+use crate::store::local::Local;
 
 /// Commands from the connections (and the server) to the driver.
 #[derive(Debug)]
@@ -109,7 +110,7 @@ impl Clock {
 const BATCH_COMMANDS_MAX: usize = 256;
 
 struct Driver {
-    core: Hub,
+    core: Local,
     clock: Clock,
     metrics: Arc<Metrics>,
     /// Each connection's queue (and socket write half). A fixed hasher: the
@@ -132,7 +133,7 @@ struct Driver {
 
 /// Runs the driver until every sender of `commands` is gone.
 pub async fn run(
-    hub: Hub,
+    hub: Local,
     mut commands: mpsc::Receiver<Command>,
     clock: Clock,
     metrics: Arc<Metrics>,
@@ -221,8 +222,10 @@ impl Driver {
                 received,
             } => {
                 // Only messages the core accepts count for the fan-out time.
+                // (The store's answer comes as the outputs are routed.)
                 let accepted = self.core.stats().messages_accepted;
                 self.core.handle(now, conn, inbound);
+                self.route();
                 if self.core.stats().messages_accepted > accepted {
                     self.sends.push(received);
                 }
@@ -277,6 +280,11 @@ impl Driver {
             let mut over_cap = false;
             while let Some(output) = self.core.poll_output() {
                 match output {
+                    // `Local` answers its store's operations itself and
+                    // hands every event to the hub: none reaches here.
+                    Output::Store { .. }
+                    | Output::Subscribe { .. }
+                    | Output::Unsubscribe { .. } => {}
                     Output::Frame {
                         conn,
                         frame,

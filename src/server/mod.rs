@@ -50,7 +50,8 @@ use tracing::{info, warn};
 
 use crate::auth::Verifier;
 use crate::config::{Config, ConfigError};
-use crate::core::{Hub, Instance};
+use crate::core::Instance;
+use crate::store::local::Local;
 use admission::Admission;
 use driver::{Clock, Command};
 use metrics::Metrics;
@@ -170,7 +171,7 @@ pub async fn run_with_reloads<L: Listener>(
     let verifier = Verifier::from_config(&config)?;
     let clock = Clock::new(env.start_unix_ms);
     let metrics = Arc::new(Metrics::new());
-    let hub = Hub::new(
+    let hub = Local::new(
         core_limits(&config),
         &default_rooms(&config),
         Instance {

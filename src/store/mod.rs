@@ -72,6 +72,7 @@ use bytes::Bytes;
 
 use crate::protocol::RoomKind;
 
+pub mod local;
 pub mod memory;
 
 /// One node of the service: unique to one run of one process (a node that

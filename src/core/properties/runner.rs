@@ -614,6 +614,9 @@ impl Runner {
                 Output::Close { conn, code, .. } => {
                     ensure!(closes.insert(*conn, code.code()).is_none(), "closed twice");
                 }
+                Output::Store { .. } | Output::Subscribe { .. } | Output::Unsubscribe { .. } => {
+                    return Err(format!("Local handed out {out:?}"));
+                }
             }
         }
         self.invariants(&frames)?;

@@ -5,12 +5,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde_json::{Value, json};
 
 use crate::auth::{AuthError, VerifiedToken};
-use crate::core::{
-    AuthOutcome, ConnId, DefaultRoom, Hub, Inbound, Instance, Limits, Output, Timestamp,
-};
+use crate::core::{AuthOutcome, ConnId, DefaultRoom, Inbound, Instance, Limits, Output, Timestamp};
 use crate::protocol::parse::{ParseLimits, parse_once};
 use crate::protocol::server::{ChatMessage, RoomInfo, ServerFrame, ServerMessage, UserRef};
 use crate::protocol::{ClientMessage, ClientRequest, ErrorCode};
+use crate::store::local::Local;
 
 // ----- the places that know the shape of `crate::auth` -----------------------
 
@@ -72,7 +71,7 @@ enum Received {
 
 /// A [`Hub`] on a virtual clock, with decoded per-connection inboxes.
 pub(crate) struct TestHub {
-    pub(crate) hub: Hub,
+    pub(crate) hub: Local,
     /// The virtual clock (Unix ms).
     pub(crate) now: u64,
     next_conn: u64,
@@ -102,7 +101,7 @@ impl TestHub {
             })
             .collect();
         TestHub {
-            hub: Hub::new(
+            hub: Local::new(
                 limits,
                 &rooms,
                 Instance {
@@ -152,6 +151,9 @@ impl TestHub {
                         .entry(*conn)
                         .or_default()
                         .push_back(Received::Frame(value, decoded));
+                }
+                Output::Store { .. } | Output::Subscribe { .. } | Output::Unsubscribe { .. } => {
+                    unreachable!("Local answers its store itself: {out:?}")
                 }
                 Output::Close { conn, code, .. } => {
                     assert!(!self.gone.contains(conn), "second close of {conn:?}");

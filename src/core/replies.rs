@@ -1,0 +1,584 @@
+//! What comes back from the store: the reply to each operation the hub
+//! handed out (finishing the request it was for), and the events of the
+//! rooms this node has connections in, delivered in `seq` order.
+
+use std::sync::Arc;
+
+use super::emit::Except;
+use super::hub::{Emptied, Hub, Timer};
+use super::pending::{Pending, Wait};
+use super::room::{Arrival, info, may_join};
+use super::types::{ConnId, OpId, RoomId, Timestamp, UserId};
+use crate::protocol::server::{self, MessageFrame, ServerMessage, UserRef};
+use crate::protocol::{CloseCode, ErrorCode};
+use crate::store::{Event, Op, Refusal, Reply, Since, StoredMessage};
+
+impl Hub {
+    /// The store's reply to the operation `id` (see [`Output::Store`]).
+    ///
+    /// [`Output::Store`]: super::Output::Store
+    pub fn store_reply(&mut self, now: Timestamp, id: OpId, reply: Reply) {
+        self.tick(now);
+        let Some(p) = self.pending.remove(&id) else {
+            return;
+        };
+        let blocked = p.blocks.then_some(p.conn).flatten();
+        self.finish(p, reply);
+        if let Some(conn) = blocked {
+            self.resume(conn);
+        }
+    }
+
+    fn finish(&mut self, p: Pending, reply: Reply) {
+        let rid = p.rid.as_deref();
+        let conn = p.conn;
+        let live = |hub: &Hub| conn.filter(|c| hub.conns.contains_key(c));
+        match (p.wait, reply) {
+            (Wait::Nothing, _) => {}
+            (Wait::ListRooms, Reply::Rooms(rooms)) => {
+                let Some(conn) = live(self) else { return };
+                let session = self.conns[&conn].session().expect("authenticated");
+                let rooms = rooms
+                    .iter()
+                    .filter(|v| may_join(&v.record, session))
+                    .map(|v| info(&v.record, v.member_count))
+                    .collect();
+                self.reply(conn, &ServerMessage::RoomList { rooms }, rid);
+            }
+            (Wait::Create { .. }, Reply::Created(record)) => {
+                // Nobody is in it yet: if its creator never gets there, it
+                // ages like any empty room.
+                if record.created_by.is_some() {
+                    let room = RoomId(Arc::from(record.id.as_str()));
+                    self.emptied.insert(
+                        room.clone(),
+                        Emptied {
+                            since: Timestamp(record.created_at_ms),
+                            deadline: None,
+                        },
+                    );
+                    self.arm_idle_timer(&room);
+                }
+                let Some(conn) = live(self) else { return };
+                let user = self.conns[&conn]
+                    .session()
+                    .expect("authenticated")
+                    .user_id
+                    .clone();
+                let wait = Wait::CreatorJoin {
+                    room_id: record.id.clone(),
+                    user,
+                };
+                self.ask_join(conn, record.id.clone(), None, wait, rid);
+            }
+            (
+                Wait::Create {
+                    id,
+                    generated,
+                    name,
+                    description,
+                    kind,
+                },
+                Reply::Refused(why),
+            ) => {
+                let Some(conn) = live(self) else { return };
+                match why {
+                    Refusal::UserLimit => {
+                        let max = self.limits.rooms_per_user_max;
+                        self.error(
+                            conn,
+                            ErrorCode::Forbidden,
+                            format!("a user may create at most {max} rooms"),
+                            rid,
+                        );
+                    }
+                    Refusal::Exists if generated => {
+                        let user = self.conns[&conn]
+                            .session()
+                            .expect("authenticated")
+                            .user_id
+                            .clone();
+                        let id = self.generate_room_id().0.to_string();
+                        self.ask_create(conn, &user, id, true, name, description, kind, rid);
+                    }
+                    Refusal::Exists => {
+                        self.error(
+                            conn,
+                            ErrorCode::RoomExists,
+                            format!("room {id} already exists"),
+                            rid,
+                        );
+                    }
+                    Refusal::RoomLimit => {
+                        self.error(conn, ErrorCode::Forbidden, "room limit reached", rid);
+                    }
+                }
+            }
+            (
+                wait @ (Wait::Join { .. } | Wait::CreatorJoin { .. }),
+                Reply::Joined {
+                    room,
+                    users,
+                    first_of_user: _,
+                    messages,
+                    recovered,
+                    last_seq,
+                },
+            ) => {
+                let Some(conn) = live(self) else {
+                    // Gone meanwhile: the store holds it in the room.
+                    if let (Some(conn), Wait::Join { user, .. } | Wait::CreatorJoin { user, .. }) =
+                        (conn, &wait)
+                    {
+                        self.undo_join(conn, user, &room.record.id);
+                    }
+                    return;
+                };
+                let Some(room_id) = self.add_member(conn, &room.record, &users, last_seq) else {
+                    return;
+                };
+                let shown = info(&room.record, room.member_count);
+                let epoch = room.record.epoch.clone();
+                if matches!(wait, Wait::CreatorJoin { .. }) {
+                    self.reply(
+                        conn,
+                        &ServerMessage::RoomCreated { room: shown, epoch },
+                        rid,
+                    );
+                    return;
+                }
+                let frames = stored_frames(&messages);
+                let users: Vec<UserRef> = self.rooms[&room_id].users();
+                let frame =
+                    server::room_joined(&shown, &epoch, frames.iter(), &users, recovered, rid);
+                self.send(conn, frame);
+            }
+            (Wait::Join { room_id, .. } | Wait::CreatorJoin { room_id, .. }, Reply::Forbidden) => {
+                let Some(conn) = live(self) else { return };
+                self.error(
+                    conn,
+                    ErrorCode::Forbidden,
+                    format!("no access to private room {room_id}"),
+                    rid,
+                );
+            }
+            (
+                Wait::Join { room_id, .. }
+                | Wait::CreatorJoin { room_id, .. }
+                | Wait::History { room_id },
+                Reply::NotFound,
+            ) => {
+                let Some(conn) = live(self) else { return };
+                self.room_not_found(conn, &room_id, rid);
+            }
+            (
+                Wait::Leave { room },
+                Reply::Left {
+                    member_count: 0, ..
+                },
+            ) => {
+                // A user's room left empty starts counting its idle time
+                // here (a default room never goes: the store knows which).
+                if !self.rooms.contains_key(&room) {
+                    self.emptied.insert(
+                        room.clone(),
+                        Emptied {
+                            since: self.now,
+                            deadline: None,
+                        },
+                    );
+                    self.arm_idle_timer(&room);
+                }
+            }
+            (Wait::Leave { .. }, _) => {}
+            (Wait::History { room_id }, Reply::History { messages, has_more }) => {
+                let Some(conn) = live(self) else { return };
+                let frames = stored_frames(&messages);
+                let frame = server::history(&room_id, frames.iter(), has_more, rid);
+                self.send(conn, frame);
+            }
+            (Wait::Publish { room }, reply) => self.published(conn, rid, &room, reply),
+            (Wait::Charge { .. }, Reply::RateLimited { retry_after_ms }) => {
+                let Some(conn) = live(self) else { return };
+                self.rate_limited(conn, retry_after_ms, rid);
+            }
+            (Wait::Charge { room_id }, _) => {
+                let Some(conn) = live(self) else { return };
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.rejected_in_row = 0;
+                }
+                self.member_room(conn, &room_id, rid);
+            }
+            (Wait::Lookup { room_id }, Reply::NotFound) => {
+                let Some(conn) = live(self) else { return };
+                self.room_not_found(conn, &room_id, rid);
+            }
+            (Wait::Lookup { room_id }, _) => {
+                let Some(conn) = live(self) else { return };
+                self.error(
+                    conn,
+                    ErrorCode::NotAMember,
+                    format!("not a member of {room_id}"),
+                    rid,
+                );
+            }
+            (Wait::Delete, Reply::Deleted(true)) => self.stats.rooms_deleted += 1,
+            (Wait::Delete, _) => {}
+            (
+                Wait::Backfill { room },
+                Reply::Recovery {
+                    epoch,
+                    messages,
+                    recovered,
+                    ..
+                },
+            ) => self.backfilled(&room, &epoch, messages, recovered),
+            (Wait::Backfill { room }, _) => self.lost_track(&room),
+            _ => {
+                // A reply of another shape than the operation's: the store
+                // broke its contract. The request is answered, not lost.
+                if let Some(conn) = live(self) {
+                    self.error(conn, ErrorCode::ServerError, "unexpected store reply", rid);
+                }
+            }
+        }
+    }
+
+    /// The store put a connection that is gone in a room: take it out.
+    fn undo_join(&mut self, conn: ConnId, user: &UserId, room: &str) {
+        let op = Op::Leave {
+            room: room.to_owned(),
+            user: user.0.to_string(),
+            holder: self.holder(conn),
+            now_ms: self.now.0,
+        };
+        let room = RoomId(Arc::from(room));
+        self.store(Pending::leave(conn, room), op);
+    }
+
+    fn published(&mut self, conn: Option<ConnId>, rid: Option<&str>, room: &RoomId, reply: Reply) {
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.publishing = r.publishing.saturating_sub(1);
+        }
+        let conn_live = conn.filter(|c| self.conns.contains_key(c));
+        match reply {
+            Reply::Published(message) => {
+                if let Some(c) = conn_live.and_then(|c| self.conns.get_mut(&c)) {
+                    c.rejected_in_row = 0;
+                }
+                self.stats.messages_accepted += 1;
+                if message.seq > self.limits.history_limit as u64 {
+                    self.stats.history_evictions += 1;
+                }
+                let sender = conn_live
+                    .and_then(|c| self.conns[&c].session())
+                    .map(|s| s.user_id.clone());
+                match MessageFrame::from_stored(message.frame) {
+                    Some(frame) => {
+                        let arrival = Arrival {
+                            frame,
+                            sender,
+                            ack: conn_live.map(|c| (c, rid.map(str::to_owned))),
+                        };
+                        self.arrive(room, message.seq, arrival);
+                    }
+                    None => {
+                        if let Some(conn) = conn_live {
+                            self.error(conn, ErrorCode::ServerError, "unreadable message", rid);
+                        }
+                    }
+                }
+            }
+            Reply::Duplicate(message) => {
+                if let Some(c) = conn_live.and_then(|c| self.conns.get_mut(&c)) {
+                    c.rejected_in_row = 0;
+                }
+                if let (Some(conn), Some(frame)) =
+                    (conn_live, MessageFrame::from_stored(message.frame))
+                {
+                    self.stats.retries_deduplicated += 1;
+                    self.stats.messages_delivered += 1;
+                    self.send(conn, frame.ack(rid));
+                }
+                self.flush(room);
+            }
+            Reply::RateLimited { retry_after_ms } => {
+                if let Some(conn) = conn_live {
+                    self.rate_limited(conn, retry_after_ms, rid);
+                }
+                self.flush(room);
+            }
+            Reply::NotFound => {
+                if let Some(conn) = conn_live {
+                    self.room_not_found(conn, &room.0, rid);
+                }
+                self.flush(room);
+            }
+            _ => {
+                if let Some(conn) = conn_live {
+                    self.error(conn, ErrorCode::ServerError, "unexpected store reply", rid);
+                }
+                self.flush(room);
+            }
+        }
+    }
+
+    /// What the store published about a room this node may hold.
+    pub fn store_event(&mut self, now: Timestamp, event: Event) {
+        self.tick(now);
+        let room_id = RoomId(Arc::from(event.room()));
+        if !self.rooms.contains_key(&room_id) {
+            return;
+        }
+        match event {
+            Event::Message {
+                epoch,
+                user,
+                message,
+                ..
+            } => {
+                if epoch != self.rooms[&room_id].record.epoch {
+                    return;
+                }
+                let Some(frame) = MessageFrame::from_stored(message.frame) else {
+                    return;
+                };
+                let arrival = Arrival {
+                    frame,
+                    sender: Some(UserId(Arc::from(user.as_str()))),
+                    ack: None,
+                };
+                self.arrive(&room_id, message.seq, arrival);
+            }
+            Event::Presence { who, joined, .. } => {
+                let user = UserId(Arc::from(who.user.as_str()));
+                let room = self.rooms.get_mut(&room_id).expect("checked above");
+                if joined {
+                    room.present
+                        .insert(user.clone(), Arc::from(who.username.as_str()));
+                    let frame = server::encode(
+                        &ServerMessage::UserJoined {
+                            room_id: room_id.0.to_string(),
+                            user: UserRef {
+                                user_id: who.user,
+                                username: who.username,
+                            },
+                        },
+                        None,
+                    );
+                    self.broadcast(&room_id, &frame, Except::User(&user));
+                } else {
+                    // Typing ends first, while the user is still listed.
+                    if let Some(deadline) = room.typing.remove(&user) {
+                        self.timers
+                            .remove(&(deadline, Timer::Typing(room_id.clone(), user.clone())));
+                        self.broadcast_typing(&room_id, &user, false);
+                    }
+                    let room = self.rooms.get_mut(&room_id).expect("checked above");
+                    let username = room
+                        .present
+                        .remove(&user)
+                        .map_or(who.username, |n| n.to_string());
+                    let frame = server::encode(
+                        &ServerMessage::UserLeft {
+                            room_id: room_id.0.to_string(),
+                            user_id: who.user,
+                            username,
+                        },
+                        None,
+                    );
+                    self.broadcast(&room_id, &frame, Except::User(&user));
+                }
+            }
+            Event::Typing {
+                user, is_typing, ..
+            } => {
+                let user = UserId(Arc::from(user.as_str()));
+                self.typing(&room_id, &user, is_typing);
+            }
+            Event::RoomDeleted { .. } => {}
+        }
+    }
+
+    /// A user started (or renewed) or stopped typing in a room held here.
+    fn typing(&mut self, room_id: &RoomId, user: &UserId, is_typing: bool) {
+        let timeout = self.limits.typing_timeout_ms;
+        let now = self.now;
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let previous = room.typing.get(user).copied();
+        if is_typing {
+            let deadline = now.plus_ms(timeout);
+            room.typing.insert(user.clone(), deadline);
+            if let Some(old) = previous {
+                self.timers
+                    .remove(&(old, Timer::Typing(room_id.clone(), user.clone())));
+            }
+            self.timers
+                .insert((deadline, Timer::Typing(room_id.clone(), user.clone())));
+            if previous.is_none() {
+                self.broadcast_typing(room_id, user, true);
+            }
+        } else if let Some(old) = previous {
+            room.typing.remove(user);
+            self.timers
+                .remove(&(old, Timer::Typing(room_id.clone(), user.clone())));
+            self.broadcast_typing(room_id, user, false);
+        }
+    }
+
+    /// Message `seq` of a room held here came (from the reply to this
+    /// node's own publish, or the room's events): delivered in turn.
+    fn arrive(&mut self, room_id: &RoomId, seq: u64, arrival: Arrival) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            // Nobody here is in the room any more; the sender still gets
+            // its acknowledgement.
+            if let Some((conn, rid)) = arrival.ack {
+                self.stats.messages_delivered += 1;
+                self.send(conn, arrival.frame.ack(rid.as_deref()));
+            }
+            return;
+        };
+        if seq <= room.delivered {
+            return;
+        }
+        match room.ahead.get_mut(&seq) {
+            // The event came first; the reply brings the sender's ack.
+            Some(held) if arrival.ack.is_some() => held.ack = arrival.ack,
+            Some(_) => {}
+            None => {
+                room.ahead.insert(seq, arrival);
+            }
+        }
+        self.flush(room_id);
+    }
+
+    /// Delivers a room's messages that are next in turn, unless a publish
+    /// of this node's is still unanswered there; a gap is read back.
+    fn flush(&mut self, room_id: &RoomId) {
+        loop {
+            let Some(room) = self.rooms.get_mut(room_id) else {
+                return;
+            };
+            if room.publishing > 0 || room.backfilling {
+                return;
+            }
+            let next = room.delivered + 1;
+            let Some(arrival) = room.ahead.remove(&next) else {
+                if let Some(&first) = room.ahead.keys().next() {
+                    debug_assert!(first > next);
+                    room.backfilling = true;
+                    let op = Op::Since {
+                        room: room_id.0.to_string(),
+                        since: Since {
+                            seq: room.delivered,
+                            epoch: Some(room.record.epoch.clone()),
+                        },
+                        history_limit: self.history_limit(),
+                    };
+                    self.store(Pending::backfill(room_id.clone()), op);
+                }
+                return;
+            };
+            room.delivered = next;
+            self.deliver(room_id, next, arrival);
+        }
+    }
+
+    fn deliver(&mut self, room_id: &RoomId, seq: u64, arrival: Arrival) {
+        let room = &self.rooms[room_id];
+        let broadcast = arrival.frame.broadcast();
+        let mut delivered = 0;
+        for conns in room.local.values() {
+            for &c in conns {
+                if room.joined_after.get(&c).is_some_and(|after| *after >= seq) {
+                    continue;
+                }
+                let frame = match &arrival.ack {
+                    Some((sender, rid)) if *sender == c => arrival.frame.ack(rid.as_deref()),
+                    _ => broadcast.clone(),
+                };
+                self.outputs.push_back(super::Output::Frame {
+                    conn: c,
+                    frame,
+                    notice: false,
+                });
+                delivered += 1;
+            }
+        }
+        // An acknowledgement owed to a sender no longer in the room.
+        if let Some((sender, rid)) = &arrival.ack
+            && !room.local.values().any(|conns| conns.contains(sender))
+            && self.conns.contains_key(sender)
+        {
+            let frame = arrival.frame.ack(rid.as_deref());
+            self.send(*sender, frame);
+            delivered += 1;
+        }
+        self.stats.messages_delivered += delivered;
+        if let Some(sender) = arrival.sender
+            && let Some(room) = self.rooms.get_mut(room_id)
+            && let Some(deadline) = room.typing.remove(&sender)
+        {
+            self.timers
+                .remove(&(deadline, Timer::Typing(room_id.clone(), sender.clone())));
+            self.broadcast_typing(room_id, &sender, false);
+        }
+    }
+
+    /// The messages a gap hid, read back.
+    fn backfilled(
+        &mut self,
+        room_id: &RoomId,
+        epoch: &str,
+        messages: Vec<StoredMessage>,
+        recovered: bool,
+    ) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        room.backfilling = false;
+        if !recovered || epoch != room.record.epoch {
+            return self.lost_track(room_id);
+        }
+        for m in messages {
+            if m.seq > room.delivered
+                && !room.ahead.contains_key(&m.seq)
+                && let Some(frame) = MessageFrame::from_stored(m.frame)
+            {
+                room.ahead.insert(
+                    m.seq,
+                    Arrival {
+                        frame,
+                        sender: None,
+                        ack: None,
+                    },
+                );
+            }
+        }
+        self.flush(room_id);
+    }
+
+    /// This node missed messages of a room that the store no longer has:
+    /// its connections there cannot get them in order, so they are closed
+    /// to resume (and be told `recovered: false`).
+    fn lost_track(&mut self, room_id: &RoomId) {
+        let Some(room) = self.rooms.get(room_id) else {
+            return;
+        };
+        let conns: Vec<ConnId> = room.local.values().flatten().copied().collect();
+        for conn in conns {
+            self.close(conn, CloseCode::TryAgainLater, "missed messages");
+        }
+    }
+}
+
+/// Stored frames as the encoders of `ROOM_JOINED` and `HISTORY` take them
+/// (a frame that is not a message's is left out).
+fn stored_frames(messages: &[StoredMessage]) -> Vec<MessageFrame> {
+    messages
+        .iter()
+        .filter_map(|m| MessageFrame::from_stored(m.frame.clone()))
+        .collect()
+}
