@@ -5,7 +5,9 @@
 //! defaults.
 //!
 //! * `Dockerfile`: a multi-stage build with `cargo build --release
-//!   --locked` over every workspace member; a non-root `USER` that the
+//!   --locked` over every workspace member, the dependencies first over
+//!   stand-in sources, then the real ones touched (else cargo would keep
+//!   the stand-in binary); a non-root `USER` that the
 //!   runtime stage creates; a `HEALTHCHECK` that runs `chat-flow
 //!   healthcheck` (and that command, run as the image would run it, says
 //!   healthy for the real server and unhealthy without one); `STOPSIGNAL
@@ -215,6 +217,28 @@ fn dockerfile_problems(text: &str) -> Vec<String> {
                 "workspace member {member} is not copied into the build stage (cargo reads every member)"
             ));
         }
+    }
+
+    // The real sources are built after the stand-ins, touched first: COPY
+    // keeps their old modification times, and cargo would take the
+    // stand-in build for up to date and ship its empty binary.
+    let real_sources = builder
+        .instructions
+        .iter()
+        .position(|i| i.keyword == "COPY" && i.args.starts_with("src/ "));
+    let rebuilt = real_sources.is_some_and(|at| {
+        builder.instructions[at..].iter().any(|i| {
+            i.keyword == "RUN"
+                && i.args.starts_with("touch src/lib.rs src/main.rs ")
+                && i.args.contains("cargo build --release --locked")
+        })
+    });
+    if !rebuilt {
+        problems.push(
+            "the build stage does not touch src/lib.rs and src/main.rs after COPY src/ \
+             and build again"
+                .to_owned(),
+        );
     }
 
     // The runtime: the binary from the build stage, run as a user it creates.
@@ -463,6 +487,13 @@ fn the_dockerfile_checks_catch_a_broken_promise() {
         r#"ENTRYPOINT ["/usr/local/bin/chat-flow"]"#,
         "ENTRYPOINT /usr/local/bin/chat-flow",
         "ENTRYPOINT",
+    );
+    assert_catches(
+        check,
+        &text,
+        "RUN touch src/lib.rs src/main.rs \\\n && cargo",
+        "RUN cargo",
+        "does not touch",
     );
     assert_catches(
         check,
