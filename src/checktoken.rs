@@ -70,6 +70,7 @@ enum Otherwise {
     At {
         unix_ms: u64,
         verdict: Result<(), AuthError>,
+        why: Option<String>,
     },
     NeverValid,
 }
@@ -100,7 +101,7 @@ pub fn check(token: &str, config: &Config, verifier: &Verifier, now_unix_ms: u64
         .map(|error| explain(*error, &decoded, &setup, token.len(), now_unix_ms));
     let otherwise = match verdict {
         Err(AuthError::Expired | AuthError::NotYetValid) => {
-            on_time(verifier, token, &decoded, setup.leeway_seconds)
+            on_time(verifier, token, &decoded, &setup)
         }
         _ => None,
     };
@@ -283,13 +284,18 @@ impl Report {
         let otherwise = match &self.otherwise {
             None => Value::Null,
             Some(Otherwise::NeverValid) => json!({ "never_valid": true }),
-            Some(Otherwise::At { unix_ms, verdict }) => json!({
+            Some(Otherwise::At {
+                unix_ms,
+                verdict,
+                why,
+            }) => json!({
                 "never_valid": false,
                 "at": rfc3339_ms(*unix_ms),
                 "at_unix_ms": unix_ms,
                 "accepted": verdict.is_ok(),
                 "reason": verdict.err().map(reason_code),
                 "message": verdict.err().map(|e| e.to_string()),
+                "why": why,
             }),
         };
         let (key, key_file) = match &self.setup.key {
@@ -355,6 +361,7 @@ impl Otherwise {
             Otherwise::At {
                 unix_ms,
                 verdict: Ok(()),
+                ..
             } => format!(
                 "on time it would be accepted (checked again at {}, inside its validity)",
                 rfc3339_ms(*unix_ms)
@@ -362,9 +369,11 @@ impl Otherwise {
             Otherwise::At {
                 unix_ms,
                 verdict: Err(error),
+                why,
             } => format!(
-                "on time it would still be rejected ({}): {error} (checked again at {})",
+                "on time it would still be rejected ({}): {} (checked again at {})",
                 reason_code(*error),
+                why.clone().unwrap_or_else(|| error.to_string()),
                 rfc3339_ms(*unix_ms)
             ),
         }
@@ -411,8 +420,9 @@ fn on_time(
     verifier: &Verifier,
     token: &str,
     decoded: &Unverified,
-    leeway_s: u64,
+    setup: &Setup,
 ) -> Option<Otherwise> {
+    let leeway_s = setup.leeway_seconds;
     let until = refused_from_ms(decoded.expires_s()?, leeway_s);
     let from = decoded
         .not_before_s()
@@ -423,9 +433,13 @@ fn on_time(
     // The last moment before expiry: a token refused only for its time is
     // then judged on everything else.
     let at = until - 1;
+    let verdict = verifier.verify(token, at).map(|_| ());
     Some(Otherwise::At {
         unix_ms: at,
-        verdict: verifier.verify(token, at).map(|_| ()),
+        why: verdict
+            .err()
+            .map(|error| explain(error, decoded, setup, token.len(), at)),
+        verdict,
     })
 }
 

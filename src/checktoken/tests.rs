@@ -132,7 +132,8 @@ fn an_expired_token_says_since_when_and_whether_it_would_pass_on_time() {
     assert_eq!(rejected(&report).0, "expired");
     assert!(
         report.to_text().contains(
-            "otherwise  on time it would still be rejected (wrong_issuer): token issuer is not accepted"
+            "otherwise  on time it would still be rejected (wrong_issuer): iss is \"other\"; \
+             JWT_ISSUER requires \"mine\" (checked again at 2023-11-14T21:13:24.999Z)"
         ),
         "{}",
         report.to_text()
