@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # Chat Flow in a container: a Rust build stage and a slim Debian runtime.
 #
 #   docker build -t chat-flow .
