@@ -5,6 +5,12 @@
 //! chat-flow serve [FLAGS]            run the server (same thing)
 //! chat-flow token --sub USER [--username NAME] [--ttl 1h] [--rooms a,b]
 //!                                    print a signed HS256 token
+//! chat-flow checktoken [--json] TOKEN|-
+//!                                    show a token and whether the server
+//!                                    accepts it now (exit 0 yes, 1 no)
+//! chat-flow healthcheck [--timeout 2s]
+//!                                    exit 0 when GET /healthz on HOST:PORT
+//!                                    answers 200, else 1
 //! ```
 //!
 //! Every server setting is a flag and an environment variable
@@ -15,7 +21,10 @@
 //! like the server (flag, environment, `.env`, else the development secret;
 //! an error under `APP_ENV=production` without a strong secret) and adds
 //! `JWT_ISSUER`/`JWT_AUDIENCE` when set, so its tokens are accepted by a
-//! server started from the same environment.
+//! server started from the same environment. `checktoken` resolves the JWT
+//! settings the same way (adding `JWT_PUBLIC_KEY_FILE` and
+//! `JWT_LEEWAY_SECONDS`) and asks the server's own [`Verifier`]; `healthcheck`
+//! resolves `HOST` and `PORT` the same way.
 //!
 //! # Wiring in `main`
 //!
@@ -39,6 +48,17 @@
 //!             chat_flow::auth::Verifier::from_config(&config)?;
 //!             // … start the server with `config`
 //!         }
+//!         Action::CheckToken(mut args) => {
+//!             args.jwt.fill_unset(&DotEnv::read(Path::new(".env"))?);
+//!             let input = cli::read_token(&args.token, std::io::stdin().lock())?;
+//!             let report = cli::run_checktoken(&args, &input, cli::unix_now_ms())?;
+//!             print!("{}", report.to_text()); // exit 1 unless report.accepted()
+//!         }
+//!         Action::Healthcheck(mut args) => {
+//!             args.fill_unset(&DotEnv::read(Path::new(".env"))?);
+//!             let addr = cli::healthcheck_addr(&args)?;
+//!             chat_flow::healthcheck::probe(addr, args.timeout)?; // exit 1 on error
+//!         }
 //!     }
 //!     Ok(())
 //! }
@@ -49,9 +69,15 @@
 //! (`chat-flow --port 4000 serve`) is a usage error rather than a silently
 //! ignored flag.
 
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
 use clap::{Args, Parser, Subcommand};
 
-use crate::auth::{AuthError, TokenSpec, mint_hs256};
+use crate::auth::{AuthError, TokenSpec, Verifier, mint_hs256};
+use crate::checktoken::{self, Report};
 pub use crate::config::ServeArgs;
 use crate::config::{Config, ConfigError, DotEnv, JwtAlgorithm};
 use crate::protocol::valid_room_id;
@@ -88,6 +114,14 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print a signed HS256 token for development and testing.
     Token(TokenArgs),
+    /// Show a token's header and claims and whether the server's
+    /// configuration accepts it now, and if not, why (exit 0 accepted,
+    /// 1 rejected, 2 usage or configuration error).
+    #[command(name = "checktoken")]
+    CheckToken(CheckTokenArgs),
+    /// Ask the server on HOST:PORT for GET /healthz: exit 0 on 200, else 1
+    /// (for container health checks).
+    Healthcheck(HealthcheckArgs),
 }
 
 /// What the binary should do, with the arguments it needs.
@@ -102,6 +136,10 @@ pub enum Action {
     Serve(ServeArgs),
     /// Print a token (pass the arguments to [`run_token`]).
     Token(TokenArgs),
+    /// Check a token (see [`read_token`] and [`run_checktoken`]).
+    CheckToken(CheckTokenArgs),
+    /// Probe a running server (see [`healthcheck_addr`]).
+    Healthcheck(HealthcheckArgs),
 }
 
 impl Cli {
@@ -111,6 +149,8 @@ impl Cli {
             None => Action::Serve(self.serve),
             Some(Command::Serve(args)) => Action::Serve(args),
             Some(Command::Token(args)) => Action::Token(args),
+            Some(Command::CheckToken(args)) => Action::CheckToken(args),
+            Some(Command::Healthcheck(args)) => Action::Healthcheck(args),
         }
     }
 }
@@ -187,6 +227,130 @@ impl TokenSigningArgs {
     }
 }
 
+/// Arguments of `chat-flow checktoken`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct CheckTokenArgs {
+    /// The token, or - to read it from standard input (so that it does not
+    /// show in `ps`; surrounding whitespace such as a final newline is
+    /// removed)
+    #[arg(value_name = "TOKEN", value_parser = clap::value_parser!(OsString))]
+    pub token: OsString,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// Verification settings, read like the server reads them
+    #[command(flatten)]
+    pub jwt: VerifyingArgs,
+}
+
+/// The settings the server verifies tokens with: the same flags and
+/// environment variables as the server's, so that `checktoken` judges a
+/// token as a server started from the same environment would.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct VerifyingArgs {
+    /// Accepted JWT algorithm: HS256, RS256, ES256 or EdDSA [default: HS256]
+    #[arg(long, env = "JWT_ALGORITHM")]
+    pub jwt_algorithm: Option<String>,
+    /// HS256 secret (prefer the environment: flags show up in `ps`) [default: built-in development secret]
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// PEM public key file for RS256, ES256 and EdDSA
+    #[arg(long, env = "JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<String>,
+    /// Required JWT `iss` claim [default: not checked]
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required JWT `aud` value [default: not checked]
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Clock leeway for `exp`/`nbf` in seconds [default: 5]
+    #[arg(long, env = "JWT_LEEWAY_SECONDS")]
+    pub jwt_leeway_seconds: Option<String>,
+    /// development or production (production refuses weak or missing secrets)
+    #[arg(long, env = "APP_ENV")]
+    pub app_env: Option<String>,
+}
+
+impl VerifyingArgs {
+    /// Every variable these settings read.
+    pub const VARIABLES: [&'static str; 7] = [
+        "JWT_ALGORITHM",
+        "JWT_SECRET",
+        "JWT_PUBLIC_KEY_FILE",
+        "JWT_ISSUER",
+        "JWT_AUDIENCE",
+        "JWT_LEEWAY_SECONDS",
+        "APP_ENV",
+    ];
+
+    fn fields(&mut self) -> [&mut Option<String>; 7] {
+        [
+            &mut self.jwt_algorithm,
+            &mut self.jwt_secret,
+            &mut self.jwt_public_key_file,
+            &mut self.jwt_issuer,
+            &mut self.jwt_audience,
+            &mut self.jwt_leeway_seconds,
+            &mut self.app_env,
+        ]
+    }
+
+    /// The raw value given for environment variable `var`, as
+    /// [`ServeArgs::value`] does for the server.
+    pub fn value(&self, var: &str) -> Option<&str> {
+        let index = Self::VARIABLES.iter().position(|v| *v == var)?;
+        [
+            &self.jwt_algorithm,
+            &self.jwt_secret,
+            &self.jwt_public_key_file,
+            &self.jwt_issuer,
+            &self.jwt_audience,
+            &self.jwt_leeway_seconds,
+            &self.app_env,
+        ][index]
+            .as_deref()
+    }
+
+    /// Sets what neither a flag nor the environment set from `dotenv`, as
+    /// [`ServeArgs::fill_unset`] does for the server.
+    pub fn fill_unset(&mut self, dotenv: &DotEnv) {
+        for (field, var) in self.fields().into_iter().zip(Self::VARIABLES) {
+            if field.is_none() {
+                *field = dotenv.get(var).map(str::to_owned);
+            }
+        }
+    }
+}
+
+/// Default of `chat-flow healthcheck --timeout`.
+pub const DEFAULT_HEALTHCHECK_TIMEOUT: &str = "2s";
+
+/// Arguments of `chat-flow healthcheck`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct HealthcheckArgs {
+    /// Address the server listens on; 0.0.0.0 is asked on 127.0.0.1 and :: on ::1 [default: 0.0.0.0]
+    #[arg(long, env = "HOST")]
+    pub host: Option<String>,
+    /// Port the server listens on [default: 3001]
+    #[arg(long, env = "PORT")]
+    pub port: Option<String>,
+    /// Give up after this long in all: 500ms, 2s, up to 60s
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_HEALTHCHECK_TIMEOUT, value_parser = parse_probe_timeout)]
+    pub timeout: Duration,
+}
+
+impl HealthcheckArgs {
+    /// Sets `HOST` and `PORT` from `dotenv` when neither a flag nor the
+    /// environment did, as [`ServeArgs::fill_unset`] does for the server.
+    pub fn fill_unset(&mut self, dotenv: &DotEnv) {
+        for (field, var) in [(&mut self.host, "HOST"), (&mut self.port, "PORT")] {
+            if field.is_none() {
+                *field = dotenv.get(var).map(str::to_owned);
+            }
+        }
+    }
+}
+
 /// Why the command line could not do its job.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -214,6 +378,19 @@ pub enum CliError {
     /// Signing failed.
     #[error("cannot sign the token: {0}")]
     Auth(#[from] AuthError),
+    /// `checktoken` was given no token (an empty argument, or nothing but
+    /// whitespace on standard input).
+    #[error("no token given: {0}")]
+    NoToken(&'static str),
+    /// `checktoken -` could not read standard input.
+    #[error("cannot read the token from standard input: {0}")]
+    Stdin(String),
+    /// `healthcheck` with `PORT=0`: the server's port is whichever was free.
+    #[error(
+        "PORT is 0, so the server listens on whichever port was free; \
+         give the port with --port or PORT"
+    )]
+    AnyPort,
 }
 
 /// A `--ttl` value that is not a duration.
@@ -335,6 +512,109 @@ pub fn mint_token(args: &TokenArgs, now_unix_s: u64) -> Result<MintedToken, CliE
         token,
         uses_dev_secret: config.uses_dev_secret(),
     })
+}
+
+/// Most bytes `checktoken -` reads from standard input (a token is at most
+/// [`TOKEN_MAX_BYTES`](crate::auth::TOKEN_MAX_BYTES); more is read so that a
+/// longer one is judged, not cut).
+pub const STDIN_TOKEN_MAX_BYTES: u64 = 1024 * 1024;
+
+/// The token `checktoken` is to judge, as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInput {
+    /// The token (invalid UTF-8 replaced with U+FFFD).
+    pub token: String,
+    /// Whether the input was not UTF-8 text.
+    pub not_utf8: bool,
+}
+
+/// Reads `checktoken`'s token: `arg` itself, or for `-` standard input
+/// (`stdin`) with surrounding whitespace removed, at most
+/// [`STDIN_TOKEN_MAX_BYTES`]. An empty token is an error.
+pub fn read_token(arg: &OsStr, stdin: impl Read) -> Result<TokenInput, CliError> {
+    let bytes = if arg == "-" {
+        let mut bytes = Vec::new();
+        stdin
+            .take(STDIN_TOKEN_MAX_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| CliError::Stdin(e.to_string()))?;
+        if bytes.len() as u64 > STDIN_TOKEN_MAX_BYTES {
+            return Err(CliError::Stdin(format!(
+                "more than {STDIN_TOKEN_MAX_BYTES} bytes; a token is at most {} bytes",
+                crate::auth::TOKEN_MAX_BYTES
+            )));
+        }
+        let trimmed = bytes.trim_ascii();
+        if trimmed.is_empty() {
+            return Err(CliError::NoToken("standard input holds no token"));
+        }
+        trimmed.to_vec()
+    } else {
+        if arg.is_empty() {
+            return Err(CliError::NoToken("TOKEN is empty"));
+        }
+        arg.as_encoded_bytes().to_vec()
+    };
+    let token = String::from_utf8_lossy(&bytes).into_owned();
+    Ok(TokenInput {
+        not_utf8: std::str::from_utf8(&bytes).is_err(),
+        token,
+    })
+}
+
+/// Runs `chat-flow checktoken`: builds the configuration and the verifier
+/// as the server does (an invalid setting or key file is an error naming
+/// it) and judges `input` at `now_unix_ms`.
+pub fn run_checktoken(
+    args: &CheckTokenArgs,
+    input: &TokenInput,
+    now_unix_ms: u64,
+) -> Result<Report, CliError> {
+    let config = Config::from_lookup(|var| args.jwt.value(var).map(str::to_owned))?;
+    let verifier = Verifier::from_config(&config)?;
+    let mut report = checktoken::check(&input.token, &config, &verifier, now_unix_ms);
+    if input.not_utf8 {
+        report.add_note("the input is not UTF-8 text (shown with U+FFFD in place of bad bytes)");
+    }
+    Ok(report)
+}
+
+/// The address `chat-flow healthcheck` asks: `HOST` and `PORT` validated
+/// as the server validates them, an unspecified `HOST` (`0.0.0.0`, `::`)
+/// replaced by the loopback address of its family.
+pub fn healthcheck_addr(args: &HealthcheckArgs) -> Result<SocketAddr, CliError> {
+    let config = Config::from_lookup(|var| match var {
+        "HOST" => args.host.clone(),
+        "PORT" => args.port.clone(),
+        _ => None,
+    })?;
+    if config.port == 0 {
+        return Err(CliError::AnyPort);
+    }
+    let host = match config.host {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        host => host,
+    };
+    Ok(SocketAddr::new(host, config.port))
+}
+
+/// A `--timeout` for `healthcheck`: a humantime duration from 1 ms to 60 s.
+fn parse_probe_timeout(input: &str) -> Result<Duration, String> {
+    humantime::parse_duration(input.trim())
+        .ok()
+        .filter(|d| *d >= Duration::from_millis(1) && *d <= Duration::from_secs(60))
+        .ok_or_else(|| "expected a duration from 1ms to 60s, such as 500ms or 2s".to_owned())
+}
+
+/// The current Unix time in milliseconds (0 if the clock is before 1970),
+/// the server's clock for tokens, for [`run_checktoken`].
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 #[cfg(test)]

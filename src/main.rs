@@ -1,4 +1,5 @@
-//! `chat-flow`: parses the command line and runs the server or prints a token.
+//! `chat-flow`: parses the command line and runs the server, prints a
+//! token, checks one, or probes a running server's health.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -6,6 +7,7 @@ use std::process::ExitCode;
 use chat_flow::auth::Verifier;
 use chat_flow::cli::{self, Action, Cli, CliError};
 use chat_flow::config::{Config, ConfigError, ConfigSource, DotEnv, LogFormat};
+use chat_flow::healthcheck;
 use chat_flow::server::{self, RuntimeEnv};
 use clap::Parser;
 use tracing::{info, warn};
@@ -29,6 +31,67 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("chat-flow: {e}");
                     ExitCode::from(2)
+                }
+            }
+        }
+        Action::CheckToken(mut args) => {
+            // Exit 0: accepted; 1: rejected; 2: usage or configuration error.
+            let report = DotEnv::read(Path::new(".env"))
+                .map_err(CliError::from)
+                .and_then(|dotenv| {
+                    args.jwt.fill_unset(&dotenv);
+                    let input = cli::read_token(&args.token, std::io::stdin().lock())?;
+                    cli::run_checktoken(&args, &input, cli::unix_now_ms())
+                });
+            match report {
+                Ok(report) => {
+                    // A closed stdout (`| head -1`) is not worth a panic.
+                    let text = if args.json {
+                        format!("{:#}\n", report.to_json())
+                    } else {
+                        report.to_text()
+                    };
+                    let _ =
+                        std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+                    if report.accepted() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("chat-flow: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Action::Healthcheck(mut args) => {
+            // Exit 0: healthy; 1: anything else, a bad setting included
+            // (Docker reserves 2 for health checks).
+            let addr = DotEnv::read(Path::new(".env"))
+                .map_err(CliError::from)
+                .and_then(|dotenv| {
+                    args.fill_unset(&dotenv);
+                    cli::healthcheck_addr(&args)
+                });
+            let addr = match addr {
+                Ok(addr) => addr,
+                Err(e) => {
+                    eprintln!("chat-flow healthcheck: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match healthcheck::probe(addr, args.timeout) {
+                Ok(()) => {
+                    println!(
+                        "healthy: http://{addr}{} answered 200",
+                        healthcheck::HEALTH_PATH
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("chat-flow healthcheck: unhealthy: {e}");
+                    ExitCode::from(1)
                 }
             }
         }

@@ -4,6 +4,9 @@
 //! * `mod.rs`: the [`Verifier`] and what it grants, [`VerifiedToken`].
 //! * `keys.rs`: the key cryptography, from the JWT settings to a key.
 //! * `claims.rs`: the rules on a token's content shared with minting.
+//! * `inspect.rs`: a token's header and claims decoded without trusting
+//!   them (for `chat-flow checktoken`), and the base64url decoding the
+//!   verifier's header check uses.
 //! * `mint.rs`: [`mint_hs256`].
 //! * `error.rs`: [`AuthError`].
 //!
@@ -31,6 +34,7 @@
 
 mod claims;
 mod error;
+mod inspect;
 mod keys;
 mod mint;
 #[cfg(test)]
@@ -38,13 +42,11 @@ mod tests;
 
 pub use claims::TOKEN_MAX_BYTES;
 pub use error::AuthError;
+pub use inspect::{SegmentProblem, Unverified, decode_unverified};
 pub use mint::{TokenSpec, mint_hs256};
 
 use std::collections::HashSet;
 
-use base64::Engine;
-use base64::alphabet;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::{Map, Value};
@@ -52,6 +54,7 @@ use serde_json::{Map, Value};
 use crate::config::{Config, ConfigError, JwtAlgorithm};
 use crate::protocol::valid_username;
 use claims::{Rounding, numeric_date};
+use inspect::decode_segment;
 
 /// What a successfully verified token says about the connection's user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,23 +238,4 @@ impl Verifier {
             expires_at_unix_ms,
         })
     }
-}
-
-/// Unpadded base64url (RFC 7515 §2): the URL-safe alphabet, padding refused.
-/// Unlike `URL_SAFE_NO_PAD`, bits left over in the last character are
-/// ignored, so that such a header is still judged by its `alg` and `crit`
-/// and keeps the answer it has always had (`WrongAlgorithm`,
-/// `CriticalHeader`) rather than becoming `Malformed`.
-const BASE64URL: GeneralPurpose = GeneralPurpose::new(
-    &alphabet::URL_SAFE,
-    GeneralPurposeConfig::new()
-        .with_encode_padding(false)
-        .with_decode_padding_mode(DecodePaddingMode::RequireNone)
-        .with_decode_allow_trailing_bits(true),
-);
-
-/// Decodes one segment of a compact JWS; `None` on padding, any character
-/// outside the URL-safe alphabet, or an impossible length.
-fn decode_segment(segment: &str) -> Option<Vec<u8>> {
-    BASE64URL.decode(segment).ok()
 }
