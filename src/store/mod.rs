@@ -41,6 +41,7 @@ use bytes::Bytes;
 
 use crate::protocol::RoomKind;
 
+pub mod redis;
 
 /// One node of the service: unique to one run of one process (a node that
 /// restarts is a new node).
