@@ -102,6 +102,7 @@ fn join(room: &str, user: &str, h: Holder, since: Option<Since>, now: u64) -> Op
         holder: h,
         granted: false,
         since,
+        history_limit: 100,
         now_ms: now,
     }
 }
@@ -296,7 +297,8 @@ async fn the_epoch_stays_until_the_data_is_lost() {
             Op::History {
                 room: "r".into(),
                 before_seq: None,
-                limit: 10
+                limit: 10,
+                history_limit: 100,
             }
         )
         .await,
@@ -389,12 +391,17 @@ async fn seq_is_gap_free_across_two_nodes_and_events_come_in_seq_order() {
             Event::Message {
                 room,
                 epoch,
+                user,
                 message,
             } => {
                 assert_eq!(
                     (room.as_str(), epoch.as_str(), message.seq),
                     ("r", "e", seq)
                 );
+                // The sender is the one whose text the frame carries.
+                let text = format!("{}-", &user[1..]);
+                let frame = String::from_utf8(message.frame.to_vec()).unwrap();
+                assert!(frame.contains(&format!("\"{text}")), "{user}: {frame}");
             }
             other => panic!("{other:?}"),
         }
@@ -468,7 +475,8 @@ async fn retries_match_retained_messages_only() {
             Op::History {
                 room: "r".into(),
                 before_seq: None,
-                limit: 10
+                limit: 10,
+                history_limit: 100,
             }
         )
         .await,
@@ -506,6 +514,7 @@ async fn history_pages_backwards() {
         room: "r".into(),
         before_seq: before,
         limit,
+        history_limit: 8,
     };
     let seqs = |r: Reply| match r {
         Reply::History { messages, has_more } => {
@@ -676,6 +685,7 @@ async fn presence_is_per_user_across_nodes() {
         holder: holder("B", 1),
         granted: false,
         since: None,
+        history_limit: 100,
         now_ms: 11,
     };
     match apply(&b, op).await {
@@ -778,6 +788,7 @@ async fn presence_is_per_user_across_nodes() {
         holder: holder("A", 5),
         granted: true,
         since: None,
+        history_limit: 100,
         now_ms: 31,
     };
     assert!(matches!(apply(&a, granted).await, Reply::Joined { .. }));
@@ -1015,6 +1026,8 @@ async fn a_heartbeat_sweeps_the_holders_of_dead_nodes() {
 async fn idle_user_rooms_are_deleted() {
     let server = RedisServer::start();
     let s = store(&server).await;
+    // Rooms are created at T0 (record's created_at_ms).
+    const T0: u64 = 1_700_000_000_000;
     apply(
         &s,
         Op::EnsureRoom {
@@ -1022,54 +1035,216 @@ async fn idle_user_rooms_are_deleted() {
         },
     )
     .await;
-    apply(&s, create("r", "alice", "e1", 1, 10)).await;
-    let mut sub = subscriber(&s, &["r", "general"]).await;
+    apply(&s, create("r", "alice", "e1", 2, 10)).await;
+    apply(&s, create("never", "alice", "e1", 2, 10)).await;
+    let mut sub = subscriber(&s, &["r", "general", "never"]).await;
     let idle = |room: &str, now| Op::DeleteIfIdle {
         room: room.into(),
         idle_ttl_ms: 1000,
         now_ms: now,
     };
-    // Never joined: not empty "since" anything yet.
-    assert_eq!(apply(&s, idle("r", 1_000_000)).await, Reply::Deleted(false));
-    apply(&s, join("r", "alice", holder("n", 1), None, 100)).await;
-    apply(&s, join("general", "alice", holder("n", 1), None, 100)).await;
-    assert_eq!(apply(&s, idle("r", 5000)).await, Reply::Deleted(false));
-    apply(&s, leave("r", "alice", holder("n", 1), 2000)).await;
-    apply(&s, leave("general", "alice", holder("n", 1), 2000)).await;
+    // Never joined: empty since it was created.
+    assert_eq!(
+        apply(&s, idle("never", T0 + 999)).await,
+        Reply::Deleted(false)
+    );
+    assert_eq!(
+        apply(&s, idle("never", T0 + 1000)).await,
+        Reply::Deleted(true)
+    );
+    assert_eq!(
+        next_event(&mut sub).await,
+        Event::RoomDeleted {
+            room: "never".into()
+        }
+    );
+    apply(&s, join("r", "alice", holder("n", 1), None, T0 + 100)).await;
+    apply(&s, join("general", "alice", holder("n", 1), None, T0 + 100)).await;
+    assert_eq!(apply(&s, idle("r", T0 + 5000)).await, Reply::Deleted(false));
+    apply(&s, leave("r", "alice", holder("n", 1), T0 + 2000)).await;
+    apply(&s, leave("general", "alice", holder("n", 1), T0 + 2000)).await;
     for _ in 0..4 {
         next_event(&mut sub).await;
     }
-    assert_eq!(apply(&s, idle("r", 2999)).await, Reply::Deleted(false));
+    assert_eq!(apply(&s, idle("r", T0 + 2999)).await, Reply::Deleted(false));
     // Default rooms are never deleted.
     assert_eq!(
-        apply(&s, idle("general", 10_000)).await,
+        apply(&s, idle("general", T0 + 10_000)).await,
         Reply::Deleted(false)
     );
     // Back within the time: the clock starts again when it empties again.
-    apply(&s, join("r", "bob", holder("n", 2), None, 2500)).await;
-    apply(&s, leave("r", "bob", holder("n", 2), 2600)).await;
+    apply(&s, join("r", "bob", holder("n", 2), None, T0 + 2500)).await;
+    apply(&s, leave("r", "bob", holder("n", 2), T0 + 2600)).await;
     next_event(&mut sub).await;
     next_event(&mut sub).await;
-    assert_eq!(apply(&s, idle("r", 3000)).await, Reply::Deleted(false));
-    assert_eq!(apply(&s, idle("r", 3600)).await, Reply::Deleted(true));
+    assert_eq!(apply(&s, idle("r", T0 + 3000)).await, Reply::Deleted(false));
+    assert_eq!(apply(&s, idle("r", T0 + 3600)).await, Reply::Deleted(true));
     assert_eq!(
         next_event(&mut sub).await,
         Event::RoomDeleted { room: "r".into() }
     );
-    assert_eq!(apply(&s, idle("r", 3600)).await, Reply::NotFound);
-    // Gone with its history; alice may create one again (her count went
+    // A room that is not there is not deleted.
+    assert_eq!(apply(&s, idle("r", T0 + 3600)).await, Reply::Deleted(false));
+    assert_eq!(
+        apply(&s, Op::Lookup { room: "r".into() }).await,
+        Reply::NotFound
+    );
+    // Gone with its history; alice may create rooms again (her count went
     // down), with a new epoch.
     assert_eq!(
-        apply(&s, publish("r", "alice", None, "x", 5, 4000)).await,
+        apply(&s, publish("r", "alice", None, "x", 5, T0 + 4000)).await,
         Reply::NotFound
     );
     assert_eq!(
-        apply(&s, create("r", "alice", "e2", 1, 10)).await,
+        apply(&s, create("r", "alice", "e2", 2, 10)).await,
         Reply::Created(record("r", Some("alice"), "e2"))
     );
     assert_eq!(
-        seq_of(&s, publish("r", "alice", None, "x", 5, 4000)).await,
-        1
+        apply(&s, create("r2", "alice", "e3", 2, 10)).await,
+        Reply::Created(record("r2", Some("alice"), "e3"))
+    );
+    assert_eq!(
+        apply(&s, create("r3", "alice", "e4", 2, 10)).await,
+        Reply::Refused(Refusal::UserLimit)
+    );
+    assert_eq!(
+        apply(&s, publish("r", "alice", None, "x", 5, T0 + 4000)).await,
+        Reply::Published(StoredMessage {
+            seq: 1,
+            frame: frame("x", 1)
+        })
+    );
+    // The channel is the id's: a node still subscribed hears the new room.
+    assert!(matches!(
+        next_event(&mut sub).await,
+        Event::Message { ref epoch, .. } if epoch == "e2"
+    ));
+    no_event(&mut sub).await;
+}
+
+#[tokio::test]
+async fn reads_cut_history_to_the_limit_they_carry_and_since_reads_a_gap() {
+    let server = RedisServer::start();
+    let s = store(&server).await;
+    apply(
+        &s,
+        Op::EnsureRoom {
+            record: record("r", None, "e"),
+        },
+    )
+    .await;
+    assert_eq!(
+        apply(&s, Op::Lookup { room: "r".into() }).await,
+        Reply::Room(record("r", None, "e"))
+    );
+    for i in 1..=6 {
+        let id = i.to_string();
+        seq_of(&s, publish("r", "u", Some(&id), &id, 10, i)).await;
+    }
+    let since = |seq: u64, epoch: Option<&str>, history_limit: u32| Op::Since {
+        room: "r".into(),
+        since: Since {
+            seq,
+            epoch: epoch.map(str::to_owned),
+        },
+        history_limit,
+    };
+    let got = |r: Reply| match r {
+        Reply::Recovery {
+            epoch,
+            messages,
+            recovered,
+            last_seq,
+        } => {
+            assert_eq!(epoch, "e");
+            (
+                messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+                recovered,
+                last_seq,
+            )
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        got(apply(&s, since(4, Some("e"), 10)).await),
+        (vec![5, 6], true, 6)
+    );
+    assert_eq!(
+        got(apply(&s, since(4, Some("x"), 10)).await),
+        ((1..=6).collect(), false, 6)
+    );
+    // A Since with HISTORY_LIMIT 4 evicts 1 and 2 at once (and their retry
+    // keys): after 1 is no longer everything.
+    assert_eq!(
+        got(apply(&s, since(1, None, 4)).await),
+        (vec![3, 4, 5, 6], false, 6)
+    );
+    assert_eq!(
+        seq_of(&s, publish("r", "u", Some("1"), "1 again", 10, 7)).await,
+        7
+    );
+    assert!(matches!(
+        apply(&s, publish("r", "u", Some("3"), "3", 10, 8)).await,
+        Reply::Duplicate(StoredMessage { seq: 3, .. })
+    ));
+    // A History with 3 cuts to 5..=7; a Join with 2 to 6..=7.
+    let history = Op::History {
+        room: "r".into(),
+        before_seq: None,
+        limit: 0,
+        history_limit: 3,
+    };
+    match apply(&s, history).await {
+        Reply::History { messages, has_more } => {
+            // A limit of 0 answers one message.
+            assert_eq!(messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [7]);
+            assert!(has_more);
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut op = join("r", "v", holder("n", 1), None, 9);
+    if let Op::Join { history_limit, .. } = &mut op {
+        *history_limit = 2;
+    }
+    match apply(&s, op).await {
+        Reply::Joined {
+            messages, last_seq, ..
+        } => {
+            assert_eq!(messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [6, 7]);
+            assert_eq!(last_seq, 7);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        server
+            .command(&["HLEN", "chatflow:room:{r}:retry"])
+            .unwrap(),
+        ":2\r\n"
+    );
+    assert_eq!(
+        apply(
+            &s,
+            Op::Since {
+                room: "nowhere".into(),
+                since: Since {
+                    seq: 0,
+                    epoch: None
+                },
+                history_limit: 5
+            }
+        )
+        .await,
+        Reply::NotFound
+    );
+    assert_eq!(
+        apply(
+            &s,
+            Op::Lookup {
+                room: "nowhere".into()
+            }
+        )
+        .await,
+        Reply::NotFound
     );
 }
 
@@ -1145,6 +1320,7 @@ async fn data_it_did_not_write_is_an_error_not_a_panic() {
             room: "q".into(),
             before_seq: Some(3),
             limit: 5,
+            history_limit: 100,
         })
         .await
         .unwrap_err();

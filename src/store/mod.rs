@@ -14,7 +14,7 @@
 //! to the room as an [`Event`]. Two stores speak this vocabulary with the
 //! same semantics, written down here once:
 //!
-//! - `memory::MemoryStore`: one node, everything in this process, no IO
+//! - [`memory::MemoryStore`]: one node, everything in this process, no IO
 //!   (the default, and the simulation's model of Redis);
 //! - `redis`: every node of the service on one Redis, one atomic script per
 //!   operation.
@@ -29,18 +29,50 @@
 //!   data is lost (or that is deleted and created again) gets a new epoch —
 //!   the one its creator proposed, which is unique to that creation.
 //! - History keeps the newest `history_limit` messages of a room (the limit
-//!   the `Publish` carries); a message evicted from history can no longer be
-//!   matched by its `clientMessageId`.
+//!   the last `Publish`, `Join`, `History` or `Since` on it carried: a
+//!   smaller limit evicts at once); a message evicted from history can no
+//!   longer be matched by its `clientMessageId`.
 //! - A message is stored as its whole `NEW_MESSAGE` frame (without
 //!   `requestId`): `draft.head`, the decimal `seq`, `draft.tail`.
 //! - Time is what the operation carries (`now_ms`); a store never reads a
 //!   clock of its own, so that every node charges buckets and ages rooms on
 //!   the same arithmetic as the core.
 
+//!
+//! # How a node drives it
+//!
+//! - **One request at a time per connection.** A request whose answer needs
+//!   the store is started (local checks, then one `Op` out) and finished
+//!   when its `Reply` comes in; the connection's later messages wait behind
+//!   it, so that a `JOIN_ROOM` followed at once by a `SEND_MESSAGE` is
+//!   answered as it is today. A single node's `MemoryStore` answers within
+//!   the same step, so nothing ever waits there.
+//! - **Deliveries follow one cursor per room and node.** A node delivers a
+//!   room's message `seq` to its local members only after `seq - 1`; the
+//!   `Published` reply and the room's `Event::Message` both feed that
+//!   cursor, and whichever comes second is dropped. A `seq` beyond the
+//!   cursor + 1 (a pub/sub message lost) is held while the node reads the
+//!   gap with `Op::Since`; what the store no longer retains cannot be
+//!   delivered, so the connections of that room are closed with `1013` to
+//!   resume (and be told `recovered: false`).
+//! - **Presence and typing are replicas.** Each node keeps, for the rooms it
+//!   has members in, the users present (from `Joined` and
+//!   `Event::Presence`) and who is typing (from `Event::Typing`, with its
+//!   own `TYPING_TIMEOUT_MS` timer, and ended by that user's
+//!   `Event::Message`); `USER_JOINED`, `USER_LEFT` and `TYPING_UPDATE` are
+//!   what those events become for its local members.
+//! - **A room's idleness** is the store's: a `Left` reply with
+//!   `member_count` 0 arms the node's `ROOM_IDLE_TTL_MS` timer, whose
+//!   `DeleteIfIdle` deletes the room only if it is still empty.
+//! - **Nodes come and go.** A clustered node sends `Heartbeat` every third
+//!   of `NODE_TTL_MS`, which also clears the holders of nodes whose lease ran
+//!   out; a single node never needs to.
+
 use bytes::Bytes;
 
 use crate::protocol::RoomKind;
 
+pub mod memory;
 pub mod redis;
 
 /// One node of the service: unique to one run of one process (a node that
@@ -203,6 +235,8 @@ pub enum Op {
         /// A recovery: the messages after `since.seq` are wanted (all of
         /// them, or `recovered: false`); `None`: the retained history.
         since: Option<Since>,
+        /// `HISTORY_LIMIT` now: the room's history is first cut to it.
+        history_limit: u32,
         /// When (milliseconds since the Unix epoch).
         now_ms: u64,
     },
@@ -230,6 +264,8 @@ pub enum Op {
         before_seq: Option<u64>,
         /// At most this many (≥ 1).
         limit: u32,
+        /// `HISTORY_LIMIT` now: the room's history is first cut to it.
+        history_limit: u32,
     },
     /// A `SEND_MESSAGE`, in this order: charge `user`'s send bucket (refused:
     /// [`Reply::RateLimited`], nothing else happens); if `(user,
@@ -253,6 +289,25 @@ pub enum Op {
         history_limit: u32,
         /// When.
         now_ms: u64,
+    },
+    /// The messages of `room` after `since` — what a node that saw a `seq`
+    /// gap in a room's events (a pub/sub message lost while it was cut off
+    /// from the store) reads before it delivers anything newer. →
+    /// [`Reply::Recovery`] or [`Reply::NotFound`].
+    Since {
+        /// The room.
+        room: String,
+        /// The last `seq` the node delivered, and its epoch.
+        since: Since,
+        /// `HISTORY_LIMIT` now: the room's history is first cut to it.
+        history_limit: u32,
+    },
+    /// → [`Reply::Room`] with the room, or [`Reply::NotFound`]: what a
+    /// request about a room the connection is not in answers (`NOT_A_MEMBER`
+    /// or `ROOM_NOT_FOUND`).
+    Lookup {
+        /// The room.
+        room: String,
     },
     /// Charges `user`'s send bucket for a `SEND_MESSAGE` that fails before
     /// it is published (the sender is not in the room). → [`Reply::Charged`]
@@ -304,7 +359,7 @@ pub enum Op {
 /// A store's answer to one [`Op`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    /// `EnsureRoom`: the room as stored.
+    /// `EnsureRoom`, `Lookup`: the room as stored.
     Room(RoomRecord),
     /// `CreateRoom`: created.
     Created(RoomRecord),
@@ -321,13 +376,28 @@ pub enum Reply {
         /// Whether this made the user present (a `USER_JOINED` is owed to
         /// the others).
         first_of_user: bool,
-        /// The retained history (no `since`), or the messages after
-        /// `since.seq` that are retained, oldest first.
+        /// Oldest first: the messages after `since.seq` when `recovered`,
+        /// else (no `since`, or recovery impossible) every retained message.
         messages: Vec<StoredMessage>,
-        /// With `since`: whether `messages` is everything after `since.seq`
-        /// in the room's current epoch (the epoch matches, when given, and
-        /// nothing after `since.seq` was evicted).
+        /// With `since`: whether everything after `since.seq` in the room's
+        /// current epoch is retained — the epoch matches (or was not given),
+        /// `since.seq` is not beyond the last `seq`, and nothing after it
+        /// was evicted.
         recovered: Option<bool>,
+        /// The `seq` of the room's last message (0 before the first): where
+        /// the joining node's deliveries of this room start from.
+        last_seq: u64,
+    },
+    /// `Since`.
+    Recovery {
+        /// The room's current epoch.
+        epoch: String,
+        /// As in `Joined`.
+        messages: Vec<StoredMessage>,
+        /// As in `Joined`.
+        recovered: bool,
+        /// As in `Joined`.
+        last_seq: u64,
     },
     /// `Join`: a private room the user may not join.
     Forbidden,
@@ -376,6 +446,8 @@ pub enum Event {
         room: String,
         /// Its epoch.
         epoch: String,
+        /// The sender (whose typing indicator it ends).
+        user: String,
         /// The message.
         message: StoredMessage,
     },

@@ -5,7 +5,7 @@
 //!
 //! | first byte | rest | event |
 //! | --- | --- | --- |
-//! | `M` | `<seq>:<n>:<epoch (n bytes)><frame>` | [`Event::Message`] |
+//! | `M` | `<seq>:<n>:<epoch (n bytes)><m>:<sender (m bytes)><frame>` | [`Event::Message`] |
 //! | `J` / `L` | `<member_count>:<n>:<user (n bytes)><username>` | [`Event::Presence`], joined or not |
 //! | `T` / `t` | `<n>:<user (n bytes)><username>` | [`Event::Typing`], typing or stopped |
 //! | `D` | | [`Event::RoomDeleted`] |
@@ -225,10 +225,12 @@ pub fn event(room: &str, payload: &[u8]) -> Result<Event, StoreError> {
     match tag {
         b'M' => {
             let (seq, rest) = number_then(rest)?;
-            let (epoch, frame) = sized_then(rest)?;
+            let (epoch, rest) = sized_then(rest)?;
+            let (user, frame) = sized_then(rest)?;
             Ok(Event::Message {
                 room,
                 epoch: utf8(epoch)?,
+                user: utf8(user)?,
                 message: StoredMessage {
                     seq,
                     frame: Bytes::copy_from_slice(frame),
@@ -271,12 +273,13 @@ mod tests {
 
     #[test]
     fn events_decode() {
-        let e = event("r", b"M12:3:e-1{\"seq\":12}").unwrap();
+        let e = event("r", b"M12:3:e-13:u:1{\"seq\":12}").unwrap();
         assert_eq!(
             e,
             Event::Message {
                 room: "r".into(),
                 epoch: "e-1".into(),
+                user: "u:1".into(),
                 message: StoredMessage {
                     seq: 12,
                     frame: Bytes::from_static(b"{\"seq\":12}")
@@ -310,6 +313,8 @@ mod tests {
             b"M",
             b"M12",
             b"M12:99:e",
+            b"M12:1:e",
+            b"M12:1:e9:u",
             b"Mx:1:e",
             b"J1:5:ab",
             b"T9999999999999999999999:u",

@@ -102,23 +102,27 @@ local function presence_event(joined, members, user, username)
     return tag .. fmt(members) .. ':' .. #user .. ':' .. user .. username
 end
 
--- Takes holder field `h` out of a room (keys given); publishes USER_LEFT
--- when that was the user's last holder and marks the room empty when it
--- was the last user. Returns (was in, last of user, members after).
-local function take_out(room, users, holders, channel, h, now)
-    local user = redis.call('HGET', holders, h)
-    if not user then
-        return false, false, redis.call('HLEN', users)
+-- Takes holder field `h` of `user` out of a room (keys given); publishes
+-- USER_LEFT when that was the user's last holder and marks the room empty
+-- since `now` when it was the last user. Returns (last of user, members
+-- after). A holder that is not in, or is in for another user, changes
+-- nothing.
+local function take_out(room, users, holders, channel, user, h, now)
+    if redis.call('HGET', holders, h) ~= user then
+        return false, redis.call('HLEN', users)
+    end
+    local v = redis.call('HGET', users, user)
+    local count, username = 0, ''
+    if v then
+        count, username = presence(v)
     end
     redis.call('HDEL', holders, h)
-    local v = redis.call('HGET', users, user)
-    if not v then
-        return true, false, redis.call('HLEN', users)
-    end
-    local count, username = presence(v)
     if count > 1 then
         redis.call('HSET', users, user, fmt(count - 1) .. ':' .. username)
-        return true, false, redis.call('HLEN', users)
+        return false, redis.call('HLEN', users)
+    end
+    if not v then
+        return false, redis.call('HLEN', users)
     end
     redis.call('HDEL', users, user)
     local members = redis.call('HLEN', users)
@@ -126,7 +130,46 @@ local function take_out(room, users, holders, channel, h, now)
         redis.call('HSET', room, 'empty_since', now)
     end
     redis.call('PUBLISH', channel, presence_event(false, members, user, username))
-    return true, true, members
+    return true, members
+end
+
+-- Keeps the newest `limit` (at least 1) entries of a log; an evicted
+-- entry's retry key goes with it (when it still names that entry).
+local function trim(log, retry, limit)
+    limit = math.max(1, limit)
+    local len = redis.call('LLEN', log)
+    if len <= limit then
+        return
+    end
+    for _, e in ipairs(redis.call('LRANGE', log, 0, len - limit - 1)) do
+        local k = entry_retry(e)
+        if k and redis.call('HGET', retry, k) == fmt(entry_seq(e)) then
+            redis.call('HDEL', retry, k)
+        end
+    end
+    redis.call('LTRIM', log, len - limit, -1)
+end
+
+-- What a recovery after `since` finds in a room whose last seq is `last`:
+-- (recovered, entries). Recovered when the epoch matches (or was not
+-- given), `since` is not beyond `last`, and nothing after it was evicted;
+-- then the entries after `since`, else every retained entry.
+local function recovery(log, last, epoch, since, since_epoch)
+    local len = redis.call('LLEN', log)
+    local first_retained = last + 1
+    if len > 0 then
+        first_retained = entry_seq(redis.call('LINDEX', log, 0))
+    end
+    local same_epoch = since_epoch == false or since_epoch == epoch
+    if same_epoch and since <= last and since + 1 >= first_retained then
+        -- The log's seqs are consecutive.
+        local start = since + 1 - first_retained
+        if start < len then
+            return true, redis.call('LRANGE', log, start, -1)
+        end
+        return true, {}
+    end
+    return false, redis.call('LRANGE', log, 0, -1)
 end
 
 -- Charges a send bucket with exactly the arithmetic of src/core/bucket.rs:

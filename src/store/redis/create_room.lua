@@ -4,6 +4,8 @@
 -- ARGV: 1 'ensure' | 'create', 2 id, 3 name, 4 description, 5 kind,
 --       6 created_at_ms, 7 created_by ('' with 8 = '0': none), 8 '1' if
 --       created_by is set, 9 epoch, 10 rooms_per_user_max, 11 max_rooms,
+--       (a CreateRoom counts the room in KEYS[7], its creator's or, without
+--       one, that of the user ''; an EnsureRoom counts it against nobody)
 --       12 key prefix (for pruning rooms whose data was lost)
 -- Returns {'R', fields...} (EnsureRoom: the room that exists), {'C'}
 -- (created as given), {'U'} / {'E'} / {'M'} (refused: user limit, exists,
@@ -64,10 +66,13 @@ end
 -- A new room, or one whose data was lost: whatever is left of an earlier
 -- life of this id goes with its epoch.
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+-- Empty since it was created, until someone joins.
 redis.call('HSET', room, 'name', ARGV[3], 'description', ARGV[4], 'kind', ARGV[5],
-    'created_at', ARGV[6], 'epoch', ARGV[9], 'seq', '0')
+    'created_at', ARGV[6], 'epoch', ARGV[9], 'seq', '0', 'empty_since', ARGV[6])
 if has_creator then
     redis.call('HSET', room, 'created_by', ARGV[7])
+end
+if mode == 'create' then
     redis.call('SADD', creator, id)
 end
 redis.call('ZADD', rooms, 0, id)

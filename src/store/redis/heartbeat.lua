@@ -1,6 +1,7 @@
 -- Heartbeat: renew a node's lease, then sweep every node whose lease ran
 -- out before now (in id order), each of its holders leaving its room as a
--- Leave would (rooms in id order, then connections in number order).
+-- Leave would (by room, then user, then connection number: the order of
+-- the memory store's index).
 -- Touches the rooms of the swept holders, which are not in KEYS: this
 -- script assumes one Redis (or a primary with replicas), not a Cluster.
 -- KEYS: 1 nodes (sorted set node -> lease expiry)
@@ -16,21 +17,27 @@ for _, dead in ipairs(gone) do
     local index = prefix .. ':node:' .. dead .. ':held'
     local held = {}
     for _, m in ipairs(redis.call('SMEMBERS', index)) do
-        local conn, room = split1(m)
-        held[#held + 1] = { room, conn }
+        local conn, id = split1(m)
+        local room = prefix .. ':room:{' .. id .. '}'
+        local h = conn .. ':' .. dead
+        -- Who holds it (nobody: the room or the holder is gone already).
+        local user = redis.call('HGET', room .. ':holders', h)
+        if user and redis.call('EXISTS', room) == 1 then
+            held[#held + 1] = { id, user, conn, room, h }
+        end
     end
     table.sort(held, function(a, b)
         if a[1] ~= b[1] then
             return bytes_lt(a[1], b[1])
         end
-        return digits_lt(a[2], b[2])
-    end)
-    for _, rc in ipairs(held) do
-        local room = prefix .. ':room:{' .. rc[1] .. '}'
-        if redis.call('EXISTS', room) == 1 then
-            take_out(room, room .. ':users', room .. ':holders', prefix .. ':ch:' .. rc[1],
-                rc[2] .. ':' .. dead, now)
+        if a[2] ~= b[2] then
+            return bytes_lt(a[2], b[2])
         end
+        return digits_lt(a[3], b[3])
+    end)
+    for _, x in ipairs(held) do
+        local room = x[4]
+        take_out(room, room .. ':users', room .. ':holders', prefix .. ':ch:' .. x[1], x[2], x[5], now)
     end
     redis.call('DEL', index)
     redis.call('ZREM', nodes, dead)

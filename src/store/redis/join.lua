@@ -1,12 +1,14 @@
 -- Join.
--- KEYS: 1 room hash, 2 log, 3 users, 4 holders, 5 the holder's node index
+-- KEYS: 1 room hash, 2 log, 3 users, 4 holders, 5 the holder's node index,
+--       6 retry index
 -- ARGV: 1 user, 2 username, 3 holder field '<conn>:<node>', 4 granted '1'|'0',
 --       5 '1' with since | '0', 6 since seq, 7 '1' with since epoch | '0',
---       8 since epoch, 9 now_ms, 10 channel, 11 node index member
+--       8 since epoch, 9 history_limit, 10 channel, 11 node index member
 --       '<conn>:<room>'
 -- Returns {'N'}, {'F'}, or {'J', first_of_user 1|0, recovered -1|0|1,
 -- {name, description, kind, created_at, created_by, epoch},
--- member_count, {user, '<holders>:<username>', ...}, {entries...}}.
+-- member_count, {user, '<holders>:<username>', ...}, {entries...},
+-- last_seq}.
 
 local room, log, users, holders = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local user, username, h = ARGV[1], ARGV[2], ARGV[3]
@@ -15,6 +17,17 @@ local f = redis.call('HMGET', room, 'name', 'description', 'kind', 'created_at',
 if not f[6] then
     return { 'N' }
 end
+local last = int(f[7] or '0', 'room seq')
+local since, since_epoch
+if ARGV[5] == '1' then
+    since = int(ARGV[6], 'since')
+    since_epoch = false
+    if ARGV[7] == '1' then
+        since_epoch = ARGV[8]
+    end
+end
+-- The history is cut to HISTORY_LIMIT first, whatever the answer.
+trim(log, KEYS[6], int(ARGV[9], 'history_limit'))
 if f[3] == 'private' and ARGV[4] ~= '1' and f[5] ~= user then
     return { 'F' }
 end
@@ -30,39 +43,26 @@ if redis.call('HEXISTS', holders, h) == 0 then
     else
         first = 1
         redis.call('HSET', users, user, '1:' .. username)
-        redis.call('HDEL', room, 'empty_since')
-        local members = redis.call('HLEN', users)
-        redis.call('PUBLISH', ARGV[10], presence_event(true, members, user, username))
     end
 end
+redis.call('HDEL', room, 'empty_since')
 local members = redis.call('HLEN', users)
+if first == 1 then
+    redis.call('PUBLISH', ARGV[10], presence_event(true, members, user, username))
+end
 
 local entries
 local recovered = -1
-if ARGV[5] == '1' then
-    local since = int(ARGV[6], 'since')
-    local last = int(f[7] or '0', 'room seq')
-    local len = redis.call('LLEN', log)
-    local first_retained = last + 1
-    if len > 0 then
-        first_retained = entry_seq(redis.call('LINDEX', log, 0))
-    end
-    local same_epoch = ARGV[7] ~= '1' or ARGV[8] == f[6]
-    if same_epoch and since <= last and since + 1 >= first_retained then
+if since then
+    local ok
+    ok, entries = recovery(log, last, f[6], since, since_epoch)
+    recovered = 0
+    if ok then
         recovered = 1
-    else
-        recovered = 0
-    end
-    -- The retained messages after `since` (the log's seqs are consecutive).
-    local start = math.max(0, since + 1 - first_retained)
-    if start < len then
-        entries = redis.call('LRANGE', log, start, -1)
-    else
-        entries = {}
     end
 else
     entries = redis.call('LRANGE', log, 0, -1)
 end
 
 return { 'J', first, recovered, { f[1], f[2], f[3], f[4], f[5], f[6] }, members,
-    redis.call('HGETALL', users), entries }
+    redis.call('HGETALL', users), entries, last }

@@ -18,7 +18,9 @@
 //! `SCRIPT FLUSH`); [`RedisStore::connect`] loads them all first, so the
 //! first calls do not pay for it. A `Publish` is one round trip: charge
 //! the bucket, match a retry, `seq`, append, evict with the retry keys of
-//! what it evicts, `PUBLISH`, all in one script. The scripts are in this
+//! what it evicts, `PUBLISH`, all in one script. `Join`, `History` and
+//! `Since` write too: they first cut the room's history to the
+//! `HISTORY_LIMIT` they carry, as the memory store does. The scripts are in this
 //! folder (`*.lua`, with `common.lua`'s helpers in front of each), the key
 //! layout in [`keys`].
 //!
@@ -212,30 +214,82 @@ impl RedisStore {
                 holder,
                 granted,
                 since,
-                now_ms,
+                history_limit,
+                now_ms: _,
             } => {
-                self.join(
-                    room,
-                    user,
-                    username,
-                    holder,
-                    *granted,
-                    since.as_ref(),
-                    *now_ms,
-                )
-                .await
+                let mut script = scripts::JOIN.prepare_invoke();
+                script
+                    .key(self.keys.room(room))
+                    .key(self.keys.room_part(room, "log"))
+                    .key(self.keys.room_part(room, "users"))
+                    .key(self.keys.room_part(room, "holders"))
+                    .key(self.keys.node_held(&holder.node.0))
+                    .key(self.keys.room_part(room, "retry"))
+                    .arg(user)
+                    .arg(username)
+                    .arg(holder_field(holder))
+                    .arg(if *granted { "1" } else { "0" });
+                since_args(&mut script, since.as_ref());
+                script
+                    .arg(*history_limit)
+                    .arg(self.keys.channel(room))
+                    .arg(format!("{}:{room}", holder.conn));
+                self.join(room, &script).await
+            }
+            Op::Lookup { room } => {
+                let v = self.run(&scripts::LOOKUP.key(self.keys.room(room))).await?;
+                let (tag, rest) = codec::tagged(v)?;
+                match tag {
+                    b'N' => Ok(Reply::NotFound),
+                    b'R' => Ok(Reply::Room(codec::record(
+                        room,
+                        Value::Array(rest.collect()),
+                    )?)),
+                    t => Err(unexpected("Lookup", t)),
+                }
+            }
+            Op::Since {
+                room,
+                since,
+                history_limit,
+            } => {
+                let mut script = scripts::SINCE.prepare_invoke();
+                script
+                    .key(self.keys.room(room))
+                    .key(self.keys.room_part(room, "log"))
+                    .key(self.keys.room_part(room, "retry"))
+                    .arg(since.seq.min(EXACT))
+                    .arg(if since.epoch.is_some() { "1" } else { "0" })
+                    .arg(since.epoch.as_deref().unwrap_or(""))
+                    .arg(*history_limit);
+                let v = self.run(&script).await?;
+                let (tag, mut rest) = codec::tagged(v)?;
+                match tag {
+                    b'N' => Ok(Reply::NotFound),
+                    b'R' => Ok(Reply::Recovery {
+                        epoch: codec::string(codec::next(&mut rest)?)?,
+                        recovered: codec::uint(codec::next(&mut rest)?)? == 1,
+                        messages: codec::entries(codec::next(&mut rest)?)?,
+                        last_seq: codec::uint(codec::next(&mut rest)?)?,
+                    }),
+                    t => Err(unexpected("Since", t)),
+                }
             }
             Op::Leave {
                 room,
-                user: _,
+                user,
                 holder,
                 now_ms,
-            } => self.leave(room, holder, *now_ms).await,
+            } => self.leave(room, user, holder, *now_ms).await,
             Op::History {
                 room,
                 before_seq,
                 limit,
-            } => self.history(room, *before_seq, *limit).await,
+                history_limit,
+            } => {
+                self.history(room, *before_seq, *limit, *history_limit)
+                    .await
+            }
             Op::Publish {
                 room,
                 user,
@@ -266,7 +320,8 @@ impl RedisStore {
                             .arg(&draft.head[..])
                             .arg(&draft.tail[..])
                             .arg(*history_limit)
-                            .arg(self.keys.channel(room)),
+                            .arg(self.keys.channel(room))
+                            .arg(user),
                     )
                     .await?;
                 let (tag, mut rest) = codec::tagged(v)?;
@@ -377,8 +432,8 @@ impl RedisStore {
                     )
                     .await?;
                 match codec::tagged(v)?.0 {
-                    b'N' => Ok(Reply::NotFound),
-                    b'K' => Ok(Reply::Deleted(false)),
+                    // A room that is not there was not deleted.
+                    b'N' | b'K' => Ok(Reply::Deleted(false)),
                     b'D' => Ok(Reply::Deleted(true)),
                     t => Err(unexpected("DeleteIfIdle", t)),
                 }
@@ -462,39 +517,8 @@ impl RedisStore {
         Ok(Reply::Rooms(rooms))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn join(
-        &self,
-        room: &str,
-        user: &str,
-        username: &str,
-        holder: &Holder,
-        granted: bool,
-        since: Option<&Since>,
-        now_ms: u64,
-    ) -> Result<Reply, StoreError> {
-        let mut script = scripts::JOIN.prepare_invoke();
-        script
-            .key(self.keys.room(room))
-            .key(self.keys.room_part(room, "log"))
-            .key(self.keys.room_part(room, "users"))
-            .key(self.keys.room_part(room, "holders"))
-            .key(self.keys.node_held(&holder.node.0))
-            .arg(user)
-            .arg(username)
-            .arg(holder_field(holder))
-            .arg(if granted { "1" } else { "0" })
-            .arg(if since.is_some() { "1" } else { "0" })
-            .arg(since.map_or(0, |s| s.seq.min(EXACT)))
-            .arg(match since.and_then(|s| s.epoch.as_ref()) {
-                Some(_) => "1",
-                None => "0",
-            })
-            .arg(since.and_then(|s| s.epoch.as_deref()).unwrap_or(""))
-            .arg(now_ms)
-            .arg(self.keys.channel(room))
-            .arg(format!("{}:{room}", holder.conn));
-        let v = self.run(&script).await?;
+    async fn join(&self, room: &str, script: &ScriptInvocation<'_>) -> Result<Reply, StoreError> {
+        let v = self.run(script).await?;
         let (tag, mut rest) = codec::tagged(v)?;
         match tag {
             b'N' => return Ok(Reply::NotFound),
@@ -508,6 +532,7 @@ impl RedisStore {
         let member_count = codec::uint(codec::next(&mut rest)?)?;
         let users = codec::users(codec::next(&mut rest)?)?;
         let messages = codec::entries(codec::next(&mut rest)?)?;
+        let last_seq = codec::uint(codec::next(&mut rest)?)?;
         Ok(Reply::Joined {
             room: RoomView {
                 record,
@@ -517,10 +542,17 @@ impl RedisStore {
             first_of_user,
             messages,
             recovered,
+            last_seq,
         })
     }
 
-    async fn leave(&self, room: &str, holder: &Holder, now_ms: u64) -> Result<Reply, StoreError> {
+    async fn leave(
+        &self,
+        room: &str,
+        user: &str,
+        holder: &Holder,
+        now_ms: u64,
+    ) -> Result<Reply, StoreError> {
         let v = self
             .run(
                 scripts::LEAVE
@@ -528,6 +560,7 @@ impl RedisStore {
                     .key(self.keys.room_part(room, "users"))
                     .key(self.keys.room_part(room, "holders"))
                     .key(self.keys.node_held(&holder.node.0))
+                    .arg(user)
                     .arg(holder_field(holder))
                     .arg(format!("{}:{room}", holder.conn))
                     .arg(now_ms)
@@ -550,15 +583,18 @@ impl RedisStore {
         room: &str,
         before_seq: Option<u64>,
         limit: u32,
+        history_limit: u32,
     ) -> Result<Reply, StoreError> {
         let v = self
             .run(
                 scripts::HISTORY
                     .key(self.keys.room(room))
                     .key(self.keys.room_part(room, "log"))
+                    .key(self.keys.room_part(room, "retry"))
                     .arg(if before_seq.is_some() { "1" } else { "0" })
                     .arg(before_seq.unwrap_or(0).min(EXACT))
-                    .arg(limit),
+                    .arg(limit)
+                    .arg(history_limit),
             )
             .await?;
         let (tag, mut rest) = codec::tagged(v)?;
@@ -571,6 +607,17 @@ impl RedisStore {
             t => Err(unexpected("History", t)),
         }
     }
+}
+
+/// A `Join`'s `since`: with it or not, its `seq` (clamped: above any
+/// `seq`, the same answer), with its epoch or not, the epoch.
+fn since_args(script: &mut ScriptInvocation<'_>, since: Option<&Since>) {
+    let epoch = since.and_then(|s| s.epoch.as_deref());
+    script
+        .arg(if since.is_some() { "1" } else { "0" })
+        .arg(since.map_or(0, |s| s.seq.min(EXACT)))
+        .arg(if epoch.is_some() { "1" } else { "0" })
+        .arg(epoch.unwrap_or(""));
 }
 
 /// A holder as a hash field: `<conn>:<node>`.

@@ -4,7 +4,7 @@
 -- KEYS: 1 sender's bucket, 2 room hash, 3 log, 4 retry index
 -- ARGV: 1 capacity, 2 window_ms, 3 now_ms, 4 bucket ttl ms, 5 retry key
 --       ('' without clientMessageId; else '<user>\0<id>'), 6 draft head,
---       7 draft tail, 8 history_limit, 9 channel
+--       7 draft tail, 8 history_limit, 9 channel, 10 user
 -- Returns {'R', missing units}, {'N'}, {'D', entry} or {'P', seq}.
 
 local room, log, retry = KEYS[2], KEYS[3], KEYS[4]
@@ -38,17 +38,8 @@ if rk ~= '' then
     redis.call('HSET', retry, rk, digits)
 end
 
-local limit = math.max(1, int(ARGV[8], 'history_limit'))
-local len = redis.call('LLEN', log)
-if len > limit then
-    for _, e in ipairs(redis.call('LRANGE', log, 0, len - limit - 1)) do
-        local k = entry_retry(e)
-        if k and redis.call('HGET', retry, k) == fmt(entry_seq(e)) then
-            redis.call('HDEL', retry, k)
-        end
-    end
-    redis.call('LTRIM', log, len - limit, -1)
-end
+trim(log, retry, int(ARGV[8], 'history_limit'))
 
-redis.call('PUBLISH', ARGV[9], 'M' .. digits .. ':' .. #epoch .. ':' .. epoch .. frame)
+local user = ARGV[10]
+redis.call('PUBLISH', ARGV[9], 'M' .. digits .. ':' .. #epoch .. ':' .. epoch .. #user .. ':' .. user .. frame)
 return { 'P', seq }

@@ -17,6 +17,10 @@ pub static CREATE_ROOM: LazyLock<Script> = script!("create_room.lua");
 pub static LIST_ROOMS: LazyLock<Script> = script!("list_rooms.lua");
 /// `Join`.
 pub static JOIN: LazyLock<Script> = script!("join.lua");
+/// `Lookup`.
+pub static LOOKUP: LazyLock<Script> = script!("lookup.lua");
+/// `Since`.
+pub static SINCE: LazyLock<Script> = script!("since.lua");
 /// `Leave`.
 pub static LEAVE: LazyLock<Script> = script!("leave.lua");
 /// `History`.
@@ -33,11 +37,13 @@ pub static HEARTBEAT: LazyLock<Script> = script!("heartbeat.lua");
 pub static DELETE_IF_IDLE: LazyLock<Script> = script!("delete_if_idle.lua");
 
 /// Every script, to load them all at start-up.
-pub fn all() -> [&'static Script; 10] {
+pub fn all() -> [&'static Script; 12] {
     [
         &CREATE_ROOM,
         &LIST_ROOMS,
         &JOIN,
+        &LOOKUP,
+        &SINCE,
         &LEAVE,
         &HISTORY,
         &PUBLISH,

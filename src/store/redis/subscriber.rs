@@ -240,7 +240,9 @@ impl Task {
                 _ = ping.tick() => {
                     let pong: Result<(), StoreError> = match tokio::time::timeout(
                         self.timeout,
-                        sink.ping::<String>(),
+                        // Subscribed, Redis answers PING with an array: any
+                        // answer will do.
+                        sink.ping::<redis::Value>(),
                     )
                     .await
                     {
