@@ -1545,3 +1545,30 @@ async fn figures() {
         (n / 32 * 32) as f64 / concurrent.as_secs_f64(),
     );
 }
+
+#[tokio::test]
+async fn an_idle_subscriber_stays_connected() {
+    let server = RedisServer::start();
+    // Pings every 100 ms: several while nothing is published.
+    let s = RedisStore::connect(&RedisConfig {
+        timeout: Duration::from_millis(100),
+        ..config(&server)
+    })
+    .await
+    .unwrap();
+    apply(
+        &s,
+        Op::EnsureRoom {
+            record: record("r", None, "e"),
+        },
+    )
+    .await;
+    let mut sub = subscriber(&s, &["r"]).await;
+    no_event(&mut sub).await;
+    no_event(&mut sub).await;
+    assert_eq!(seq_of(&s, publish("r", "u", None, "x", 5, 1)).await, 1);
+    assert!(matches!(
+        next_event(&mut sub).await,
+        Event::Message { ref user, .. } if user == "u"
+    ));
+}
