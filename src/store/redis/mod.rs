@@ -4,13 +4,13 @@
 //! # Shape
 //!
 //! - [`RedisStore`] runs operations: one multiplexed
-//!   [`ConnectionManager`](redis::aio::ConnectionManager) per node, shared by
+//!   [`ConnectionManager`] per node, shared by
 //!   every connection of the node (clones of the store share it). Calls made
 //!   concurrently are written to the one TCP connection without waiting for
 //!   each other's answers: they pipeline by themselves, with no batching
 //!   code here. The manager reconnects by itself after the connection drops.
 //! - [`Subscriber`] is the other connection a node keeps: the pub/sub
-//!   connection that turns what the scripts `PUBLISH` into [`Event`]s, per
+//!   connection that turns what the scripts `PUBLISH` into [`Event`](crate::store::Event)s, per
 //!   room the node subscribes to, in the order the scripts ran.
 //!
 //! Each operation is one `EVALSHA` of its script (`redis::Script` loads it
@@ -20,15 +20,15 @@
 //! the bucket, match a retry, `seq`, append, evict with the retry keys of
 //! what it evicts, `PUBLISH`, all in one script. `Join`, `History` and
 //! `Since` write too: they first cut the room's history to the
-//! `HISTORY_LIMIT` they carry, as the memory store does. The scripts are in this
-//! folder (`*.lua`, with `common.lua`'s helpers in front of each), the key
-//! layout in [`keys`].
+//! `HISTORY_LIMIT` they carry, as the memory store does. The scripts are in
+//! this folder (`*.lua`, with `common.lua`'s helpers in front of each), the
+//! key layout in [`keys`].
 //!
 //! # Why `redis` (redis-rs) and not `fred`
 //!
 //! Both are maintained async clients with scripts, pub/sub, TLS and
-//! reconnection. `redis` is the one more of the ecosystem builds on, with
-//! the smaller surface this store needs: `Script` (EVALSHA with the NOSCRIPT
+//! reconnection. `redis` is the more widely used of the two, and has just
+//! the surface this store needs: `Script` (EVALSHA with the NOSCRIPT
 //! fallback), a `ConnectionManager` that multiplexes and reconnects, and an
 //! async `PubSub` that splits into a sink (subscribe) and a stream
 //! (messages). `fred` brings its own client pool, routing and event
@@ -56,9 +56,11 @@
 //!   `window_ms` after it, the same as a missing one), so that the buckets
 //!   of users gone do not stay forever. Nodes whose clocks run more than a
 //!   minute apart from Redis's would see a bucket forgotten early.
-//! - A script reads and checks before it writes, so that data it does not
-//!   expect fails the call (`StoreError`) before half of it is done.
-//!   (Redis does not roll a script back.)
+//! - Data a script cannot read (a hash field or a log entry this store did
+//!   not write) fails the call with a script error, a [`StoreError`]; the
+//!   scripts read what they decide on before they write where they can,
+//!   but Redis does not roll back what a failing script wrote before it
+//!   failed (a `Publish` has charged the bucket before it reads the room).
 //!
 //! # Errors
 //!
