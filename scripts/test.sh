@@ -10,13 +10,16 @@
 #   5. every fuzz target for FUZZ_SECONDS (default 60) seconds.
 #
 # Needs a Rust toolchain and Node.js 20+ with npm; installs everything else
-# itself (cargo-fuzz, the Autobahn virtualenv, the JavaScript client's dev
-# dependencies). This is what CI runs (.ci/run).
+# itself (Debian's redis-server, cargo-fuzz, the Autobahn virtualenv, the
+# JavaScript client's dev dependencies). This is what CI runs (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The build needs a few GB; when it runs out, this line says why.
 df -h . | tail -n 1
+
+echo "== redis-server (the Redis store's tests start their own)"
+bash scripts/ensure-redis.sh
 
 echo "== cargo test --workspace"
 cargo test --workspace --locked

@@ -74,6 +74,7 @@ use crate::protocol::RoomKind;
 
 pub mod local;
 pub mod memory;
+pub mod redis;
 
 /// One node of the service: unique to one run of one process (a node that
 /// restarts is a new node).
