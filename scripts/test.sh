@@ -5,13 +5,16 @@
 #      integration tests against the real server, the simulation's tests;
 #   2. the JavaScript client's tests (Node's test runner) against the server
 #      binary that step 1 built;
-#   3. the deterministic simulation over SIM_SEEDS (default 0..1000) seeds;
-#   4. the Autobahn TestSuite against the production connection layer;
-#   5. every fuzz target for FUZZ_SECONDS (default 60) seconds.
+#   3. the demo page's browser test: that binary serves the page, Debian's
+#      Chromium runs it (never skipped: no browser is a failure);
+#   4. the deterministic simulation over SIM_SEEDS (default 0..1000) seeds;
+#   5. the Autobahn TestSuite against the production connection layer;
+#   6. every fuzz target for FUZZ_SECONDS (default 60) seconds.
 #
 # Needs a Rust toolchain and Node.js 20+ with npm; installs everything else
-# itself (Debian's redis-server, cargo-fuzz, the Autobahn virtualenv, the
-# JavaScript client's dev dependencies). This is what CI runs (.ci/run).
+# itself (Debian's redis-server and Chromium with apt-get, cargo-fuzz, the
+# Autobahn virtualenv, the JavaScript client's dev dependencies,
+# playwright-core). This is what CI runs (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +29,9 @@ cargo test --workspace --locked
 
 echo "== JavaScript client"
 bash clients/js/test.sh
+
+echo "== demo page in Chromium"
+bash clients/demo/test.sh
 
 echo "== simulation, seeds ${SIM_SEEDS:-0..1000}"
 cargo run -p sim --release --locked -- --seeds "${SIM_SEEDS:-0..1000}"

@@ -15,7 +15,8 @@ async fn healthz_readyz_and_unknown_paths() {
     let addr = server.addr;
     assert_eq!(http_get(addr, "/healthz").await.0, 200);
     assert_eq!(http_get(addr, "/readyz").await.0, 200);
-    for path in ["/", "/nope", "/ws/x", "/wss", "/healthz/x", "/metricsx"] {
+    // `/` is the demo page (tests/demo_page.rs).
+    for path in ["/nope", "/ws/x", "/wss", "/healthz/x", "/metricsx", "/demo"] {
         assert_eq!(http_get(addr, path).await.0, 404, "{path}");
     }
     server.shutdown().await.expect("clean shutdown");

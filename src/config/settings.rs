@@ -93,6 +93,12 @@ pub const DEFAULT_LOG_FORMAT: LogFormat = LogFormat::Json;
 /// Default for `APP_ENV`.
 pub const DEFAULT_APP_ENV: AppEnv = AppEnv::Development;
 
+/// Default for `DEMO_PAGE`: on, except under `APP_ENV=production` (see
+/// [`Config::demo_page`]).
+pub fn default_demo_page(app_env: AppEnv) -> bool {
+    !app_env.is_production()
+}
+
 /// Upper bound for every `…_MS` duration setting (30 days). Keeps
 /// `now_ms + duration_ms` far from overflow in the core and the timers.
 pub const DURATION_MAX_MS: u64 = 30 * 24 * 60 * 60 * 1_000;
@@ -280,6 +286,12 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `APP_ENV`: deployment environment.
     pub app_env: AppEnv,
+    /// `DEMO_PAGE`: whether the server serves its demo chat page (`GET /`
+    /// and `/demo/…`; see `server/demo.rs`). Unset, it is on outside
+    /// production ([`default_demo_page`]). The page's development-token
+    /// endpoint exists only while the page is on *and* tokens are verified
+    /// with the public development secret ([`Config::demo_tokens`]).
+    pub demo_page: bool,
 }
 
 impl Default for Config {
@@ -322,6 +334,7 @@ impl Default for Config {
             log_level: DEFAULT_LOG_LEVEL.to_owned(),
             log_format: DEFAULT_LOG_FORMAT,
             app_env: DEFAULT_APP_ENV,
+            demo_page: default_demo_page(DEFAULT_APP_ENV),
         }
     }
 }
@@ -332,6 +345,15 @@ impl Config {
     /// server logs a warning at start-up when this is true.
     pub fn uses_dev_secret(&self) -> bool {
         self.jwt_key == JwtKeySource::DevSecret
+    }
+
+    /// Whether the demo page may hand out development tokens
+    /// (`POST /demo/token`): only while it is on and tokens are verified with
+    /// the public [`DEV_JWT_SECRET`](super::jwt::DEV_JWT_SECRET), which anyone
+    /// can sign with anyway (so never under `APP_ENV=production`, which
+    /// refuses that secret, nor with a `JWT_SECRET` or a public key).
+    pub fn demo_tokens(&self) -> bool {
+        self.demo_page && self.uses_dev_secret()
     }
 
     /// Whether `ip` is in one of the `TRUSTED_PROXIES` networks.

@@ -138,6 +138,8 @@ serve_args! {
     log_format = "LOG_FORMAT";
     /// Deployment environment: development or production [default: development]
     app_env = "APP_ENV";
+    /// Serve the demo chat page at / (true or false) [default: true, false when APP_ENV=production]
+    demo_page = "DEMO_PAGE";
 }
 
 /// The variables a `.env` file sets, the last assignment of a key winning.

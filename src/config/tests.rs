@@ -79,6 +79,7 @@ fn every_variable_is_read() {
         ("LOG_LEVEL", "chat_flow=debug,warn"),
         ("LOG_FORMAT", "Pretty"),
         ("APP_ENV", "development"),
+        ("DEMO_PAGE", " Off "),
     ])
     .expect("valid");
     let expected = Config {
@@ -126,6 +127,7 @@ fn every_variable_is_read() {
         log_level: "chat_flow=debug,warn".to_owned(),
         log_format: LogFormat::Pretty,
         app_env: AppEnv::Development,
+        demo_page: false,
     };
     assert_eq!(config, expected);
     assert!(!config.uses_dev_secret());
@@ -293,6 +295,50 @@ fn enums_are_validated() {
 }
 
 #[test]
+fn the_demo_page_is_on_outside_production_and_a_switch() {
+    let config = load(&[]).expect("defaults");
+    assert!(config.demo_page && config.demo_tokens());
+    let strong = "y".repeat(JWT_SECRET_MIN_BYTES);
+    let production = [("APP_ENV", "production"), ("JWT_SECRET", strong.as_str())];
+    let config = load(&production).expect("production");
+    assert!(!config.demo_page, "off by default in production");
+    let config = load(&[production[0], production[1], ("DEMO_PAGE", "true")]).expect("on");
+    assert!(config.demo_page, "on when asked for");
+    assert!(
+        !config.demo_tokens(),
+        "never development tokens in production"
+    );
+    let config = load(&[("JWT_SECRET", "own-secret")]).expect("own secret");
+    assert!(
+        config.demo_page && !config.demo_tokens(),
+        "only with the dev secret"
+    );
+    for (raw, on) in [
+        ("true", true),
+        ("TRUE", true),
+        (" 1 ", true),
+        ("yes", true),
+        ("On", true),
+        ("false", false),
+        ("0", false),
+        ("No", false),
+        ("off", false),
+    ] {
+        let config = load(&[("DEMO_PAGE", raw)]).unwrap_or_else(|e| panic!("{raw:?}: {e}"));
+        assert_eq!(config.demo_page, on, "{raw:?}");
+        assert_eq!(config.demo_tokens(), on, "{raw:?}");
+    }
+    for bad in ["", " ", "2", "enabled", "truee", "y"] {
+        let e = error_for("DEMO_PAGE", bad);
+        assert_eq!(e.variable(), Some("DEMO_PAGE"), "{bad:?}");
+    }
+    assert_eq!(
+        error_for("DEMO_PAGE", "maybe").to_string(),
+        r#"invalid value "maybe" for DEMO_PAGE: expected true or false (or 1/0, yes/no, on/off)"#
+    );
+}
+
+#[test]
 fn log_level_must_parse_as_an_env_filter() {
     assert_eq!(
         error_for("LOG_LEVEL", "foo=bogus").variable(),
@@ -448,7 +494,7 @@ fn serve_args_cover_every_variable_and_feed_from_args() {
     for var in ServeArgs::VARIABLES {
         assert_eq!(args.value(var), None);
     }
-    assert_eq!(ServeArgs::VARIABLES.len(), 37);
+    assert_eq!(ServeArgs::VARIABLES.len(), 38);
     args.port = Some("4000".to_owned());
     args.log_format = Some("pretty".to_owned());
     let config = Config::from_args(&args).expect("valid");

@@ -200,6 +200,7 @@ impl Config {
         let log_format = vars.parse("LOG_FORMAT", DEFAULT_LOG_FORMAT, |raw| {
             LogFormat::from_name(raw).ok_or_else(|| "expected json or pretty".to_owned())
         })?;
+        let demo_page = vars.bool("DEMO_PAGE", default_demo_page(app_env))?;
 
         Ok(Config {
             host,
@@ -238,6 +239,7 @@ impl Config {
             log_level,
             log_format,
             app_env,
+            demo_page,
         })
     }
 }
@@ -301,6 +303,22 @@ impl Vars<'_> {
                 .filter(|n| (min..=max).contains(n))
                 .and_then(|n| T::try_from(n).ok())
                 .ok_or(expected)
+        })
+    }
+
+    /// A switch: `true`/`false`, also `1`/`0`, `yes`/`no`, `on`/`off`
+    /// (whitespace and ASCII case ignored).
+    fn bool(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+        self.parse(var, default, |raw| {
+            let raw = raw.trim();
+            let is = |names: [&str; 4]| names.iter().any(|n| n.eq_ignore_ascii_case(raw));
+            if is(["true", "1", "yes", "on"]) {
+                Ok(true)
+            } else if is(["false", "0", "no", "off"]) {
+                Ok(false)
+            } else {
+                Err("expected true or false (or 1/0, yes/no, on/off)".to_owned())
+            }
         })
     }
 

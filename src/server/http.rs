@@ -3,8 +3,9 @@
 //! Routes: `GET /ws` (WebSocket upgrade, handed to [`chat::serve`], counted
 //! by the client address: see [`admission::client_address`]),
 //! `GET /healthz`, `GET /readyz` (503 while draining), `GET /metrics`;
-//! anything else is 404. Request heads are bounded in time, lines and bytes
-//! before any route runs.
+//! `/` and `/demo/…`, the demo page ([`demo`], 404 while `DEMO_PAGE` is
+//! off); anything else is 404. Request heads are bounded in time, lines and
+//! bytes before any route runs.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use tracing::{Instrument, info_span};
 
 use super::admission;
 use super::chat;
+use super::demo;
 use super::shared::Shared;
 use crate::core::ConnId;
 
@@ -58,7 +60,7 @@ where
     let builder = builder(shared.http_date_header);
     let service = hyper::service::service_fn(move |req| {
         let shared = shared.clone();
-        async move { Ok::<_, Infallible>(route(req, peer, &shared)) }
+        async move { Ok::<_, Infallible>(route(req, peer, &shared).await) }
     });
     let connection = builder
         .serve_connection(TokioIo::new(io), service)
@@ -76,7 +78,11 @@ fn respond(status: StatusCode, body: &'static str) -> Response<Body> {
     r
 }
 
-fn route(mut req: Request<Incoming>, peer: SocketAddr, shared: &Arc<Shared>) -> Response<Body> {
+async fn route(
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => respond(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => {
@@ -97,6 +103,9 @@ fn route(mut req: Request<Incoming>, peer: SocketAddr, shared: &Arc<Shared>) -> 
             r
         }
         (_, "/ws") => upgrade(&mut req, peer, shared),
+        // Boxed: only a token request waits (for its body), and the
+        // future of every other request stays as small as before.
+        (_, path) if demo::is_demo_path(path) => Box::pin(demo::serve(req, shared)).await,
         _ => respond(StatusCode::NOT_FOUND, "not found\n"),
     }
 }

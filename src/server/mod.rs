@@ -22,11 +22,13 @@
 //!    to the connection's writer task ([`outbox::writer`]).
 //!
 //! [`shared`] is what the tasks share (the settings in force, swapped as one
-//! on a reload); [`metrics`] is `GET /metrics`.
+//! on a reload); [`metrics`] is `GET /metrics`; [`demo`] is the demo page
+//! (`GET /`, `DEMO_PAGE`).
 
 pub mod admission;
 pub mod chat;
 pub mod conn;
+pub mod demo;
 pub mod driver;
 pub mod frame_reader;
 pub mod http;
@@ -153,7 +155,8 @@ pub async fn run<L: Listener>(
 /// [`run`], also putting in force each configuration received on `reloads`.
 ///
 /// Live at once: origins, connection caps, message and content size limits,
-/// JWT settings, the auth timeout, history limit, typing timeout, presence
+/// JWT settings, the demo page (`DEMO_PAGE`, and whether it gives
+/// development tokens), the auth timeout, history limit, typing timeout, presence
 /// delay, rate limits (buckets keep their level, capped at the new
 /// capacity) and the server-wide outbound memory cap (a lower one closes
 /// the largest queues at once). For new connections only: the outbound
