@@ -25,4 +25,5 @@ mod rate_limits;
 mod refresh;
 mod room_lifetime;
 mod rooms;
+mod seam;
 mod typing;

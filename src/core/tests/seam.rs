@@ -1,0 +1,336 @@
+//! The store seam with the store's answers in the test's hands: two nodes
+//! (two hubs) on one `MemoryStore`, whose replies and events the test hands
+//! back when it chooses, late, out of order, or not at all. This is what a
+//! store across a network does to a node; `Local`, which answers within the
+//! same call, never does.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde_json::{Value, json};
+
+use super::harness::{T0, small_limits, token};
+use crate::core::{
+    ConnId, DefaultRoom, Hub, Inbound, Instance, OpId, Output, Timestamp, WAITING_MAX,
+};
+use crate::protocol::parse::{ParseLimits, parse_once};
+use crate::store::memory::MemoryStore;
+use crate::store::{Event, Op, Reply};
+
+/// Two nodes and their store.
+struct Cluster {
+    nodes: Vec<Hub>,
+    store: MemoryStore,
+    /// Each node's operations not executed yet, in order.
+    ops: Vec<VecDeque<(OpId, Op)>>,
+    /// Frames received, by node and connection, as JSON.
+    inbox: BTreeMap<(usize, ConnId), Vec<Value>>,
+    closes: BTreeMap<(usize, ConnId), u16>,
+    now: u64,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let rooms = [DefaultRoom {
+            id: "general".into(),
+            name: "General".into(),
+        }];
+        let nodes = (1..=2)
+            .map(|n| {
+                Hub::new(
+                    small_limits(),
+                    &rooms,
+                    Instance {
+                        number: n,
+                        secret: n,
+                    },
+                    Timestamp(T0),
+                )
+            })
+            .collect();
+        let mut c = Cluster {
+            nodes,
+            store: MemoryStore::new(),
+            ops: vec![VecDeque::new(), VecDeque::new()],
+            inbox: BTreeMap::new(),
+            closes: BTreeMap::new(),
+            now: T0,
+        };
+        c.settle();
+        c
+    }
+
+    /// Moves every node's outputs out: frames to the inboxes, operations to
+    /// the queues.
+    fn collect(&mut self) {
+        for (n, hub) in self.nodes.iter_mut().enumerate() {
+            while let Some(out) = hub.poll_output() {
+                match out {
+                    Output::Frame { conn, frame, .. } => {
+                        let v: Value = serde_json::from_slice(&frame).expect("JSON frame");
+                        self.inbox.entry((n, conn)).or_default().push(v);
+                    }
+                    Output::Close { conn, code, .. } => {
+                        self.closes.insert((n, conn), code.code());
+                    }
+                    Output::Store { id, op } => self.ops[n].push_back((id, op)),
+                    Output::Subscribe { .. } | Output::Unsubscribe { .. } => {}
+                }
+            }
+        }
+    }
+
+    /// Executes node `n`'s next operation: its reply goes back to `n`
+    /// (unless `hold_reply`), and its events to every node, except the
+    /// node `drop_event_for` names. Returns the held reply's delivery.
+    fn execute(
+        &mut self,
+        n: usize,
+        drop_event_for: Option<usize>,
+        hold_reply: bool,
+    ) -> Option<(OpId, Reply)> {
+        self.collect();
+        let (id, op) = self.ops[n].pop_front().expect("an operation is waiting");
+        let (reply, events) = self.store.apply(&op);
+        let now = Timestamp(self.now);
+        let held = if hold_reply {
+            Some((id, reply))
+        } else {
+            self.nodes[n].store_reply(now, id, reply);
+            None
+        };
+        self.publish(events, drop_event_for);
+        self.collect();
+        held
+    }
+
+    fn publish(&mut self, events: Vec<Event>, drop_event_for: Option<usize>) {
+        let now = Timestamp(self.now);
+        for event in events {
+            for (m, hub) in self.nodes.iter_mut().enumerate() {
+                if drop_event_for != Some(m) {
+                    hub.store_event(now, event.clone());
+                }
+            }
+        }
+    }
+
+    /// Executes every waiting operation of every node until none is left.
+    fn settle(&mut self) {
+        loop {
+            self.collect();
+            let Some(n) = (0..self.nodes.len()).find(|&n| !self.ops[n].is_empty()) else {
+                return;
+            };
+            self.execute(n, None, false);
+        }
+    }
+
+    fn handle(&mut self, n: usize, conn: ConnId, message: Value) {
+        let mut bytes = message.to_string().into_bytes();
+        let parsed = parse_once(&mut bytes, ParseLimits::default()).expect("a valid request");
+        let inbound = Inbound::from_message(parsed, |sub| Ok(token(sub)));
+        self.nodes[n].handle(Timestamp(self.now), conn, inbound);
+        self.collect();
+    }
+
+    /// A connection of `user` on node `n`, authenticated (all settled).
+    fn user(&mut self, n: usize, conn: u64, user: &str) -> ConnId {
+        let conn = ConnId(conn);
+        self.nodes[n].connect(Timestamp(self.now), conn);
+        self.handle(
+            n,
+            conn,
+            json!({"type": "AUTHENTICATE", "payload": {"token": user}}),
+        );
+        self.settle();
+        self.take(n, conn);
+        conn
+    }
+
+    fn take(&mut self, n: usize, conn: ConnId) -> Vec<Value> {
+        self.inbox.remove(&(n, conn)).unwrap_or_default()
+    }
+
+    fn types(&mut self, n: usize, conn: ConnId) -> Vec<String> {
+        self.take(n, conn)
+            .iter()
+            .map(|v| v["type"].as_str().unwrap_or("").to_owned())
+            .collect()
+    }
+}
+
+fn join(room: &str, rid: &str) -> Value {
+    json!({"type": "JOIN_ROOM", "payload": {"roomId": room}, "requestId": rid})
+}
+
+fn say(room: &str, content: &str, rid: &str) -> Value {
+    json!({"type": "SEND_MESSAGE", "payload": {"roomId": room, "content": content}, "requestId": rid})
+}
+
+/// `(seq, requestId)` of each `NEW_MESSAGE`.
+fn messages(frames: &[Value]) -> Vec<(u64, Option<String>)> {
+    frames
+        .iter()
+        .filter(|v| v["type"] == "NEW_MESSAGE")
+        .map(|v| {
+            (
+                v["payload"]["seq"].as_u64().unwrap_or(0),
+                v["requestId"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_connections_messages_wait_for_the_store_and_are_answered_in_order() {
+    let mut c = Cluster::new();
+    let alice = c.user(0, 1, "alice");
+    c.handle(0, alice, join("general", "j"));
+    c.handle(0, alice, say("general", "hi", "s"));
+    c.handle(0, alice, json!({"type": "PING", "requestId": "p"}));
+    // Only the join has gone to the store: the send and the ping wait.
+    assert_eq!(c.ops[0].len(), 1);
+    assert!(matches!(c.ops[0][0].1, Op::Join { .. }));
+    assert_eq!(c.types(0, alice), Vec::<String>::new());
+    c.execute(0, None, false);
+    // The join is answered; the send went to the store; the ping waits
+    // behind it.
+    assert_eq!(c.types(0, alice), ["ROOM_JOINED"]);
+    assert!(matches!(c.ops[0][0].1, Op::Publish { .. }));
+    c.execute(0, None, false);
+    let frames = c.take(0, alice);
+    assert_eq!(messages(&frames), [(1, Some("s".to_owned()))]);
+    assert_eq!(frames[1]["type"], "PONG");
+    assert_eq!(frames.len(), 2);
+}
+
+#[test]
+fn two_nodes_on_one_store_are_one_service() {
+    let mut c = Cluster::new();
+    let alice = c.user(0, 1, "alice");
+    let bob = c.user(1, 1, "bob");
+    c.handle(0, alice, join("general", "j"));
+    c.settle();
+    c.take(0, alice);
+    c.handle(1, bob, join("general", "j"));
+    c.settle();
+    let joined = c.take(1, bob);
+    let users: Vec<&str> = joined[0]["payload"]["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["userId"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["alice", "bob"], "presence is the service's");
+    assert_eq!(joined[0]["payload"]["room"]["memberCount"], 2);
+    assert_eq!(c.types(0, alice), ["USER_JOINED"]);
+    c.handle(1, bob, say("general", "from b", "s1"));
+    c.settle();
+    c.handle(0, alice, say("general", "from a", "s2"));
+    c.settle();
+    assert_eq!(
+        messages(&c.take(0, alice)),
+        [(1, None), (2, Some("s2".to_owned()))]
+    );
+    assert_eq!(
+        messages(&c.take(1, bob)),
+        [(1, Some("s1".to_owned())), (2, None)]
+    );
+    // Typing crosses nodes, and a message ends it.
+    c.handle(
+        1,
+        bob,
+        json!({"type": "TYPING_STATUS", "payload": {"roomId": "general", "isTyping": true}}),
+    );
+    c.settle();
+    let typing = c.take(0, alice);
+    assert_eq!(typing[0]["type"], "TYPING_UPDATE");
+    assert_eq!(typing[0]["payload"]["isTyping"], true);
+    // Bob's node goes: its connection leaves, and alice is told.
+    c.nodes[1].disconnect(Timestamp(c.now), bob);
+    c.settle();
+    let left = c.take(0, alice);
+    let kinds: Vec<&str> = left.iter().map(|v| v["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["TYPING_UPDATE", "USER_LEFT"]);
+}
+
+#[test]
+fn a_message_whose_event_comes_before_the_senders_reply_is_delivered_once_in_order() {
+    let mut c = Cluster::new();
+    let alice = c.user(0, 1, "alice");
+    let carol = c.user(0, 2, "carol");
+    let bob = c.user(1, 1, "bob");
+    for (n, conn) in [(0, alice), (0, carol), (1, bob)] {
+        c.handle(n, conn, join("general", "j"));
+        c.settle();
+    }
+    for (n, conn) in [(0, alice), (0, carol), (1, bob)] {
+        c.take(n, conn);
+    }
+    // Alice's publish is stored and published; its reply is late.
+    c.handle(0, alice, say("general", "a1", "s"));
+    let (id, reply) = c.execute(0, None, true).expect("held");
+    // Bob, on the other node, already has it; alice's node waits.
+    assert_eq!(messages(&c.take(1, bob)), [(1, None)]);
+    assert_eq!(messages(&c.take(0, carol)), []);
+    assert_eq!(messages(&c.take(0, alice)), []);
+    // Bob sends seq 2 meanwhile: alice's node holds it behind seq 1.
+    c.handle(1, bob, say("general", "b2", "t"));
+    c.execute(1, None, false);
+    assert_eq!(messages(&c.take(0, carol)), []);
+    c.nodes[0].store_reply(Timestamp(c.now), id, reply);
+    c.collect();
+    assert_eq!(
+        messages(&c.take(0, alice)),
+        [(1, Some("s".to_owned())), (2, None)]
+    );
+    assert_eq!(messages(&c.take(0, carol)), [(1, None), (2, None)]);
+}
+
+#[test]
+fn a_lost_event_is_read_back_before_anything_newer_is_delivered() {
+    let mut c = Cluster::new();
+    let alice = c.user(0, 1, "alice");
+    let bob = c.user(1, 1, "bob");
+    for (n, conn) in [(0, alice), (1, bob)] {
+        c.handle(n, conn, join("general", "j"));
+        c.settle();
+        c.take(n, conn);
+    }
+    c.take(0, alice);
+    // Seq 1's event never reaches alice's node; seq 2's does.
+    c.handle(1, bob, say("general", "one", "s1"));
+    c.execute(1, Some(0), false);
+    c.handle(1, bob, say("general", "two", "s2"));
+    c.execute(1, None, false);
+    assert_eq!(messages(&c.take(0, alice)), [], "seq 2 waits for seq 1");
+    // Alice's node reads the gap back from the store.
+    assert!(matches!(c.ops[0].front(), Some((_, Op::Since { .. }))));
+    c.settle();
+    assert_eq!(messages(&c.take(0, alice)), [(1, None), (2, None)]);
+}
+
+#[test]
+fn too_many_messages_waiting_for_the_store_close_the_connection_1013() {
+    let mut c = Cluster::new();
+    let alice = c.user(0, 1, "alice");
+    c.handle(0, alice, join("general", "j"));
+    for i in 0..WAITING_MAX {
+        c.handle(
+            0,
+            alice,
+            json!({"type": "PING", "requestId": i.to_string()}),
+        );
+    }
+    assert_eq!(c.closes.get(&(0, alice)), None);
+    c.handle(0, alice, json!({"type": "PING"}));
+    assert_eq!(c.closes.get(&(0, alice)), Some(&1013));
+    // The store still holds the join it was asked for: the node takes the
+    // connection out again when the reply comes.
+    c.settle();
+    let Reply::Rooms(rooms) = c.store.apply(&Op::ListRooms).0 else {
+        panic!("ListRooms answers Rooms");
+    };
+    assert_eq!(rooms[0].record.id, "general");
+    assert_eq!(rooms[0].member_count, 0, "nobody is left in the room");
+}
