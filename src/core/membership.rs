@@ -24,7 +24,8 @@ impl Hub {
         last_seq: u64,
     ) -> Option<RoomId> {
         let c = self.conns.get_mut(&conn)?;
-        let user = c.session()?.user_id.clone();
+        let session = c.session()?;
+        let (user, username) = (session.user_id.clone(), session.username.clone());
         let room_id = RoomId(Arc::from(record.id.as_str()));
         let fresh = c.rooms.insert(room_id.clone());
         if fresh {
@@ -37,17 +38,41 @@ impl Hub {
             });
             Room::new(record.clone(), last_seq)
         });
-        room.present = users
-            .iter()
-            .map(|p| {
-                (
-                    UserId(Arc::from(p.user.as_str())),
-                    Arc::from(p.username.as_str()),
-                )
-            })
-            .collect();
+        // The store's list is the truth; entries this node has are kept (the
+        // joiner's shares its session's strings), so a join allocates for
+        // users it did not know only.
+        let known = room.present.len() == users.len()
+            && users
+                .iter()
+                .all(|p| room.present.contains_key(p.user.as_str()));
+        if !known {
+            room.present
+                .retain(|u, _| users.iter().any(|p| p.user == *u.0));
+            for p in users {
+                if room.present.contains_key(p.user.as_str()) {
+                    continue;
+                }
+                if p.user == *user.0 {
+                    let name = if p.username == *username {
+                        username.clone()
+                    } else {
+                        Arc::from(p.username.as_str())
+                    };
+                    room.present.insert(user.clone(), name);
+                } else {
+                    room.present.insert(
+                        UserId(Arc::from(p.user.as_str())),
+                        Arc::from(p.username.as_str()),
+                    );
+                }
+            }
+        }
         room.local.entry(user).or_default().insert(conn);
-        room.joined_after.insert(conn, last_seq.max(room.delivered));
+        // Messages up to `last_seq` are in its ROOM_JOINED; only when this
+        // node has not delivered them all yet must it skip them for it.
+        if last_seq > room.delivered {
+            room.joined_after.insert(conn, last_seq);
+        }
         Some(room_id)
     }
 

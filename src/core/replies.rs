@@ -134,9 +134,12 @@ impl Hub {
                     }
                     return;
                 };
-                let Some(room_id) = self.add_member(conn, &room.record, &users, last_seq) else {
+                if self
+                    .add_member(conn, &room.record, &users, last_seq)
+                    .is_none()
+                {
                     return;
-                };
+                }
                 let shown = info(&room.record, room.member_count);
                 let epoch = room.record.epoch.clone();
                 if matches!(wait, Wait::CreatorJoin { .. }) {
@@ -148,7 +151,13 @@ impl Hub {
                     return;
                 }
                 let frames = stored_frames(&messages);
-                let users: Vec<UserRef> = self.rooms[&room_id].users();
+                let users: Vec<UserRef> = users
+                    .into_iter()
+                    .map(|p| UserRef {
+                        user_id: p.user,
+                        username: p.username,
+                    })
+                    .collect();
                 let frame =
                     server::room_joined(&shown, &epoch, frames.iter(), &users, recovered, rid);
                 self.send(conn, frame);
@@ -354,8 +363,10 @@ impl Hub {
                 let user = UserId(Arc::from(who.user.as_str()));
                 let room = self.rooms.get_mut(&room_id).expect("checked above");
                 if joined {
-                    room.present
-                        .insert(user.clone(), Arc::from(who.username.as_str()));
+                    if !room.present.contains_key(&user) {
+                        room.present
+                            .insert(user.clone(), Arc::from(who.username.as_str()));
+                    }
                     let frame = server::encode(
                         &ServerMessage::UserJoined {
                             room_id: room_id.0.to_string(),

@@ -12,7 +12,7 @@ use super::session::Session;
 use super::sorted_set::SortedSet;
 use super::types::{ConnId, Timestamp, UserId};
 use crate::protocol::RoomKind;
-use crate::protocol::server::{MessageFrame, RoomInfo, UserRef};
+use crate::protocol::server::{MessageFrame, RoomInfo};
 use crate::store::RoomRecord;
 
 /// What `createdBy` says of a default room.
@@ -68,16 +68,6 @@ impl Room {
             publishing: 0,
             backfilling: false,
         }
-    }
-
-    pub(super) fn users(&self) -> Vec<UserRef> {
-        self.present
-            .iter()
-            .map(|(id, name)| UserRef {
-                user_id: id.0.to_string(),
-                username: name.to_string(),
-            })
-            .collect()
     }
 
     /// Whether this node has no connection left in it.

@@ -6,7 +6,7 @@
 //! the simulation and the differential test use it as the model of what a
 //! Redis store must answer.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use super::{
@@ -33,7 +33,9 @@ struct Entry {
 #[derive(Debug, Clone)]
 struct Presence {
     username: String,
-    holders: BTreeSet<Holder>,
+    /// Its connections in the room (one, mostly: a `Vec` is the smallest
+    /// set).
+    holders: Vec<Holder>,
 }
 
 /// One room's shared state.
@@ -125,9 +127,8 @@ impl Room {
     /// it was not in).
     fn remove_holder(&mut self, user: &str, holder: &Holder) -> Option<(bool, Present)> {
         let p = self.present.get_mut(user)?;
-        if !p.holders.remove(holder) {
-            return None;
-        }
+        let at = p.holders.iter().position(|h| h == holder)?;
+        p.holders.swap_remove(at);
         let who = Present {
             user: user.to_owned(),
             username: p.username.clone(),
@@ -150,8 +151,6 @@ pub struct MemoryStore {
     charges_since_sweep: u32,
     /// Node → when its lease runs out.
     leases: BTreeMap<NodeId, u64>,
-    /// Node → `(room, user, holder)` of each of its connections in a room.
-    holders: BTreeMap<NodeId, BTreeSet<(String, String, Holder)>>,
 }
 
 impl MemoryStore {
@@ -342,7 +341,29 @@ impl MemoryStore {
                     .collect();
                 for n in &gone {
                     self.leases.remove(n);
-                    for (room, user, holder) in self.holders.remove(n).unwrap_or_default() {
+                }
+                if !gone.is_empty() {
+                    // A node's death is rare: its holders are found by a
+                    // look at every room rather than an index kept for it
+                    // on every join.
+                    let dead: Vec<(String, String, Holder)> = self
+                        .rooms
+                        .iter()
+                        .flat_map(|(room, r)| {
+                            r.present.iter().flat_map(move |(user, p)| {
+                                p.holders
+                                    .iter()
+                                    .map(move |h| (room.clone(), user.clone(), h.clone()))
+                            })
+                        })
+                        .filter(|(_, _, h)| gone.contains(&h.node))
+                        .collect();
+                    // Node by node, then room, user and connection.
+                    let mut dead = dead;
+                    dead.sort_by(|a, b| {
+                        (&a.2.node, &a.0, &a.1, a.2.conn).cmp(&(&b.2.node, &b.0, &b.1, b.2.conn))
+                    });
+                    for (room, user, holder) in dead {
                         self.leave(&room, &user, &holder, *now_ms, events);
                     }
                 }
@@ -423,14 +444,12 @@ impl MemoryStore {
             .entry(user.to_owned())
             .or_insert_with(|| Presence {
                 username: username.to_owned(),
-                holders: BTreeSet::new(),
+                holders: Vec::new(),
             });
-        p.holders.insert(holder.clone());
+        if !p.holders.contains(holder) {
+            p.holders.push(holder.clone());
+        }
         r.empty_since_ms = None;
-        self.holders
-            .entry(holder.node.clone())
-            .or_default()
-            .insert((room.to_owned(), user.to_owned(), holder.clone()));
         let (messages, recovered) = match since {
             None => (r.retained(), None),
             Some(s) => {
@@ -471,12 +490,6 @@ impl MemoryStore {
         let Some(r) = self.rooms.get_mut(room) else {
             return Reply::NotFound;
         };
-        if let Some(index) = self.holders.get_mut(&holder.node) {
-            index.remove(&(room.to_owned(), user.to_owned(), holder.clone()));
-            if index.is_empty() {
-                self.holders.remove(&holder.node);
-            }
-        }
         let last_of_user = match r.remove_holder(user, holder) {
             Some((true, who)) => {
                 events.push(Event::Presence {

@@ -68,6 +68,8 @@
 //!   of `NODE_TTL_MS`, which also clears the holders of nodes whose lease ran
 //!   out; a single node never needs to.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::protocol::RoomKind;
@@ -79,7 +81,7 @@ pub mod redis;
 /// One node of the service: unique to one run of one process (a node that
 /// restarts is a new node).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct NodeId(pub String);
+pub struct NodeId(pub Arc<str>);
 
 /// One connection anywhere in the service: what presence counts.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

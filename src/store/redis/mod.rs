@@ -394,7 +394,7 @@ impl RedisStore {
                     .run(
                         scripts::HEARTBEAT
                             .key(self.keys.nodes())
-                            .arg(&node.0)
+                            .arg(&*node.0)
                             .arg(now)
                             .arg(expiry)
                             .arg(self.keys.prefix()),
@@ -406,7 +406,7 @@ impl RedisStore {
                 }
                 let mut gone = codec::array(codec::next(&mut rest)?)?
                     .into_iter()
-                    .map(|n| codec::string(n).map(NodeId))
+                    .map(|n| codec::string(n).map(|s| NodeId(s.into())))
                     .collect::<Result<Vec<_>, _>>()?;
                 gone.sort();
                 Ok(Reply::Swept(gone))
