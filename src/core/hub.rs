@@ -88,7 +88,7 @@ impl Hub {
         let mut hub = Hub {
             limits,
             instance: instance.number,
-            node: NodeId(format!("{:x}", instance.number)),
+            node: NodeId(format!("{:x}", instance.number).into()),
             rng: Rng::new(instance.secret),
             now,
             conns: BTreeMap::new(),
