@@ -306,7 +306,7 @@ impl Hub {
                 failed_auths: 0,
                 rooms: SortedSet::default(),
                 busy: false,
-                waiting: VecDeque::new(),
+                waiting: None,
             },
         );
         self.timers.insert((deadline, Timer::AuthDeadline(conn)));

@@ -31,12 +31,13 @@ impl Hub {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if c.busy || !c.waiting.is_empty() {
-            if c.waiting.len() >= WAITING_MAX {
+        if c.busy || c.waiting.is_some() {
+            let waiting = c.waiting.get_or_insert_default();
+            if waiting.len() >= WAITING_MAX {
                 self.close(conn, CloseCode::TryAgainLater, "too many requests waiting");
                 return;
             }
-            c.waiting.push_back(inbound);
+            waiting.push_back(inbound);
             return;
         }
         self.start(conn, inbound);
@@ -50,9 +51,13 @@ impl Hub {
                 return;
             };
             c.busy = false;
-            let Some(next) = c.waiting.pop_front() else {
+            let Some(next) = c.waiting.as_mut().and_then(|w| w.pop_front()) else {
+                c.waiting = None;
                 return;
             };
+            if c.waiting.as_ref().is_some_and(|w| w.is_empty()) {
+                c.waiting = None;
+            }
             self.start(conn, next);
             if self.conns.get(&conn).is_none_or(|c| c.busy) {
                 return;

@@ -43,8 +43,11 @@ pub(super) struct Conn {
     pub(super) rooms: SortedSet<RoomId>,
     /// A request of this connection waits for the store's answer.
     pub(super) busy: bool,
-    /// Messages received meanwhile, answered in order once it comes.
-    pub(super) waiting: VecDeque<Inbound>,
+    /// Messages received meanwhile, answered in order once it comes (boxed:
+    /// most connections never have any, and each connection pays for the
+    /// field).
+    #[allow(clippy::box_collection)] // one pointer inline, not a VecDeque's four words
+    pub(super) waiting: Option<Box<VecDeque<Inbound>>>,
 }
 
 impl Conn {

@@ -32,10 +32,55 @@ struct Entry {
 /// A user present in a room.
 #[derive(Debug, Clone)]
 struct Presence {
-    username: String,
-    /// Its connections in the room (one, mostly: a `Vec` is the smallest
-    /// set).
-    holders: Vec<Holder>,
+    /// The name presence shows; `None` when it is the user id (as for a
+    /// token without a username), which then is not held twice.
+    username: Option<Box<str>>,
+    /// Its first connection in the room, held inline: most users have one.
+    first: Holder,
+    /// Its other connections in the room.
+    more: Vec<Holder>,
+}
+
+impl Presence {
+    fn new(user: &str, username: &str, holder: Holder) -> Presence {
+        Presence {
+            username: (username != user).then(|| username.into()),
+            first: holder,
+            more: Vec::new(),
+        }
+    }
+
+    fn name<'a>(&'a self, user: &'a str) -> &'a str {
+        self.username.as_deref().unwrap_or(user)
+    }
+
+    fn holders(&self) -> impl Iterator<Item = &Holder> {
+        std::iter::once(&self.first).chain(&self.more)
+    }
+
+    fn add(&mut self, holder: &Holder) {
+        if !self.holders().any(|h| h == holder) {
+            self.more.push(holder.clone());
+        }
+    }
+
+    /// Takes `holder` out: `None` if it was not in, else whether none is
+    /// left (then `first` is stale and the entry must go).
+    fn remove(&mut self, holder: &Holder) -> Option<bool> {
+        if self.first == *holder {
+            match self.more.pop() {
+                Some(next) => {
+                    self.first = next;
+                    Some(false)
+                }
+                None => Some(true),
+            }
+        } else {
+            let at = self.more.iter().position(|h| h == holder)?;
+            self.more.swap_remove(at);
+            Some(false)
+        }
+    }
 }
 
 /// One room's shared state.
@@ -77,7 +122,7 @@ impl Room {
             .iter()
             .map(|(user, p)| Present {
                 user: user.clone(),
-                username: p.username.clone(),
+                username: p.name(user).to_owned(),
             })
             .collect()
     }
@@ -127,13 +172,11 @@ impl Room {
     /// it was not in).
     fn remove_holder(&mut self, user: &str, holder: &Holder) -> Option<(bool, Present)> {
         let p = self.present.get_mut(user)?;
-        let at = p.holders.iter().position(|h| h == holder)?;
-        p.holders.swap_remove(at);
+        let last = p.remove(holder)?;
         let who = Present {
             user: user.to_owned(),
-            username: p.username.clone(),
+            username: p.name(user).to_owned(),
         };
-        let last = p.holders.is_empty();
         if last {
             self.present.remove(user);
         }
@@ -351,8 +394,7 @@ impl MemoryStore {
                         .iter()
                         .flat_map(|(room, r)| {
                             r.present.iter().flat_map(move |(user, p)| {
-                                p.holders
-                                    .iter()
+                                p.holders()
                                     .map(move |h| (room.clone(), user.clone(), h.clone()))
                             })
                         })
@@ -439,15 +481,14 @@ impl MemoryStore {
             return Reply::Forbidden;
         }
         let first_of_user = !r.present.contains_key(user);
-        let p = r
-            .present
-            .entry(user.to_owned())
-            .or_insert_with(|| Presence {
-                username: username.to_owned(),
-                holders: Vec::new(),
-            });
-        if !p.holders.contains(holder) {
-            p.holders.push(holder.clone());
+        match r.present.get_mut(user) {
+            Some(p) => p.add(holder),
+            None => {
+                r.present.insert(
+                    user.to_owned(),
+                    Presence::new(user, username, holder.clone()),
+                );
+            }
         }
         r.empty_since_ms = None;
         let (messages, recovered) = match since {
@@ -463,7 +504,7 @@ impl MemoryStore {
                 room: room.to_owned(),
                 who: Present {
                     user: user.to_owned(),
-                    username: r.present[user].username.clone(),
+                    username: r.present[user].name(user).to_owned(),
                 },
                 joined: true,
                 member_count: view.member_count,
