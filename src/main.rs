@@ -25,8 +25,17 @@ fn main() -> ExitCode {
                 });
             match token {
                 Ok(token) => {
-                    println!("{token}");
-                    ExitCode::SUCCESS
+                    // A closed stdout is an error to report, not a panic.
+                    let mut out = std::io::stdout().lock();
+                    match std::io::Write::write_all(&mut out, format!("{token}\n").as_bytes())
+                        .and_then(|()| std::io::Write::flush(&mut out))
+                    {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) => {
+                            eprintln!("chat-flow: cannot write the token to stdout: {e}");
+                            ExitCode::from(1)
+                        }
+                    }
                 }
                 Err(e) => {
                     eprintln!("chat-flow: {e}");
@@ -83,10 +92,14 @@ fn main() -> ExitCode {
             };
             match healthcheck::probe(addr, args.timeout) {
                 Ok(()) => {
-                    println!(
-                        "healthy: http://{addr}{} answered 200",
+                    // The verdict is the exit code; a closed stdout changes
+                    // nothing about it.
+                    let line = format!(
+                        "healthy: http://{addr}{} answered 200\n",
                         healthcheck::HEALTH_PATH
                     );
+                    let _ =
+                        std::io::Write::write_all(&mut std::io::stdout().lock(), line.as_bytes());
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

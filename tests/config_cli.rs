@@ -323,6 +323,26 @@ fn token_command_rejects_bad_arguments() {
     fails(&dir.0, &["token", "--sub", "a", "--rooms", "bad room"], &[]);
 }
 
+#[test]
+fn a_token_printed_into_a_closed_pipe_is_an_error_not_a_panic() {
+    let dir = TempDir::new("token-pipe");
+    // The reading end is closed before the command starts: its write
+    // cannot succeed (EPIPE), whatever the timing.
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let out = command(&dir.0, &["token", "--sub", "alice"], &[])
+        .stdout(writer)
+        .output()
+        .expect("run chat-flow token");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("cannot write the token to stdout"),
+        "{stderr}"
+    );
+}
+
 /// Kills the child on drop so a failing test leaves no server behind.
 struct Running(Child);
 
