@@ -231,6 +231,34 @@ impl Hub {
         }
     }
 
+    /// A user's room this node saw empty since `since`: its idle timer runs.
+    pub(super) fn emptied_since(&mut self, room_id: RoomId, since: Timestamp) {
+        self.emptied.insert(
+            room_id.clone(),
+            Emptied {
+                since,
+                deadline: None,
+            },
+        );
+        self.arm_idle_timer(&room_id);
+    }
+
+    /// The user `conn` is authenticated as, if it is.
+    pub(super) fn user_of(&self, conn: ConnId) -> Option<UserId> {
+        self.conns
+            .get(&conn)
+            .and_then(|c| c.session())
+            .map(|s| s.user_id.clone())
+    }
+
+    /// A request of `conn` was paid for: its run of rate-limit rejections
+    /// ends.
+    pub(super) fn accepted(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.rejected_in_row = 0;
+        }
+    }
+
     /// The room is not (or no longer) one this node waits on to go idle.
     pub(super) fn not_emptied(&mut self, room_id: &RoomId) {
         if let Some(e) = self.emptied.remove(room_id)

@@ -22,9 +22,13 @@ impl Hub {
         record: &RoomRecord,
         users: &[Present],
         last_seq: u64,
-    ) -> Option<RoomId> {
-        let c = self.conns.get_mut(&conn)?;
-        let session = c.session()?;
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(session) = c.session() else {
+            return;
+        };
         let (user, username) = (session.user_id.clone(), session.username.clone());
         let room_id = RoomId(Arc::from(record.id.as_str()));
         let fresh = c.rooms.insert(room_id.clone());
@@ -73,7 +77,6 @@ impl Hub {
         if last_seq > room.delivered {
             room.joined_after.insert(conn, last_seq);
         }
-        Some(room_id)
     }
 
     /// Takes `conn` out of the room at once (nothing more reaches it from
@@ -176,6 +179,16 @@ impl Hub {
         }
     }
 
+    /// The id of a room `conn` is in (the id this node holds it by: shared,
+    /// not allocated).
+    pub(super) fn joined(&self, conn: ConnId, room_id: &str) -> Option<RoomId> {
+        let (id, _) = self.rooms.get_key_value(room_id)?;
+        self.conns
+            .get(&conn)
+            .is_some_and(|c| c.rooms.contains(room_id))
+            .then(|| id.clone())
+    }
+
     /// Resolves a room the connection must have joined. Otherwise the store
     /// is asked whether the room exists, and the request is answered
     /// `NOT_A_MEMBER` or `ROOM_NOT_FOUND`.
@@ -185,8 +198,8 @@ impl Hub {
         room_id: &str,
         rid: Option<&str>,
     ) -> Option<RoomId> {
-        if self.rooms.contains_key(room_id) && self.conns[&conn].rooms.contains(room_id) {
-            return Some(RoomId(Arc::from(room_id)));
+        if let Some(room) = self.joined(conn, room_id) {
+            return Some(room);
         }
         let wait = Wait::Lookup {
             room_id: room_id.to_owned(),

@@ -2,7 +2,7 @@
 //! finishes.
 
 use super::types::{ConnId, RoomId, UserId};
-use crate::protocol::RoomKind;
+use crate::store::RoomRecord;
 
 /// What a store reply finishes.
 #[derive(Debug)]
@@ -25,18 +25,20 @@ pub(super) enum Wait {
     ListRooms,
     /// `CREATE_ROOM`: created (then the creator joins), or refused.
     Create {
-        /// The room's id.
-        id: String,
-        /// The id was drawn, not chosen: taken, another is drawn.
+        /// The room asked for (again, with another id and epoch, when a
+        /// drawn id was taken).
+        record: RoomRecord,
+        /// The id was drawn, not chosen.
         generated: bool,
-        name: String,
-        description: String,
-        kind: RoomKind,
     },
-    /// `CREATE_ROOM`, the creator joining its new room: `ROOM_CREATED`.
-    CreatorJoin { room_id: String, user: UserId },
-    /// `JOIN_ROOM`: `ROOM_JOINED`.
-    Join { room_id: String, user: UserId },
+    /// `JOIN_ROOM` (`ROOM_JOINED`), or the creator joining the room it
+    /// just created (`ROOM_CREATED`). `user` undoes the join if the
+    /// connection is gone when the reply comes.
+    Join {
+        room_id: String,
+        user: UserId,
+        creating: bool,
+    },
     /// A leave (asked, revoked, or the connection gone): a user's room
     /// left empty starts its idle time.
     Leave { room: RoomId },

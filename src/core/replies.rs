@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::emit::Except;
-use super::hub::{Emptied, Hub, Timer};
+use super::hub::{Hub, Timer};
 use super::pending::{Pending, Wait};
 use super::room::{Arrival, info, may_join};
 use super::types::{ConnId, OpId, RoomId, Timestamp, UserId};
@@ -48,39 +48,12 @@ impl Hub {
             (Wait::Create { .. }, Reply::Created(record)) => {
                 // Nobody is in it yet: if its creator never gets there, it
                 // ages like any empty room.
-                if record.created_by.is_some() {
-                    let room = RoomId(Arc::from(record.id.as_str()));
-                    self.emptied.insert(
-                        room.clone(),
-                        Emptied {
-                            since: Timestamp(record.created_at_ms),
-                            deadline: None,
-                        },
-                    );
-                    self.arm_idle_timer(&room);
-                }
+                let room = RoomId(Arc::from(record.id.as_str()));
+                self.emptied_since(room, Timestamp(record.created_at_ms));
                 let Some(conn) = live(self) else { return };
-                let user = self.conns[&conn]
-                    .session()
-                    .expect("authenticated")
-                    .user_id
-                    .clone();
-                let wait = Wait::CreatorJoin {
-                    room_id: record.id.clone(),
-                    user,
-                };
-                self.ask_join(conn, record.id.clone(), None, wait, rid);
+                self.ask_join(conn, record.id, None, true, rid);
             }
-            (
-                Wait::Create {
-                    id,
-                    generated,
-                    name,
-                    description,
-                    kind,
-                },
-                Reply::Refused(why),
-            ) => {
+            (Wait::Create { record, generated }, Reply::Refused(why)) => {
                 let Some(conn) = live(self) else { return };
                 match why {
                     Refusal::UserLimit => {
@@ -92,16 +65,20 @@ impl Hub {
                             rid,
                         );
                     }
+                    // A drawn id someone else drew first: draw again.
                     Refusal::Exists if generated => {
-                        let user = self.conns[&conn]
-                            .session()
-                            .expect("authenticated")
-                            .user_id
-                            .clone();
                         let id = self.generate_room_id().0.to_string();
-                        self.ask_create(conn, &user, id, true, name, description, kind, rid);
+                        let again = self.record(
+                            id,
+                            record.name,
+                            record.description,
+                            record.kind,
+                            self.user_of(conn).as_ref(),
+                        );
+                        self.ask_create(conn, again, true, rid);
                     }
                     Refusal::Exists => {
+                        let id = record.id;
                         self.error(
                             conn,
                             ErrorCode::RoomExists,
@@ -115,7 +92,7 @@ impl Hub {
                 }
             }
             (
-                wait @ (Wait::Join { .. } | Wait::CreatorJoin { .. }),
+                Wait::Join { user, creating, .. },
                 Reply::Joined {
                     room,
                     users,
@@ -127,22 +104,15 @@ impl Hub {
             ) => {
                 let Some(conn) = live(self) else {
                     // Gone meanwhile: the store holds it in the room.
-                    if let (Some(conn), Wait::Join { user, .. } | Wait::CreatorJoin { user, .. }) =
-                        (conn, &wait)
-                    {
-                        self.undo_join(conn, user, &room.record.id);
+                    if let Some(conn) = conn {
+                        self.undo_join(conn, &user, &room.record.id);
                     }
                     return;
                 };
-                if self
-                    .add_member(conn, &room.record, &users, last_seq)
-                    .is_none()
-                {
-                    return;
-                }
+                self.add_member(conn, &room.record, &users, last_seq);
                 let shown = info(&room.record, room.member_count);
                 let epoch = room.record.epoch.clone();
-                if matches!(wait, Wait::CreatorJoin { .. }) {
+                if creating {
                     self.reply(
                         conn,
                         &ServerMessage::RoomCreated { room: shown, epoch },
@@ -162,7 +132,7 @@ impl Hub {
                     server::room_joined(&shown, &epoch, frames.iter(), &users, recovered, rid);
                 self.send(conn, frame);
             }
-            (Wait::Join { room_id, .. } | Wait::CreatorJoin { room_id, .. }, Reply::Forbidden) => {
+            (Wait::Join { room_id, .. }, Reply::Forbidden) => {
                 let Some(conn) = live(self) else { return };
                 self.error(
                     conn,
@@ -171,12 +141,7 @@ impl Hub {
                     rid,
                 );
             }
-            (
-                Wait::Join { room_id, .. }
-                | Wait::CreatorJoin { room_id, .. }
-                | Wait::History { room_id },
-                Reply::NotFound,
-            ) => {
+            (Wait::Join { room_id, .. } | Wait::History { room_id }, Reply::NotFound) => {
                 let Some(conn) = live(self) else { return };
                 self.room_not_found(conn, &room_id, rid);
             }
@@ -189,14 +154,7 @@ impl Hub {
                 // A user's room left empty starts counting its idle time
                 // here (a default room never goes: the store knows which).
                 if !self.rooms.contains_key(&room) {
-                    self.emptied.insert(
-                        room.clone(),
-                        Emptied {
-                            since: self.now,
-                            deadline: None,
-                        },
-                    );
-                    self.arm_idle_timer(&room);
+                    self.emptied_since(room, self.now);
                 }
             }
             (Wait::Leave { .. }, _) => {}
@@ -213,9 +171,7 @@ impl Hub {
             }
             (Wait::Charge { room_id }, _) => {
                 let Some(conn) = live(self) else { return };
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    c.rejected_in_row = 0;
-                }
+                self.accepted(conn);
                 self.member_room(conn, &room_id, rid);
             }
             (Wait::Lookup { room_id }, Reply::NotFound) => {
@@ -243,13 +199,7 @@ impl Hub {
                 },
             ) => self.backfilled(&room, &epoch, messages, recovered),
             (Wait::Backfill { room }, _) => self.lost_track(&room),
-            _ => {
-                // A reply of another shape than the operation's: the store
-                // broke its contract. The request is answered, not lost.
-                if let Some(conn) = live(self) {
-                    self.error(conn, ErrorCode::ServerError, "unexpected store reply", rid);
-                }
-            }
+            _ => self.unexpected(conn, rid),
         }
     }
 
@@ -269,76 +219,80 @@ impl Hub {
         if let Some(r) = self.rooms.get_mut(room) {
             r.publishing = r.publishing.saturating_sub(1);
         }
-        let conn_live = conn.filter(|c| self.conns.contains_key(c));
+        let conn = conn.filter(|c| self.conns.contains_key(c));
         match reply {
             Reply::Published(message) => {
-                if let Some(c) = conn_live.and_then(|c| self.conns.get_mut(&c)) {
-                    c.rejected_in_row = 0;
-                }
                 self.stats.messages_accepted += 1;
+                // With a constant HISTORY_LIMIT, every message past the
+                // limit evicts one.
                 if message.seq > self.limits.history_limit as u64 {
                     self.stats.history_evictions += 1;
                 }
-                let sender = conn_live
-                    .and_then(|c| self.conns[&c].session())
-                    .map(|s| s.user_id.clone());
-                match MessageFrame::from_stored(message.frame) {
-                    Some(frame) => {
-                        let arrival = Arrival {
-                            frame,
-                            sender,
-                            ack: conn_live.map(|c| (c, rid.map(str::to_owned))),
-                        };
-                        self.arrive(room, message.seq, arrival);
-                    }
-                    None => {
-                        if let Some(conn) = conn_live {
-                            self.error(conn, ErrorCode::ServerError, "unreadable message", rid);
-                        }
-                    }
+                let Some(frame) = MessageFrame::from_stored(message.frame) else {
+                    self.flush(room);
+                    return self.unexpected(conn, rid);
+                };
+                let mut sender = None;
+                if let Some(c) = conn {
+                    self.accepted(c);
+                    sender = self.user_of(c);
                 }
+                let arrival = Arrival {
+                    frame,
+                    sender,
+                    ack: conn.map(|c| (c, rid.map(str::to_owned))),
+                };
+                self.arrive(room, message.seq, arrival);
             }
             Reply::Duplicate(message) => {
-                if let Some(c) = conn_live.and_then(|c| self.conns.get_mut(&c)) {
-                    c.rejected_in_row = 0;
-                }
-                if let (Some(conn), Some(frame)) =
-                    (conn_live, MessageFrame::from_stored(message.frame))
-                {
-                    self.stats.retries_deduplicated += 1;
-                    self.stats.messages_delivered += 1;
-                    self.send(conn, frame.ack(rid));
+                if let Some(c) = conn {
+                    self.accepted(c);
+                    match MessageFrame::from_stored(message.frame) {
+                        Some(frame) => {
+                            self.stats.retries_deduplicated += 1;
+                            self.stats.messages_delivered += 1;
+                            self.send(c, frame.ack(rid));
+                        }
+                        None => self.unexpected(conn, rid),
+                    }
                 }
                 self.flush(room);
             }
             Reply::RateLimited { retry_after_ms } => {
-                if let Some(conn) = conn_live {
-                    self.rate_limited(conn, retry_after_ms, rid);
+                if let Some(c) = conn {
+                    self.rate_limited(c, retry_after_ms, rid);
                 }
                 self.flush(room);
             }
             Reply::NotFound => {
-                if let Some(conn) = conn_live {
-                    self.room_not_found(conn, &room.0, rid);
+                if let Some(c) = conn {
+                    self.room_not_found(c, &room.0, rid);
                 }
                 self.flush(room);
             }
             _ => {
-                if let Some(conn) = conn_live {
-                    self.error(conn, ErrorCode::ServerError, "unexpected store reply", rid);
-                }
+                self.unexpected(conn, rid);
                 self.flush(room);
             }
+        }
+    }
+
+    /// A reply the store should not have given (its contract broken, or its
+    /// data unreadable): the request is answered, not lost.
+    fn unexpected(&mut self, conn: Option<ConnId>, rid: Option<&str>) {
+        if let Some(conn) = conn.filter(|c| self.conns.contains_key(c)) {
+            self.error(conn, ErrorCode::ServerError, "unexpected store reply", rid);
         }
     }
 
     /// What the store published about a room this node may hold.
     pub fn store_event(&mut self, now: Timestamp, event: Event) {
         self.tick(now);
-        let room_id = RoomId(Arc::from(event.room()));
-        if !self.rooms.contains_key(&room_id) {
+        // The room's own id (shared, not allocated), if it is held here.
+        let Some((room_id, room)) = self.rooms.get_key_value(event.room()) else {
             return;
-        }
+        };
+        let room_id = room_id.clone();
         match event {
             Event::Message {
                 epoch,
@@ -346,7 +300,9 @@ impl Hub {
                 message,
                 ..
             } => {
-                if epoch != self.rooms[&room_id].record.epoch {
+                // Seen already (this node's own publish, answered first) or
+                // of an earlier incarnation of the room: nothing to do.
+                if message.seq <= room.delivered || epoch != room.record.epoch {
                     return;
                 }
                 let Some(frame) = MessageFrame::from_stored(message.frame) else {
@@ -361,12 +317,11 @@ impl Hub {
             }
             Event::Presence { who, joined, .. } => {
                 let user = UserId(Arc::from(who.user.as_str()));
-                let room = self.rooms.get_mut(&room_id).expect("checked above");
                 if joined {
-                    if !room.present.contains_key(&user) {
-                        room.present
-                            .insert(user.clone(), Arc::from(who.username.as_str()));
-                    }
+                    let room = self.rooms.get_mut(&room_id).expect("held");
+                    room.present
+                        .entry(user.clone())
+                        .or_insert_with(|| Arc::from(who.username.as_str()));
                     let frame = server::encode(
                         &ServerMessage::UserJoined {
                             room_id: room_id.0.to_string(),
@@ -380,12 +335,8 @@ impl Hub {
                     self.broadcast(&room_id, &frame, Except::User(&user));
                 } else {
                     // Typing ends first, while the user is still listed.
-                    if let Some(deadline) = room.typing.remove(&user) {
-                        self.timers
-                            .remove(&(deadline, Timer::Typing(room_id.clone(), user.clone())));
-                        self.broadcast_typing(&room_id, &user, false);
-                    }
-                    let room = self.rooms.get_mut(&room_id).expect("checked above");
+                    self.end_typing(&room_id, &user);
+                    let room = self.rooms.get_mut(&room_id).expect("held");
                     let username = room
                         .present
                         .remove(&user)
@@ -411,6 +362,18 @@ impl Hub {
         }
     }
 
+    /// Ends `user`'s typing indicator in a room held here, if it is on:
+    /// `TYPING_UPDATE false` to the others.
+    pub(super) fn end_typing(&mut self, room_id: &RoomId, user: &UserId) {
+        if let Some(room) = self.rooms.get_mut(room_id)
+            && let Some(deadline) = room.typing.remove(user)
+        {
+            self.timers
+                .remove(&(deadline, Timer::Typing(room_id.clone(), user.clone())));
+            self.broadcast_typing(room_id, user, false);
+        }
+    }
+
     /// A user started (or renewed) or stopped typing in a room held here.
     fn typing(&mut self, room_id: &RoomId, user: &UserId, is_typing: bool) {
         let timeout = self.limits.typing_timeout_ms;
@@ -431,11 +394,8 @@ impl Hub {
             if previous.is_none() {
                 self.broadcast_typing(room_id, user, true);
             }
-        } else if let Some(old) = previous {
-            room.typing.remove(user);
-            self.timers
-                .remove(&(old, Timer::Typing(room_id.clone(), user.clone())));
-            self.broadcast_typing(room_id, user, false);
+        } else {
+            self.end_typing(room_id, user);
         }
     }
 
@@ -453,6 +413,15 @@ impl Hub {
         };
         if seq <= room.delivered {
             return;
+        }
+        // Its turn, nothing held: straight out (every message, on one node).
+        if seq == room.delivered + 1
+            && room.ahead.is_empty()
+            && room.publishing == 0
+            && !room.backfilling
+        {
+            room.delivered = seq;
+            return self.deliver(room_id, seq, arrival);
         }
         match room.ahead.get_mut(&seq) {
             // The event came first; the reply brings the sender's ack.
@@ -477,8 +446,7 @@ impl Hub {
             }
             let next = room.delivered + 1;
             let Some(arrival) = room.ahead.remove(&next) else {
-                if let Some(&first) = room.ahead.keys().next() {
-                    debug_assert!(first > next);
+                if !room.ahead.is_empty() {
                     room.backfilling = true;
                     let op = Op::Since {
                         room: room_id.0.to_string(),
@@ -500,15 +468,24 @@ impl Hub {
     fn deliver(&mut self, room_id: &RoomId, seq: u64, arrival: Arrival) {
         let room = &self.rooms[room_id];
         let broadcast = arrival.frame.broadcast();
+        let sender = arrival.ack.as_ref().map(|(c, _)| *c);
+        let mut acked = false;
         let mut delivered = 0;
         for conns in room.local.values() {
             for &c in conns {
-                if room.joined_after.get(&c).is_some_and(|after| *after >= seq) {
+                // Joined with this message already in its ROOM_JOINED.
+                if !room.joined_after.is_empty()
+                    && room.joined_after.get(&c).is_some_and(|after| *after >= seq)
+                {
                     continue;
                 }
-                let frame = match &arrival.ack {
-                    Some((sender, rid)) if *sender == c => arrival.frame.ack(rid.as_deref()),
-                    _ => broadcast.clone(),
+                let frame = if sender == Some(c) {
+                    acked = true;
+                    arrival
+                        .frame
+                        .ack(arrival.ack.as_ref().and_then(|(_, rid)| rid.as_deref()))
+                } else {
+                    broadcast.clone()
                 };
                 self.outputs.push_back(super::Output::Frame {
                     conn: c,
@@ -518,9 +495,9 @@ impl Hub {
                 delivered += 1;
             }
         }
-        // An acknowledgement owed to a sender no longer in the room.
+        // The acknowledgement is owed to a sender that left the room since.
         if let Some((sender, rid)) = &arrival.ack
-            && !room.local.values().any(|conns| conns.contains(sender))
+            && !acked
             && self.conns.contains_key(sender)
         {
             let frame = arrival.frame.ack(rid.as_deref());
@@ -528,13 +505,13 @@ impl Hub {
             delivered += 1;
         }
         self.stats.messages_delivered += delivered;
-        if let Some(sender) = arrival.sender
-            && let Some(room) = self.rooms.get_mut(room_id)
-            && let Some(deadline) = room.typing.remove(&sender)
+        if let Some(room) = self.rooms.get_mut(room_id)
+            && !room.joined_after.is_empty()
         {
-            self.timers
-                .remove(&(deadline, Timer::Typing(room_id.clone(), sender.clone())));
-            self.broadcast_typing(room_id, &sender, false);
+            room.joined_after.retain(|_, after| *after > seq);
+        }
+        if let Some(sender) = &arrival.sender {
+            self.end_typing(room_id, sender);
         }
     }
 

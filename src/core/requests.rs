@@ -2,18 +2,16 @@
 //! the request. A request that needs the store hands an operation out; its
 //! reply is finished in `replies`.
 
-use std::sync::Arc;
-
 use super::hub::Hub;
 use super::inbound::Inbound;
 use super::pending::{Pending, Wait};
-use super::types::{ConnId, RoomId, Timestamp, UserId};
+use super::types::{ConnId, Timestamp, UserId};
 use crate::protocol::server::{MessageFrame, NewMessage, ServerMessage};
 use crate::protocol::{
     ClientMessage, ClientRequest, CloseCode, CreateRoom, ErrorCode, GetHistory, JoinRoom,
     LeaveRoom, SendMessage, TypingStatus,
 };
-use crate::store::{Draft, Op, Since};
+use crate::store::{Draft, Op, RoomRecord, Since};
 
 /// Why an `AUTHENTICATE` whose token the driver did not verify is refused.
 const UNVERIFIED_TOKEN: &str = "token was not verified";
@@ -191,57 +189,45 @@ impl Hub {
             }
             None => self.generate_room_id().0.to_string(),
         };
-        self.ask_create(conn, user, id, generated, name, description, kind, rid);
+        let record = self.record(id, name, description, kind, Some(user));
+        self.ask_create(conn, record, generated, rid);
     }
 
-    /// Asks the store to create the room (again with another drawn id when
-    /// a drawn one was taken).
-    #[allow(clippy::too_many_arguments)]
+    /// Asks the store to create the room.
     pub(super) fn ask_create(
         &mut self,
         conn: ConnId,
-        user: &UserId,
-        id: String,
+        record: RoomRecord,
         generated: bool,
-        name: String,
-        description: String,
-        kind: crate::protocol::RoomKind,
         rid: Option<&str>,
     ) {
-        let record = self.record(
-            id.clone(),
-            name.clone(),
-            description.clone(),
-            kind,
-            Some(user),
-        );
         let op = Op::CreateRoom {
-            record,
+            record: record.clone(),
             rooms_per_user_max: self.limits.rooms_per_user_max,
             max_rooms: self.limits.max_rooms as u64,
         };
-        let wait = Wait::Create {
-            id,
-            generated,
-            name,
-            description,
-            kind,
-        };
+        let wait = Wait::Create { record, generated };
         self.store(Pending::answer(conn, rid, wait), op);
     }
 
-    /// Asks the store to put `conn` in `room` (`since`: a recovery).
+    /// Asks the store to put `conn` in `room` (`since`: a recovery;
+    /// `creating`: its creator, answered `ROOM_CREATED`).
     pub(super) fn ask_join(
         &mut self,
         conn: ConnId,
         room: String,
         since: Option<Since>,
-        wait: Wait,
+        creating: bool,
         rid: Option<&str>,
     ) {
         let c = &self.conns[&conn];
         let session = c.session().expect("caller checked");
         let granted = session.rooms_claim.contains(&room) || c.rooms.contains(room.as_str());
+        let wait = Wait::Join {
+            room_id: room.clone(),
+            user: session.user_id.clone(),
+            creating,
+        };
         let op = Op::Join {
             user: session.user_id.0.to_string(),
             username: session.username.to_string(),
@@ -266,16 +252,7 @@ impl Hub {
             epoch,
         } = request;
         let since = since_seq.map(|seq| Since { seq, epoch });
-        let user = self.conns[&conn]
-            .session()
-            .expect("caller checked")
-            .user_id
-            .clone();
-        let wait = Wait::Join {
-            room_id: room_id.clone(),
-            user,
-        };
-        self.ask_join(conn, room_id, since, wait, rid);
+        self.ask_join(conn, room_id, since, false, rid);
     }
 
     fn leave_room(&mut self, conn: ConnId, request: LeaveRoom, rid: Option<&str>) {
@@ -319,9 +296,7 @@ impl Hub {
             client_message_id,
         } = request;
         let bucket = self.limits.send_bucket();
-        let in_room = self.rooms.contains_key(room_id.as_str())
-            && self.conns[&conn].rooms.contains(room_id.as_str());
-        if !in_room {
+        let Some(room) = self.joined(conn, &room_id) else {
             // Charged all the same, then told why it cannot send.
             let op = Op::Charge {
                 user: user.0.to_string(),
@@ -329,7 +304,7 @@ impl Hub {
                 now_ms: self.now.0,
             };
             return self.store(Pending::answer(conn, rid, Wait::Charge { room_id }), op);
-        }
+        };
         let username = self.conns[&conn]
             .session()
             .expect("caller checked")
@@ -349,8 +324,7 @@ impl Hub {
             timestamp: &timestamp,
             client_message_id: client_message_id.as_deref(),
         });
-        let room = RoomId(Arc::from(room_id.as_str()));
-        self.rooms.get_mut(&room).expect("checked above").publishing += 1;
+        self.rooms.get_mut(&room).expect("joined").publishing += 1;
         let op = Op::Publish {
             room: room_id,
             user: user.0.to_string(),

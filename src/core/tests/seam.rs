@@ -30,19 +30,22 @@ struct Cluster {
 
 impl Cluster {
     fn new() -> Cluster {
+        Cluster::with_secrets([1, 2])
+    }
+
+    /// Two nodes whose room-id generators are seeded with `secrets`.
+    fn with_secrets(secrets: [u64; 2]) -> Cluster {
         let rooms = [DefaultRoom {
             id: "general".into(),
             name: "General".into(),
         }];
         let nodes = (1..=2)
-            .map(|n| {
+            .zip(secrets)
+            .map(|(n, secret)| {
                 Hub::new(
                     small_limits(),
                     &rooms,
-                    Instance {
-                        number: n,
-                        secret: n,
-                    },
+                    Instance { number: n, secret },
                     Timestamp(T0),
                 )
             })
@@ -333,4 +336,68 @@ fn too_many_messages_waiting_for_the_store_close_the_connection_1013() {
     };
     assert_eq!(rooms[0].record.id, "general");
     assert_eq!(rooms[0].member_count, 0, "nobody is left in the room");
+}
+
+#[test]
+fn a_drawn_room_id_another_node_drew_first_is_drawn_again() {
+    // Both nodes draw the same ids, in the same order.
+    let mut c = Cluster::with_secrets([7, 7]);
+    let alice = c.user(0, 1, "alice");
+    let bob = c.user(1, 1, "bob");
+    let create = json!({"type": "CREATE_ROOM", "payload": {"name": "Ours"}, "requestId": "c"});
+    c.handle(0, alice, create.clone());
+    c.settle();
+    let first = c.take(0, alice);
+    assert_eq!(first[0]["type"], "ROOM_CREATED", "{first:?}");
+    c.handle(1, bob, create);
+    // The store refuses bob's first draw (alice's room has it) and the
+    // node asks again with the next one.
+    c.execute(1, None, false);
+    assert!(
+        matches!(c.ops[1].front(), Some((_, Op::CreateRoom { .. }))),
+        "{:?}",
+        c.ops[1]
+    );
+    c.settle();
+    let second = c.take(1, bob);
+    assert_eq!(second[0]["type"], "ROOM_CREATED", "{second:?}");
+    assert_eq!(second[0]["requestId"], "c");
+    assert_ne!(
+        first[0]["payload"]["room"]["id"],
+        second[0]["payload"]["room"]["id"]
+    );
+    assert_eq!(second[0]["payload"]["room"]["createdBy"], "bob");
+}
+
+/// Alice on node 0 and bob on node 1 in `general`, all frames so far taken.
+fn alice_and_bob() -> (Cluster, ConnId, ConnId) {
+    let mut c = Cluster::new();
+    let alice = c.user(0, 1, "alice");
+    let bob = c.user(1, 1, "bob");
+    for (n, conn) in [(0, alice), (1, bob)] {
+        c.handle(n, conn, join("general", "j"));
+        c.settle();
+    }
+    c.take(0, alice);
+    c.take(1, bob);
+    (c, alice, bob)
+}
+
+#[test]
+fn a_gap_the_store_no_longer_holds_closes_the_rooms_connections_1013() {
+    let (mut c, alice, bob) = alice_and_bob();
+    // Seq 1 never reaches alice's node; seq 2 does, and the node asks for
+    // what it missed, but the store answers only after seq 1 was evicted
+    // (HISTORY_LIMIT 5, then 7 messages).
+    c.handle(1, bob, say("general", "m1", "s1"));
+    c.execute(1, Some(0), false);
+    for i in 2..=7 {
+        c.handle(1, bob, say("general", &format!("m{i}"), &format!("s{i}")));
+        c.execute(1, None, false);
+    }
+    assert!(matches!(c.ops[0].front(), Some((_, Op::Since { .. }))));
+    assert_eq!(messages(&c.take(0, alice)), []);
+    c.settle();
+    assert_eq!(c.closes.get(&(0, alice)), Some(&1013));
+    assert_eq!(messages(&c.take(0, alice)), [], "nothing out of order");
 }
