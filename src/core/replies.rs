@@ -545,6 +545,11 @@ impl Hub {
                 );
             }
         }
+        // What was read back must close the gap: asking again would get the
+        // same answer, for ever.
+        if !room.ahead.contains_key(&(room.delivered + 1)) {
+            return self.lost_track(room_id);
+        }
         self.flush(room_id);
     }
 

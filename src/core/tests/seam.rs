@@ -401,3 +401,44 @@ fn a_gap_the_store_no_longer_holds_closes_the_rooms_connections_1013() {
     assert_eq!(c.closes.get(&(0, alice)), Some(&1013));
     assert_eq!(messages(&c.take(0, alice)), [], "nothing out of order");
 }
+
+#[test]
+fn a_read_back_that_cannot_close_the_gap_is_not_asked_again() {
+    let (mut c, alice, bob) = alice_and_bob();
+    c.handle(1, bob, say("general", "m1", "s1"));
+    c.execute(1, Some(0), false);
+    c.handle(1, bob, say("general", "m2", "s2"));
+    c.execute(1, None, false);
+    // The store answers the read with seq 1 in a form that is not a
+    // message's frame (its data damaged).
+    let (id, op) = c.ops[0].pop_front().expect("the read of the gap");
+    let Op::Since { .. } = op else {
+        panic!("expected Since, got {op:?}");
+    };
+    let Reply::Recovery {
+        epoch, last_seq, ..
+    } = c.store.apply(&op).0
+    else {
+        panic!("Since answers Recovery");
+    };
+    let damaged = crate::store::StoredMessage {
+        seq: 1,
+        frame: bytes::Bytes::from_static(b"not a frame"),
+    };
+    let reply = Reply::Recovery {
+        epoch,
+        messages: vec![damaged],
+        recovered: true,
+        last_seq,
+    };
+    c.nodes[0].store_reply(Timestamp(c.now), id, reply);
+    c.collect();
+    assert!(
+        !c.ops[0]
+            .iter()
+            .any(|(_, op)| matches!(op, Op::Since { .. })),
+        "asked again: {:?}",
+        c.ops[0]
+    );
+    assert_eq!(c.closes.get(&(0, alice)), Some(&1013));
+}
