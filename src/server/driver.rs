@@ -202,6 +202,10 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 impl Driver {
     fn apply(&mut self, command: Command) {
         let now = self.clock.now();
+        // Only messages the core accepts count for the fan-out time; it
+        // knows once the store has answered, when the outputs are routed.
+        let accepted = self.core.stats().messages_accepted;
+        let mut received_send = None;
         match command {
             Command::Connect { conn, outbox } => {
                 if let Some(until) = self.shutting_down {
@@ -221,14 +225,8 @@ impl Driver {
                 inbound,
                 received,
             } => {
-                // Only messages the core accepts count for the fan-out time.
-                // (The store's answer comes as the outputs are routed.)
-                let accepted = self.core.stats().messages_accepted;
                 self.core.handle(now, conn, inbound);
-                self.route();
-                if self.core.stats().messages_accepted > accepted {
-                    self.sends.push(received);
-                }
+                received_send = Some(received);
             }
             Command::Disconnect { conn } => {
                 self.outboxes.remove(&conn);
@@ -270,6 +268,11 @@ impl Driver {
         // Route after every command so that outputs leave in the order the
         // core produced them, and a slow consumer is forgotten at once.
         self.route();
+        if let Some(received) = received_send
+            && self.core.stats().messages_accepted > accepted
+        {
+            self.sends.push(received);
+        }
     }
 
     /// Hands every output to its connection; closes slow consumers, and
