@@ -389,19 +389,18 @@ impl MemoryStore {
                     // A node's death is rare: its holders are found by a
                     // look at every room rather than an index kept for it
                     // on every join.
-                    let dead: Vec<(String, String, Holder)> = self
+                    let mut dead: Vec<(String, String, Holder)> = self
                         .rooms
                         .iter()
                         .flat_map(|(room, r)| {
                             r.present.iter().flat_map(move |(user, p)| {
-                                p.holders()
-                                    .map(move |h| (room.clone(), user.clone(), h.clone()))
+                                p.holders().map(move |h| (room, user, h))
                             })
                         })
                         .filter(|(_, _, h)| gone.contains(&h.node))
+                        .map(|(room, user, h)| (room.clone(), user.clone(), h.clone()))
                         .collect();
                     // Node by node, then room, user and connection.
-                    let mut dead = dead;
                     dead.sort_by(|a, b| {
                         (&a.2.node, &a.0, &a.1, a.2.conn).cmp(&(&b.2.node, &b.0, &b.1, b.2.conn))
                     });
