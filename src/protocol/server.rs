@@ -487,6 +487,31 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_draft_joined_around_its_seq_is_the_message_encoded_with_it() {
+        let mut m = message(3);
+        // The field's spelling in the content and in the id: escaped, it is
+        // not the field, and only the field is cut.
+        m.content = r#","seq":0,"seq":0"#.into();
+        m.id = "msg_\"seq\":0".into();
+        for seq in [1, 42, u64::MAX] {
+            m.seq = seq;
+            let (head, tail) = MessageFrame::draft(&m.as_new());
+            let joined = [&head[..], seq.to_string().as_bytes(), &tail[..]].concat();
+            assert_eq!(joined, MessageFrame::encode(&m.as_new()).broadcast());
+            let stored = MessageFrame::from_stored(Bytes::from(joined)).expect("a message frame");
+            let f = ServerFrame::decode(&stored.broadcast()).unwrap();
+            assert_eq!(f.message, ServerMessage::NewMessage(m.clone()));
+        }
+        for damaged in [
+            &b"not a frame"[..],
+            NEW_MESSAGE_HEAD,
+            b"{\"type\":\"NEW_MESSAGE\"}",
+        ] {
+            assert!(MessageFrame::from_stored(Bytes::copy_from_slice(damaged)).is_none());
+        }
+    }
+
     fn room() -> RoomInfo {
         RoomInfo {
             id: "general".into(),
