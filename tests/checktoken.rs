@@ -335,53 +335,6 @@ fn issuer_and_audience_refusals() {
 }
 
 #[test]
-fn missing_and_malformed_claims() {
-    let exp = now_s() + 60;
-    for (claims, reason, why) in [
-        (json!({"exp": exp}), "invalid_sub", "sub is missing"),
-        (
-            json!({"sub": "", "exp": exp}),
-            "invalid_sub",
-            "sub is an empty string",
-        ),
-        (json!({"sub": "a"}), "invalid_exp", "exp is missing"),
-        (
-            json!({"sub": "a", "exp": exp.to_string()}),
-            "invalid_exp",
-            "it must be a number of seconds",
-        ),
-        (
-            json!({"sub": "a", "exp": exp, "nbf": "now"}),
-            "invalid_nbf",
-            "nbf is \"now\"",
-        ),
-        (
-            json!({"sub": "a", "exp": exp, "username": "u".repeat(33)}),
-            "invalid_username",
-            "which has 33 characters",
-        ),
-        (
-            json!({"sub": "a", "exp": exp, "username": "tab\there"}),
-            "invalid_username",
-            "which holds a control character",
-        ),
-        (
-            json!({"sub": "a", "exp": exp, "rooms": "vip"}),
-            "invalid_rooms",
-            "rooms is \"vip\"; when present it must be an array of strings",
-        ),
-        (
-            json!({"sub": "a", "exp": exp, "rooms": ["vip", 7]}),
-            "invalid_rooms",
-            "rooms[1] is 7 (a number)",
-        ),
-    ] {
-        let run = checktoken(&sign(Algorithm::HS256, &claims, SECRET), WITH_SECRET);
-        assert_rejected(&run, reason, why);
-    }
-}
-
-#[test]
 fn too_large_and_not_a_jwt() {
     let huge = hs(json!({"pad": "x".repeat(9000)}));
     let run = checktoken(&huge, WITH_SECRET);
@@ -462,14 +415,17 @@ fn configuration_and_usage_errors_exit_2_naming_the_problem() {
                 ("JWT_ALGORITHM", "EdDSA"),
                 ("JWT_PUBLIC_KEY_FILE", "/nonexistent.pem"),
             ],
-            "JWT_PUBLIC_KEY_FILE",
+            "cannot read JWT_PUBLIC_KEY_FILE",
         ),
         (
             &[
                 ("JWT_ALGORITHM", "RS256"),
-                ("JWT_PUBLIC_KEY_FILE", "Cargo.toml"),
+                (
+                    "JWT_PUBLIC_KEY_FILE",
+                    concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
+                ),
             ],
-            "JWT_PUBLIC_KEY_FILE",
+            "invalid key in JWT_PUBLIC_KEY_FILE",
         ),
     ] {
         let run = checktoken_in(&dir.0, &[&token], env, b"");
