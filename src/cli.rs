@@ -283,38 +283,33 @@ impl VerifyingArgs {
         "APP_ENV",
     ];
 
-    fn fields(&mut self) -> [&mut Option<String>; 7] {
-        [
-            &mut self.jwt_algorithm,
-            &mut self.jwt_secret,
-            &mut self.jwt_public_key_file,
-            &mut self.jwt_issuer,
-            &mut self.jwt_audience,
-            &mut self.jwt_leeway_seconds,
-            &mut self.app_env,
-        ]
-    }
-
     /// The raw value given for environment variable `var`, as
     /// [`ServeArgs::value`] does for the server.
     pub fn value(&self, var: &str) -> Option<&str> {
-        let index = Self::VARIABLES.iter().position(|v| *v == var)?;
-        [
-            &self.jwt_algorithm,
-            &self.jwt_secret,
-            &self.jwt_public_key_file,
-            &self.jwt_issuer,
-            &self.jwt_audience,
-            &self.jwt_leeway_seconds,
-            &self.app_env,
-        ][index]
-            .as_deref()
+        match var {
+            "JWT_ALGORITHM" => self.jwt_algorithm.as_deref(),
+            "JWT_SECRET" => self.jwt_secret.as_deref(),
+            "JWT_PUBLIC_KEY_FILE" => self.jwt_public_key_file.as_deref(),
+            "JWT_ISSUER" => self.jwt_issuer.as_deref(),
+            "JWT_AUDIENCE" => self.jwt_audience.as_deref(),
+            "JWT_LEEWAY_SECONDS" => self.jwt_leeway_seconds.as_deref(),
+            "APP_ENV" => self.app_env.as_deref(),
+            _ => None,
+        }
     }
 
     /// Sets what neither a flag nor the environment set from `dotenv`, as
     /// [`ServeArgs::fill_unset`] does for the server.
     pub fn fill_unset(&mut self, dotenv: &DotEnv) {
-        for (field, var) in self.fields().into_iter().zip(Self::VARIABLES) {
+        for (field, var) in [
+            (&mut self.jwt_algorithm, "JWT_ALGORITHM"),
+            (&mut self.jwt_secret, "JWT_SECRET"),
+            (&mut self.jwt_public_key_file, "JWT_PUBLIC_KEY_FILE"),
+            (&mut self.jwt_issuer, "JWT_ISSUER"),
+            (&mut self.jwt_audience, "JWT_AUDIENCE"),
+            (&mut self.jwt_leeway_seconds, "JWT_LEEWAY_SECONDS"),
+            (&mut self.app_env, "APP_ENV"),
+        ] {
             if field.is_none() {
                 *field = dotenv.get(var).map(str::to_owned);
             }
@@ -847,5 +842,45 @@ mod tests {
             [Some("a"), Some("b"), Some("c"), Some("d"), Some("e")]
         );
         assert_eq!(args.value("PORT"), None);
+    }
+
+    /// `.env` fills each variable the arguments read, and only when unset:
+    /// a variable left out of `fill_unset` or `value`, or paired with
+    /// another's field, fails here.
+    #[test]
+    fn dotenv_fills_exactly_the_variables_the_arguments_read() {
+        let dotenv_of = |vars: &[&str]| {
+            let text: String = vars
+                .iter()
+                .map(|var| format!("{var}=from-{var}\n"))
+                .collect();
+            DotEnv::parse(std::path::Path::new(".env"), text.as_bytes()).expect(".env")
+        };
+        let dotenv = dotenv_of(&VerifyingArgs::VARIABLES);
+        let mut verifying = VerifyingArgs::default();
+        verifying.fill_unset(&dotenv);
+        for var in VerifyingArgs::VARIABLES {
+            assert_eq!(verifying.value(var), Some(&*format!("from-{var}")), "{var}");
+        }
+        let mut set = VerifyingArgs {
+            jwt_secret: Some("flag".to_owned()),
+            ..VerifyingArgs::default()
+        };
+        set.fill_unset(&dotenv);
+        assert_eq!(set.value("JWT_SECRET"), Some("flag"), "a flag beats .env");
+
+        let signing_vars = [
+            "JWT_ALGORITHM",
+            "JWT_SECRET",
+            "JWT_ISSUER",
+            "JWT_AUDIENCE",
+            "APP_ENV",
+        ];
+        let mut signing = TokenSigningArgs::default();
+        signing.fill_unset(&dotenv_of(&signing_vars));
+        for var in signing_vars {
+            assert_eq!(signing.value(var), Some(&*format!("from-{var}")), "{var}");
+        }
+        assert_eq!(signing.value("JWT_PUBLIC_KEY_FILE"), None);
     }
 }

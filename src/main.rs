@@ -1,11 +1,12 @@
 //! `chat-flow`: parses the command line and runs the server, prints a
 //! token, checks one, or probes a running server's health.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
 use chat_flow::auth::Verifier;
-use chat_flow::cli::{self, Action, Cli, CliError};
+use chat_flow::cli::{self, Action, CheckTokenArgs, Cli, CliError, HealthcheckArgs, TokenArgs};
 use chat_flow::config::{Config, ConfigError, ConfigSource, DotEnv, LogFormat};
 use chat_flow::healthcheck;
 use chat_flow::server::{self, RuntimeEnv};
@@ -13,101 +14,12 @@ use clap::Parser;
 use tracing::{info, warn};
 
 fn main() -> ExitCode {
-    // Flags and the real environment (clap); `.env` fills in the rest below,
-    // without writing to the process environment.
+    // Flags and the real environment (clap); `.env` fills in the rest in
+    // each command, without writing to the process environment.
     match Cli::parse().into_action() {
-        Action::Token(mut args) => {
-            let token = DotEnv::read(Path::new(".env"))
-                .map_err(CliError::from)
-                .and_then(|dotenv| {
-                    args.jwt.fill_unset(&dotenv);
-                    cli::run_token(&args, cli::unix_now_s())
-                });
-            match token {
-                Ok(token) => {
-                    // A closed stdout is an error to report, not a panic.
-                    let mut out = std::io::stdout().lock();
-                    match std::io::Write::write_all(&mut out, format!("{token}\n").as_bytes())
-                        .and_then(|()| std::io::Write::flush(&mut out))
-                    {
-                        Ok(()) => ExitCode::SUCCESS,
-                        Err(e) => {
-                            eprintln!("chat-flow: cannot write the token to stdout: {e}");
-                            ExitCode::from(1)
-                        }
-                    }
-                }
-                Err(e) => {
-                    eprintln!("chat-flow: {e}");
-                    ExitCode::from(2)
-                }
-            }
-        }
-        Action::CheckToken(mut args) => {
-            // Exit 0: accepted; 1: rejected; 2: usage or configuration error.
-            let report = DotEnv::read(Path::new(".env"))
-                .map_err(CliError::from)
-                .and_then(|dotenv| {
-                    args.jwt.fill_unset(&dotenv);
-                    let input = cli::read_token(&args.token, std::io::stdin().lock())?;
-                    cli::run_checktoken(&args, &input, cli::unix_now_ms())
-                });
-            match report {
-                Ok(report) => {
-                    // A closed stdout (`| head -1`) is not worth a panic.
-                    let text = if args.json {
-                        format!("{:#}\n", report.to_json())
-                    } else {
-                        report.to_text()
-                    };
-                    let _ =
-                        std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
-                    if report.accepted() {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::from(1)
-                    }
-                }
-                Err(e) => {
-                    eprintln!("chat-flow: {e}");
-                    ExitCode::from(2)
-                }
-            }
-        }
-        Action::Healthcheck(mut args) => {
-            // Exit 0: healthy; 1: anything else, a bad setting included
-            // (Docker reserves 2 for health checks).
-            let addr = DotEnv::read(Path::new(".env"))
-                .map_err(CliError::from)
-                .and_then(|dotenv| {
-                    args.fill_unset(&dotenv);
-                    cli::healthcheck_addr(&args)
-                });
-            let addr = match addr {
-                Ok(addr) => addr,
-                Err(e) => {
-                    eprintln!("chat-flow healthcheck: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            match healthcheck::probe(addr, args.timeout) {
-                Ok(()) => {
-                    // The verdict is the exit code; a closed stdout changes
-                    // nothing about it.
-                    let line = format!(
-                        "healthy: http://{addr}{} answered 200\n",
-                        healthcheck::HEALTH_PATH
-                    );
-                    let _ =
-                        std::io::Write::write_all(&mut std::io::stdout().lock(), line.as_bytes());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("chat-flow healthcheck: unhealthy: {e}");
-                    ExitCode::from(1)
-                }
-            }
-        }
+        Action::Token(args) => token(args),
+        Action::CheckToken(args) => checktoken(args),
+        Action::Healthcheck(args) => healthcheck(args),
         Action::Serve(args) => {
             // The same source is read again on every SIGHUP.
             let source = ConfigSource::new(args);
@@ -118,6 +30,103 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             }
+        }
+    }
+}
+
+/// The working directory's `.env`, for what neither a flag nor the
+/// environment set (an empty one when there is no file).
+fn dotenv() -> Result<DotEnv, CliError> {
+    DotEnv::read(Path::new(".env")).map_err(CliError::from)
+}
+
+/// Writes `text` to standard output and flushes it.
+fn print(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
+/// `chat-flow token`. Exit 0: printed; 1: stdout closed; 2: usage or
+/// configuration error.
+fn token(mut args: TokenArgs) -> ExitCode {
+    let token = dotenv().and_then(|dotenv| {
+        args.jwt.fill_unset(&dotenv);
+        cli::run_token(&args, cli::unix_now_s())
+    });
+    match token {
+        // A closed stdout is an error to report, not a panic.
+        Ok(token) => match print(&format!("{token}\n")) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("chat-flow: cannot write the token to stdout: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Err(e) => {
+            eprintln!("chat-flow: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `chat-flow checktoken`. Exit 0: accepted; 1: rejected; 2: usage or
+/// configuration error.
+fn checktoken(mut args: CheckTokenArgs) -> ExitCode {
+    let report = dotenv().and_then(|dotenv| {
+        args.jwt.fill_unset(&dotenv);
+        let input = cli::read_token(&args.token, std::io::stdin().lock())?;
+        cli::run_checktoken(&args, &input, cli::unix_now_ms())
+    });
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("chat-flow: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let text = if args.json {
+        format!("{:#}\n", report.to_json())
+    } else {
+        report.to_text()
+    };
+    // The verdict is the exit code: a closed stdout (`| head -1`) changes
+    // nothing about it.
+    let _ = print(&text);
+    if report.accepted() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// `chat-flow healthcheck`. Exit 0: healthy; 1: anything else, a bad
+/// setting included (Docker reserves 2 for health checks).
+fn healthcheck(mut args: HealthcheckArgs) -> ExitCode {
+    let addr = dotenv().and_then(|dotenv| {
+        args.fill_unset(&dotenv);
+        cli::healthcheck_addr(&args)
+    });
+    let addr = match addr {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("chat-flow healthcheck: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match healthcheck::probe(addr, args.timeout) {
+        Ok(()) => {
+            // The verdict is the exit code; a closed stdout changes
+            // nothing about it.
+            let _ = print(&format!(
+                "healthy: http://{addr}{} answered 200\n",
+                healthcheck::HEALTH_PATH
+            ));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("chat-flow healthcheck: unhealthy: {e}");
+            ExitCode::from(1)
         }
     }
 }

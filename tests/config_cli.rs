@@ -10,81 +10,22 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chat_flow::config::{Config, ConfigSource, DotEnv, JwtKeySource, ServeArgs};
 use chat_flow::server::RunningServer;
+use common::process::{TempDir, chat_flow, wait_output};
 use common::*;
 use serde_json::json;
-
-const BIN: &str = env!("CARGO_BIN_EXE_chat-flow");
-
-/// A fresh, empty working directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "chat-flow-test-{}-{name}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-
-    fn with_dotenv(name: &str, contents: &str) -> TempDir {
-        let dir = TempDir::new(name);
-        std::fs::write(dir.0.join(".env"), contents).expect(".env");
-        dir
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .envs(env.iter().copied())
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
 
 /// Runs the binary to completion (killing it and failing after 10 s, in
 /// case a configuration meant to be invalid starts a server).
 fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut child = command(dir, args, env).spawn().expect("spawn chat-flow");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "chat-flow {args:?} did not exit; stdout: {} stderr: {}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let child = chat_flow(dir, args, env).spawn().expect("spawn chat-flow");
+    wait_output(child, Duration::from_secs(10))
 }
 
 /// Runs a command that must fail; returns its stderr.
@@ -330,7 +271,7 @@ fn a_token_printed_into_a_closed_pipe_is_an_error_not_a_panic() {
     // cannot succeed (EPIPE), whatever the timing.
     let (reader, writer) = std::io::pipe().expect("a pipe");
     drop(reader);
-    let out = command(&dir.0, &["token", "--sub", "alice"], &[])
+    let out = chat_flow(&dir.0, &["token", "--sub", "alice"], &[])
         .stdout(writer)
         .output()
         .expect("run chat-flow token");
@@ -396,7 +337,7 @@ fn log_fields(lines: &Mutex<Vec<String>>, message: &str) -> Option<serde_json::V
 async fn serve_on_port_0(dir: &Path, env: &[(&str, &str)]) -> (Running, Arc<Mutex<Vec<String>>>) {
     let mut all = vec![("HOST", "127.0.0.1"), ("PORT", "0"), ("LOG_FORMAT", "json")];
     all.extend_from_slice(env);
-    let mut child = Running(command(dir, &[], &all).spawn().expect("spawn"));
+    let mut child = Running(chat_flow(dir, &[], &all).spawn().expect("spawn"));
     let stdout = collect(child.0.stdout.take().unwrap());
     eventually("a listening line", || async {
         log_fields(&stdout, "listening").is_some()
@@ -411,7 +352,7 @@ async fn the_binary_serves_warns_about_the_dev_secret_and_exits_0_on_sigterm() {
     let port = free_port();
     let port_s = port.to_string();
     let mut child = Running(
-        command(
+        chat_flow(
             &dir.0,
             &[],
             &[
@@ -550,7 +491,7 @@ async fn sighup_reloads_dotenv_while_flags_and_the_environment_still_win() {
     let port = free_port();
     let port_s = port.to_string();
     let child = Running(
-        command(
+        chat_flow(
             &dir.0,
             &["--history-limit", "3"],
             &[

@@ -30,16 +30,16 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use chat_flow::cli::DEFAULT_HEALTHCHECK_TIMEOUT;
 use chat_flow::config::{DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT, DEFAULT_SHUTDOWN_GRACE_MS};
 use chat_flow::server::admission::HANDSHAKE_CAP_FACTOR;
+use common::process::{BIN, TempDir, chat_flow, output_text, wait_output};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-const BIN: &str = env!("CARGO_BIN_EXE_chat-flow");
 
 /// Where the Dockerfile and the unit install the binary.
 const INSTALLED_BIN: &str = "/usr/local/bin/chat-flow";
@@ -537,14 +537,12 @@ async fn the_images_health_check_command_tells_a_live_server_from_none() {
     let run = |port: u16| {
         let args = command[1..].to_vec();
         tokio::task::spawn_blocking(move || {
-            Command::new(BIN)
-                .args(&args)
-                .env_clear()
-                .env("PORT", port.to_string())
-                .current_dir(std::env::temp_dir())
-                .stdin(Stdio::null())
-                .output()
-                .expect("run the health check")
+            let dir = TempDir::new("image-healthcheck");
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let child = chat_flow(&dir.0, &args, &[("PORT", &port.to_string())])
+                .spawn()
+                .expect("run the health check");
+            wait_output(child, Duration::from_secs(20))
         })
     };
     let server = common::start().await;
@@ -554,15 +552,6 @@ async fn the_images_health_check_command_tells_a_live_server_from_none() {
     server.shutdown().await.expect("shutdown");
     let gone = run(port).await.expect("join");
     assert_eq!(gone.status.code(), Some(1), "{}", output_text(&gone));
-}
-
-fn output_text(out: &Output) -> String {
-    format!(
-        "exit {:?}; stdout: {}; stderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 // ---------------------------------------------------------------- systemd
@@ -756,31 +745,6 @@ fn systemd_analyze() -> &'static Path {
     })
 }
 
-/// A directory of its own under the system's temporary directory, removed
-/// on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock")
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "chat-flow-deploy-{}-{name}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Runs `systemd-analyze verify` on `unit` saved as `chat-flow.service`
 /// with `ExecStart` pointing at the binary this test built (verify checks
 /// that it exists and is executable). Any complaint about the unit, even a
@@ -794,7 +758,7 @@ fn verify(unit: &str) -> Result<(), String> {
     let dir = TempDir::new("verify");
     let path = dir.0.join("chat-flow.service");
     std::fs::write(&path, unit).expect("write the unit");
-    let mut child = Command::new(systemd_analyze())
+    let child = Command::new(systemd_analyze())
         .args(["verify", "--man=no"])
         .arg(&path)
         .stdin(Stdio::null())
@@ -802,15 +766,7 @@ fn verify(unit: &str) -> Result<(), String> {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run systemd-analyze");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("wait").is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "systemd-analyze verify did not finish within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output");
+    let out = wait_output(child, Duration::from_secs(60));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

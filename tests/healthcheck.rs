@@ -7,60 +7,19 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_chat-flow");
-
-/// A fresh, empty working directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock")
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "chat-flow-healthcheck-{}-{name}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use common::process::{TempDir, chat_flow, output_text, wait_output};
 
 /// Runs `chat-flow healthcheck ARGS` in `dir` with only `env` (and
 /// `PATH`); fails the test after 20 s.
 fn healthcheck_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut child = Command::new(BIN)
-        .arg("healthcheck")
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .envs(env.iter().copied())
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    let child = chat_flow(dir, &[&["healthcheck"], args].concat(), env)
         .spawn()
         .expect("spawn chat-flow");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("chat-flow healthcheck {args:?} did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().expect("output")
+    wait_output(child, Duration::from_secs(20))
 }
 
 fn healthcheck(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -68,20 +27,11 @@ fn healthcheck(args: &[&str], env: &[(&str, &str)]) -> Output {
     healthcheck_in(&dir.0, args, env)
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn assert_unhealthy(out: &Output, says: &str) {
-    assert_eq!(out.status.code(), Some(1), "{}", text(out));
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(says), "{says:?} in {}", text(out));
-    assert!(!stderr.contains("panicked"), "{}", text(out));
+    assert!(stderr.contains(says), "{says:?} in {}", output_text(out));
+    assert!(!stderr.contains("panicked"), "{}", output_text(out));
 }
 
 /// A port on 127.0.0.1 where nothing listens (bound, then released).
@@ -134,7 +84,7 @@ async fn the_real_server_is_healthy_and_a_stopped_one_is_not() {
     })
     .await
     .expect("join");
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         format!("healthy: http://127.0.0.1:{port}/healthz answered 200\n")
@@ -146,7 +96,7 @@ async fn the_real_server_is_healthy_and_a_stopped_one_is_not() {
     })
     .await
     .expect("join");
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
 
     server.shutdown().await.expect("shutdown");
     let out = tokio::task::spawn_blocking(move || healthcheck(&["--port", &port], &[]))
@@ -179,7 +129,7 @@ fn another_status_is_unhealthy() {
         }
     });
     let out = healthcheck(&["--port", &addr.port().to_string()], &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
 }
 
 #[test]
@@ -232,13 +182,23 @@ fn port_and_host_come_from_flags_then_the_environment_then_dotenv() {
     let dir = TempDir::new("precedence");
     std::fs::write(dir.0.join(".env"), format!("PORT={good}\nHOST=127.0.0.1\n")).expect(".env");
     let out = healthcheck_in(&dir.0, &[], &[]);
-    assert_eq!(out.status.code(), Some(0), ".env is read: {}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        ".env is read: {}",
+        output_text(&out)
+    );
     let out = healthcheck_in(&dir.0, &[], &[("PORT", &bad)]);
     assert_unhealthy(&out, &format!(":{bad}"));
     let out = healthcheck_in(&dir.0, &["--port", &good], &[("PORT", &bad)]);
-    assert_eq!(out.status.code(), Some(0), "the flag wins: {}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the flag wins: {}",
+        output_text(&out)
+    );
     let out = healthcheck_in(&dir.0, &[], &[("HOST", "127.0.0.1")]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
 }
 
 #[test]
@@ -255,6 +215,11 @@ fn bad_settings_exit_1_naming_the_variable() {
     // Usage errors are clap's (exit 2), never a panic.
     for args in [&["--timeout", "0s"][..], &["--timeout", "2m"], &["--bogus"]] {
         let out = healthcheck(args, &[]);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            output_text(&out)
+        );
     }
 }

@@ -23,27 +23,8 @@ case "${1:-}" in
     ;;
 esac
 
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-  echo "clients/demo/test.sh: node (>= 20) and npm are required" >&2
-  exit 1
-fi
-if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then
-  echo "clients/demo/test.sh: node >= 20 is required (found $(node --version))" >&2
-  exit 1
-fi
-
-bin="${CHAT_FLOW_BIN:-../../target/debug/chat-flow}"
-if [ ! -x "$bin" ]; then
-  if command -v cargo >/dev/null; then
-    echo "== no server binary at $bin: cargo build -p chat-flow"
-    (cd ../.. && cargo build -p chat-flow --locked)
-  else
-    echo "clients/demo/test.sh: no server binary at $bin (build it with cargo build -p chat-flow, or set CHAT_FLOW_BIN)" >&2
-    exit 1
-  fi
-fi
-CHAT_FLOW_BIN="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
-export CHAT_FLOW_BIN
+# shellcheck source=../../scripts/node-env.sh
+source ../../scripts/node-env.sh "clients/demo/test.sh"
 
 echo "== Chromium"
 bash ../../scripts/ensure-chromium.sh
