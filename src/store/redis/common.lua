@@ -134,10 +134,12 @@ local function take_out(room, users, holders, channel, user, h, now)
 end
 
 -- Keeps the newest `limit` (at least 1) entries of a log; an evicted
--- entry's retry key goes with it (when it still names that entry).
-local function trim(log, retry, limit)
+-- entry's retry key goes with it (when it still names that entry). `len`
+-- is the log's length when the caller knows it (RPUSH answers it), else
+-- nil.
+local function trim(log, retry, limit, len)
     limit = math.max(1, limit)
-    local len = redis.call('LLEN', log)
+    len = len or redis.call('LLEN', log)
     if len <= limit then
         return
     end
