@@ -10,6 +10,35 @@ local function fmt(n)
     return string.format('%.0f', n)
 end
 
+-- 1 for true, 0 for false (a reply's flag).
+local function flag(b)
+    if b then
+        return 1
+    end
+    return 0
+end
+
+-- The names of keys.rs for the keys a script computes (those not in KEYS).
+local function room_key(prefix, id)
+    return prefix .. ':room:{' .. id .. '}'
+end
+
+local function channel_key(prefix, id)
+    return prefix .. ':ch:' .. id
+end
+
+-- A room's record fields, in the order codec.rs reads them (name,
+-- description, kind, created_at, created_by, epoch), then any `...` asked
+-- for after them.
+local function room_fields(room, ...)
+    return redis.call('HMGET', room, 'name', 'description', 'kind', 'created_at', 'created_by', 'epoch', ...)
+end
+
+-- The record part of `room_fields`' answer.
+local function record_of(f)
+    return { f[1], f[2], f[3], f[4], f[5], f[6] }
+end
+
 local function fail(what)
     error({ err = 'CHATFLOW ' .. what })
 end

@@ -9,8 +9,4 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 redis.call('SREM', KEYS[4], ARGV[3])
 local last, members = take_out(KEYS[1], KEYS[2], KEYS[3], ARGV[5], ARGV[1], ARGV[2], ARGV[4])
-local l = 0
-if last then
-    l = 1
-end
-return { 'L', l, members }
+return { 'L', flag(last), members }
