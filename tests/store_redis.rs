@@ -1399,3 +1399,114 @@ async fn an_idle_subscriber_stays_connected() {
         Event::Message { ref user, .. } if user == "u"
     ));
 }
+
+/// The one use of Redis's clock (the store's module doc): a send bucket's
+/// key expires `window_ms + 60 s` after its last charge, by `Charge` or
+/// `Publish`.
+#[tokio::test]
+async fn a_send_bucket_key_expires_a_minute_after_its_window() {
+    let server = RedisServer::start();
+    let s = store(&server).await;
+    ensure(&s, "r", "e").await;
+    let charge = Op::Charge {
+        user: "u".into(),
+        bucket: BUCKET,
+        now_ms: 1,
+    };
+    for (op, user) in [(charge, "u"), (publish("r", "v", None, "x", 5, 1), "v")] {
+        apply(&s, op).await;
+        let pttl = server
+            .command(&["PTTL", &format!("chatflow:bucket:{user}")])
+            .unwrap();
+        // -1: no expiry; -2: no key.
+        let ms: i64 = pttl.trim_start_matches(':').trim_end().parse().unwrap();
+        let ttl = (BUCKET.window_ms + 60_000) as i64;
+        assert!(ttl - 1_000 < ms && ms <= ttl, "{user}: PTTL {pttl:?}");
+    }
+}
+
+/// Lua numbers are doubles: what could leave their exact range is refused
+/// (and nothing happens), or clamped where that changes no answer (the
+/// store's module doc).
+#[tokio::test]
+async fn numbers_beyond_a_double_are_refused_or_clamped() {
+    let server = RedisServer::start();
+    let s = store(&server).await;
+    ensure(&s, "r", "e").await;
+    for now in 1..=3 {
+        seq_of(&s, publish("r", "u", None, "m", 10, now)).await;
+    }
+    let beyond = 1 << 53;
+    let refused = [
+        Op::Charge {
+            user: "u".into(),
+            bucket: BUCKET,
+            now_ms: beyond,
+        },
+        publish("r", "u", None, "m", 10, beyond),
+        heartbeat("A", beyond, 1),
+    ];
+    for op in refused {
+        let got = s.apply(&op).await;
+        assert!(
+            matches!(got, Err(StoreError::OutOfRange(_))),
+            "{op:?}: {got:?}"
+        );
+    }
+    assert_eq!(seq_of(&s, publish("r", "u", None, "m", 10, 4)).await, 4);
+    // A since or a lease beyond any double: the same answer as a big one.
+    let far = Since {
+        seq: u64::MAX,
+        epoch: None,
+    };
+    let since = Op::Since {
+        room: "r".into(),
+        since: far.clone(),
+        history_limit: 10,
+    };
+    assert!(matches!(
+        apply(&s, since).await,
+        Reply::Recovery { recovered: false, last_seq: 4, ref messages, .. } if messages.len() == 4
+    ));
+    assert!(matches!(
+        apply(&s, join("r", "u", holder("n", 1), Some(far), 5)).await,
+        Reply::Joined {
+            recovered: Some(false),
+            ..
+        }
+    ));
+    assert_eq!(
+        apply(&s, heartbeat("A", 1, u64::MAX)).await,
+        found_gone(&[])
+    );
+    assert_eq!(
+        apply(&s, heartbeat("B", beyond - 1, 1)).await,
+        found_gone(&[])
+    );
+}
+
+/// Users present are listed in user id order, and nodes found gone in id
+/// order, whatever order Redis keeps them in.
+#[tokio::test]
+async fn lists_come_in_id_order() {
+    let server = RedisServer::start();
+    let s = store(&server).await;
+    ensure(&s, "r", "e").await;
+    for (conn, user) in (1..).zip(["carol", "alice", "bob"]) {
+        apply(&s, join("r", user, holder("n", conn), None, 1)).await;
+    }
+    match apply(&s, join("r", "aaron", holder("n", 4), None, 1)).await {
+        Reply::Joined { users, .. } => {
+            assert_eq!(users, ["aaron", "alice", "bob", "carol"].map(present));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Leases that run out in another order than the ids'.
+    for (node, ttl) in [("Z", 5), ("A", 10), ("M", 7)] {
+        apply(&s, heartbeat(node, 0, ttl)).await;
+    }
+    assert_eq!(
+        apply(&s, heartbeat("live", 100, 10)).await,
+        found_gone(&["A", "M", "Z"])
+    );
+}
