@@ -1510,3 +1510,26 @@ async fn lists_come_in_id_order() {
         found_gone(&["A", "M", "Z"])
     );
 }
+
+/// A `Leave` that names another user than the holder's changes nothing (as
+/// in the memory store): the holder is still swept when its node dies.
+#[tokio::test]
+async fn a_leave_for_another_user_leaves_the_holder_to_the_sweep() {
+    let server = RedisServer::start();
+    let s = store(&server).await;
+    ensure(&s, "r", "e").await;
+    apply(&s, heartbeat("n", 0, 10)).await;
+    apply(&s, join("r", "alice", holder("n", 1), None, 1)).await;
+    assert_eq!(
+        apply(&s, leave("r", "bob", holder("n", 1), 2)).await,
+        Reply::Left {
+            last_of_user: false,
+            member_count: 1
+        }
+    );
+    assert_eq!(apply(&s, heartbeat("m", 100, 10)).await, found_gone(&["n"]));
+    assert!(matches!(
+        apply(&s, join("r", "carol", holder("m", 1), None, 101)).await,
+        Reply::Joined { ref users, .. } if users == &[present("carol")]
+    ));
+}
