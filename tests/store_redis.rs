@@ -155,6 +155,39 @@ async fn no_event(sub: &mut Subscriber) {
     }
 }
 
+/// Creates a default room (or answers the one there).
+async fn ensure(store: &RedisStore, id: &str, epoch: &str) -> Reply {
+    apply(
+        store,
+        Op::EnsureRoom {
+            record: record(id, None, epoch),
+        },
+    )
+    .await
+}
+
+/// The newest `limit` messages of `room` (HISTORY_LIMIT 100).
+fn newest(room: &str, limit: u32) -> Op {
+    Op::History {
+        room: room.into(),
+        before_seq: None,
+        limit,
+        history_limit: 100,
+    }
+}
+
+fn heartbeat(node: &str, now_ms: u64, ttl_ms: u64) -> Op {
+    Op::Heartbeat {
+        node: NodeId(node.into()),
+        now_ms,
+        ttl_ms,
+    }
+}
+
+fn found_gone(nodes: &[&str]) -> Reply {
+    Reply::Swept(nodes.iter().map(|n| NodeId((*n).into())).collect())
+}
+
 fn presence(room: &str, user: &str, joined: bool, member_count: u64) -> Event {
     Event::Presence {
         room: room.into(),
@@ -171,24 +204,12 @@ async fn create_room_caps_are_checked_in_order() {
     // A default room: no caps, counts against MAX_ROOMS.
     let general = record("general", None, "e-general");
     assert_eq!(
-        apply(
-            &s,
-            Op::EnsureRoom {
-                record: general.clone()
-            }
-        )
-        .await,
+        ensure(&s, "general", "e-general").await,
         Reply::Room(general.clone())
     );
     // EnsureRoom again: the room as stored, not the one proposed.
     assert_eq!(
-        apply(
-            &s,
-            Op::EnsureRoom {
-                record: record("general", None, "e-other")
-            }
-        )
-        .await,
+        ensure(&s, "general", "e-other").await,
         Reply::Room(general.clone())
     );
     let a = create("a", "alice", "e-a", 2, 4);
@@ -228,16 +249,7 @@ async fn create_room_caps_are_checked_in_order() {
         Reply::Refused(Refusal::RoomLimit)
     );
     // A default room ignores MAX_ROOMS.
-    assert!(matches!(
-        apply(
-            &s,
-            Op::EnsureRoom {
-                record: record("lobby", None, "e-l")
-            }
-        )
-        .await,
-        Reply::Room(_)
-    ));
+    assert!(matches!(ensure(&s, "lobby", "e-l").await, Reply::Room(_)));
     match apply(&s, Op::ListRooms).await {
         Reply::Rooms(rooms) => {
             let ids: Vec<&str> = rooms.iter().map(|r| r.record.id.as_str()).collect();
@@ -291,19 +303,7 @@ async fn the_epoch_stays_until_the_data_is_lost() {
     // Redis loses the room: it is gone, and the next creation has a new
     // epoch whose seq starts at 1 with nothing left of the old log.
     server.command(&["DEL", "chatflow:room:{r}"]).unwrap();
-    assert_eq!(
-        apply(
-            &s,
-            Op::History {
-                room: "r".into(),
-                before_seq: None,
-                limit: 10,
-                history_limit: 100,
-            }
-        )
-        .await,
-        Reply::NotFound
-    );
+    assert_eq!(apply(&s, newest("r", 10)).await, Reply::NotFound);
     assert_eq!(
         apply(
             &s,
@@ -355,13 +355,7 @@ async fn seq_is_gap_free_across_two_nodes_and_events_come_in_seq_order() {
     let server = RedisServer::start();
     let a = store(&server).await;
     let b = store(&server).await;
-    apply(
-        &a,
-        Op::EnsureRoom {
-            record: record("r", None, "e"),
-        },
-    )
-    .await;
+    ensure(&a, "r", "e").await;
     let mut sub = subscriber(&b, &["r"]).await;
     let senders = 8;
     let each = 50;
@@ -413,13 +407,7 @@ async fn seq_is_gap_free_across_two_nodes_and_events_come_in_seq_order() {
 async fn retries_match_retained_messages_only() {
     let server = RedisServer::start();
     let s = store(&server).await;
-    apply(
-        &s,
-        Op::EnsureRoom {
-            record: record("r", None, "e"),
-        },
-    )
-    .await;
+    ensure(&s, "r", "e").await;
     let mut sub = subscriber(&s, &["r"]).await;
     let first = apply(&s, publish("r", "alice", Some("m1"), "one", 2, 1)).await;
     assert_eq!(
@@ -470,16 +458,7 @@ async fn retries_match_retained_messages_only() {
         5
     );
     assert_eq!(
-        apply(
-            &s,
-            Op::History {
-                room: "r".into(),
-                before_seq: None,
-                limit: 10,
-                history_limit: 100,
-            }
-        )
-        .await,
+        apply(&s, newest("r", 10)).await,
         Reply::History {
             messages: vec![
                 StoredMessage {
@@ -500,13 +479,7 @@ async fn retries_match_retained_messages_only() {
 async fn history_pages_backwards() {
     let server = RedisServer::start();
     let s = store(&server).await;
-    apply(
-        &s,
-        Op::EnsureRoom {
-            record: record("r", None, "e"),
-        },
-    )
-    .await;
+    ensure(&s, "r", "e").await;
     for i in 1..=10 {
         seq_of(&s, publish("r", "u", None, &i.to_string(), 8, i)).await;
     }
@@ -802,13 +775,7 @@ async fn presence_is_per_user_across_nodes() {
 async fn recovery_says_whether_nothing_is_missing() {
     let server = RedisServer::start();
     let s = store(&server).await;
-    apply(
-        &s,
-        Op::EnsureRoom {
-            record: record("r", None, "e"),
-        },
-    )
-    .await;
+    ensure(&s, "r", "e").await;
     for i in 1..=7 {
         seq_of(&s, publish("r", "u", None, "m", 5, i)).await;
     }
@@ -850,13 +817,7 @@ async fn recovery_says_whether_nothing_is_missing() {
         got(apply(&s, join("r", "v", holder("m", 1), None, 10)).await),
         (vec![3, 4, 5, 6, 7], None)
     );
-    apply(
-        &s,
-        Op::EnsureRoom {
-            record: record("empty", None, "e"),
-        },
-    )
-    .await;
+    ensure(&s, "empty", "e").await;
     let empty = |seq| {
         join(
             "empty",
@@ -880,30 +841,8 @@ async fn a_heartbeat_sweeps_the_holders_of_dead_nodes() {
     }
     let mut sub = subscriber(&b, &["r1", "r2"]).await;
     let ttl = 1000;
-    assert_eq!(
-        apply(
-            &a,
-            Op::Heartbeat {
-                node: NodeId("A".into()),
-                now_ms: 0,
-                ttl_ms: ttl
-            }
-        )
-        .await,
-        Reply::Swept(vec![])
-    );
-    assert_eq!(
-        apply(
-            &b,
-            Op::Heartbeat {
-                node: NodeId("B".into()),
-                now_ms: 0,
-                ttl_ms: ttl
-            }
-        )
-        .await,
-        Reply::Swept(vec![])
-    );
+    assert_eq!(apply(&a, heartbeat("A", 0, ttl)).await, found_gone(&[]));
+    assert_eq!(apply(&b, heartbeat("B", 0, ttl)).await, found_gone(&[]));
     // alice: on A in r1 and r2, on B in r1. bob: twice on A in r1.
     // carol: on B in r2.
     for (s, room, user, h) in [
@@ -916,47 +855,23 @@ async fn a_heartbeat_sweeps_the_holders_of_dead_nodes() {
     ] {
         apply(s, join(room, user, h, None, 0)).await;
     }
-    let mut events = Vec::new();
-    for _ in 0..4 {
-        events.push(next_event(&mut sub).await);
+    // USER_JOINED for each user's first connection in a room, in the order
+    // of the joins (alice's second connection in r1 is none).
+    for expected in [
+        presence("r1", "alice", true, 1),
+        presence("r2", "alice", true, 1),
+        presence("r1", "bob", true, 2),
+        presence("r2", "carol", true, 2),
+    ] {
+        assert_eq!(next_event(&mut sub).await, expected);
     }
     // A goes silent; B's heartbeats go on.
-    assert_eq!(
-        apply(
-            &b,
-            Op::Heartbeat {
-                node: NodeId("B".into()),
-                now_ms: 900,
-                ttl_ms: ttl
-            }
-        )
-        .await,
-        Reply::Swept(vec![])
-    );
+    assert_eq!(apply(&b, heartbeat("B", 900, ttl)).await, found_gone(&[]));
     // At 1000 A's lease has not run out *before* now.
+    assert_eq!(apply(&b, heartbeat("B", 1000, ttl)).await, found_gone(&[]));
     assert_eq!(
-        apply(
-            &b,
-            Op::Heartbeat {
-                node: NodeId("B".into()),
-                now_ms: 1000,
-                ttl_ms: ttl
-            }
-        )
-        .await,
-        Reply::Swept(vec![])
-    );
-    assert_eq!(
-        apply(
-            &b,
-            Op::Heartbeat {
-                node: NodeId("B".into()),
-                now_ms: 1001,
-                ttl_ms: ttl
-            }
-        )
-        .await,
-        Reply::Swept(vec![NodeId("A".into())])
+        apply(&b, heartbeat("B", 1001, ttl)).await,
+        found_gone(&["A"])
     );
     // r1: bob leaves (alice stays through B); r2: alice leaves (carol stays).
     let mut swept = vec![next_event(&mut sub).await, next_event(&mut sub).await];
@@ -979,30 +894,11 @@ async fn a_heartbeat_sweeps_the_holders_of_dead_nodes() {
         other => panic!("{other:?}"),
     }
     // Swept once: the next heartbeat finds nobody gone.
-    assert_eq!(
-        apply(
-            &b,
-            Op::Heartbeat {
-                node: NodeId("B".into()),
-                now_ms: 1500,
-                ttl_ms: ttl
-            }
-        )
-        .await,
-        Reply::Swept(vec![])
-    );
+    assert_eq!(apply(&b, heartbeat("B", 1500, ttl)).await, found_gone(&[]));
     // B dies too, swept by a third node: r1 and r2 are empty since then.
     assert_eq!(
-        apply(
-            &a,
-            Op::Heartbeat {
-                node: NodeId("C".into()),
-                now_ms: 5000,
-                ttl_ms: ttl
-            }
-        )
-        .await,
-        Reply::Swept(vec![NodeId("B".into())])
+        apply(&a, heartbeat("C", 5000, ttl)).await,
+        found_gone(&["B"])
     );
     let mut swept = vec![next_event(&mut sub).await, next_event(&mut sub).await];
     swept.sort_by(|x, y| x.room().cmp(y.room()));
@@ -1028,13 +924,7 @@ async fn idle_user_rooms_are_deleted() {
     let s = store(&server).await;
     // Rooms are created at T0 (record's created_at_ms).
     const T0: u64 = 1_700_000_000_000;
-    apply(
-        &s,
-        Op::EnsureRoom {
-            record: record("general", None, "g"),
-        },
-    )
-    .await;
+    ensure(&s, "general", "g").await;
     apply(&s, create("r", "alice", "e1", 2, 10)).await;
     apply(&s, create("never", "alice", "e1", 2, 10)).await;
     let mut sub = subscriber(&s, &["r", "general", "never"]).await;
@@ -1126,13 +1016,7 @@ async fn idle_user_rooms_are_deleted() {
 async fn reads_cut_history_to_the_limit_they_carry_and_since_reads_a_gap() {
     let server = RedisServer::start();
     let s = store(&server).await;
-    apply(
-        &s,
-        Op::EnsureRoom {
-            record: record("r", None, "e"),
-        },
-    )
-    .await;
+    ensure(&s, "r", "e").await;
     assert_eq!(
         apply(&s, Op::Lookup { room: "r".into() }).await,
         Reply::Room(record("r", None, "e"))
@@ -1252,13 +1136,7 @@ async fn reads_cut_history_to_the_limit_they_carry_and_since_reads_a_gap() {
 async fn typing_is_published_not_stored() {
     let server = RedisServer::start();
     let s = store(&server).await;
-    apply(
-        &s,
-        Op::EnsureRoom {
-            record: record("r", None, "e"),
-        },
-    )
-    .await;
+    ensure(&s, "r", "e").await;
     let mut sub = subscriber(&s, &["r"]).await;
     for is_typing in [true, false] {
         let op = Op::Typing {
@@ -1288,13 +1166,7 @@ async fn typing_is_published_not_stored() {
 async fn data_it_did_not_write_is_an_error_not_a_panic() {
     let server = RedisServer::start();
     let s = store(&server).await;
-    apply(
-        &s,
-        Op::EnsureRoom {
-            record: record("r", None, "e"),
-        },
-    )
-    .await;
+    ensure(&s, "r", "e").await;
     server
         .command(&["HSET", "chatflow:room:{r}", "kind", "weird"])
         .unwrap();
@@ -1305,13 +1177,7 @@ async fn data_it_did_not_write_is_an_error_not_a_panic() {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Decode(_)), "{err}");
-    apply(
-        &s,
-        Op::EnsureRoom {
-            record: record("q", None, "e"),
-        },
-    )
-    .await;
+    ensure(&s, "q", "e").await;
     server
         .command(&["RPUSH", "chatflow:room:{q}:log", "garbage"])
         .unwrap();
@@ -1366,13 +1232,7 @@ async fn no_redis_is_an_error_within_the_timeout_and_the_store_recovers() {
     })
     .await
     .unwrap();
-    apply(
-        &s,
-        Op::EnsureRoom {
-            record: record("r", None, "e"),
-        },
-    )
-    .await;
+    ensure(&s, "r", "e").await;
     let mut sub = subscriber(&s, &["r"]).await;
     server.kill();
     let started = Instant::now();
@@ -1403,13 +1263,7 @@ async fn no_redis_is_an_error_within_the_timeout_and_the_store_recovers() {
         Ok(Some(Notice::Resubscribed)) => {}
         other => panic!("{other:?}"),
     }
-    apply(
-        &s,
-        Op::EnsureRoom {
-            record: record("r", None, "e2"),
-        },
-    )
-    .await;
+    ensure(&s, "r", "e2").await;
     assert_eq!(seq_of(&s, publish("r", "u", None, "x", 5, 1)).await, 1);
     assert!(matches!(
         next_event(&mut sub).await,
@@ -1432,38 +1286,17 @@ async fn no_redis_is_an_error_within_the_timeout_and_the_store_recovers() {
 async fn figures() {
     let server = RedisServer::start();
     let s = store(&server).await;
-    apply(
-        &s,
-        Op::EnsureRoom {
-            record: record("r", None, "e"),
-        },
-    )
-    .await;
+    ensure(&s, "r", "e").await;
     // A bucket that never runs dry at one instant.
-    let publish = |room: &str, user: &str, cmid: Option<&str>, text: &str, limit, now| match publish(
-        room, user, cmid, text, limit, now,
-    ) {
-        Op::Publish {
-            room,
-            user,
-            client_message_id,
-            draft,
-            history_limit,
-            now_ms,
-            ..
-        } => Op::Publish {
-            room,
-            user,
-            client_message_id,
-            draft,
-            bucket: BucketShape {
+    let publish = |room: &str, user: &str, cmid: Option<&str>, text: &str, limit, now| {
+        let mut op = publish(room, user, cmid, text, limit, now);
+        if let Op::Publish { bucket, .. } = &mut op {
+            *bucket = BucketShape {
                 capacity: 1 << 40,
                 window_ms: 1,
-            },
-            history_limit,
-            now_ms,
-        },
-        other => other,
+            };
+        }
+        op
     };
     // (calls, usec) of one command in INFO commandstats.
     let stat = |server: &RedisServer, command: &str| -> (u64, u64) {
@@ -1556,13 +1389,7 @@ async fn an_idle_subscriber_stays_connected() {
     })
     .await
     .unwrap();
-    apply(
-        &s,
-        Op::EnsureRoom {
-            record: record("r", None, "e"),
-        },
-    )
-    .await;
+    ensure(&s, "r", "e").await;
     let mut sub = subscriber(&s, &["r"]).await;
     no_event(&mut sub).await;
     no_event(&mut sub).await;
@@ -1570,5 +1397,139 @@ async fn an_idle_subscriber_stays_connected() {
     assert!(matches!(
         next_event(&mut sub).await,
         Event::Message { ref user, .. } if user == "u"
+    ));
+}
+
+/// The one use of Redis's clock (the store's module doc): a send bucket's
+/// key expires `window_ms + 60 s` after its last charge, by `Charge` or
+/// `Publish`.
+#[tokio::test]
+async fn a_send_bucket_key_expires_a_minute_after_its_window() {
+    let server = RedisServer::start();
+    let s = store(&server).await;
+    ensure(&s, "r", "e").await;
+    let charge = Op::Charge {
+        user: "u".into(),
+        bucket: BUCKET,
+        now_ms: 1,
+    };
+    for (op, user) in [(charge, "u"), (publish("r", "v", None, "x", 5, 1), "v")] {
+        apply(&s, op).await;
+        let pttl = server
+            .command(&["PTTL", &format!("chatflow:bucket:{user}")])
+            .unwrap();
+        // -1: no expiry; -2: no key.
+        let ms: i64 = pttl.trim_start_matches(':').trim_end().parse().unwrap();
+        let ttl = (BUCKET.window_ms + 60_000) as i64;
+        assert!(ttl - 1_000 < ms && ms <= ttl, "{user}: PTTL {pttl:?}");
+    }
+}
+
+/// Lua numbers are doubles: what could leave their exact range is refused
+/// (and nothing happens), or clamped where that changes no answer (the
+/// store's module doc).
+#[tokio::test]
+async fn numbers_beyond_a_double_are_refused_or_clamped() {
+    let server = RedisServer::start();
+    let s = store(&server).await;
+    ensure(&s, "r", "e").await;
+    for now in 1..=3 {
+        seq_of(&s, publish("r", "u", None, "m", 10, now)).await;
+    }
+    let beyond = 1 << 53;
+    let refused = [
+        Op::Charge {
+            user: "u".into(),
+            bucket: BUCKET,
+            now_ms: beyond,
+        },
+        publish("r", "u", None, "m", 10, beyond),
+        heartbeat("A", beyond, 1),
+    ];
+    for op in refused {
+        let got = s.apply(&op).await;
+        assert!(
+            matches!(got, Err(StoreError::OutOfRange(_))),
+            "{op:?}: {got:?}"
+        );
+    }
+    assert_eq!(seq_of(&s, publish("r", "u", None, "m", 10, 4)).await, 4);
+    // A since or a lease beyond any double: the same answer as a big one.
+    let far = Since {
+        seq: u64::MAX,
+        epoch: None,
+    };
+    let since = Op::Since {
+        room: "r".into(),
+        since: far.clone(),
+        history_limit: 10,
+    };
+    assert!(matches!(
+        apply(&s, since).await,
+        Reply::Recovery { recovered: false, last_seq: 4, ref messages, .. } if messages.len() == 4
+    ));
+    assert!(matches!(
+        apply(&s, join("r", "u", holder("n", 1), Some(far), 5)).await,
+        Reply::Joined {
+            recovered: Some(false),
+            ..
+        }
+    ));
+    assert_eq!(
+        apply(&s, heartbeat("A", 1, u64::MAX)).await,
+        found_gone(&[])
+    );
+    assert_eq!(
+        apply(&s, heartbeat("B", beyond - 1, 1)).await,
+        found_gone(&[])
+    );
+}
+
+/// Users present are listed in user id order, and nodes found gone in id
+/// order, whatever order Redis keeps them in.
+#[tokio::test]
+async fn lists_come_in_id_order() {
+    let server = RedisServer::start();
+    let s = store(&server).await;
+    ensure(&s, "r", "e").await;
+    for (conn, user) in (1..).zip(["carol", "alice", "bob"]) {
+        apply(&s, join("r", user, holder("n", conn), None, 1)).await;
+    }
+    match apply(&s, join("r", "aaron", holder("n", 4), None, 1)).await {
+        Reply::Joined { users, .. } => {
+            assert_eq!(users, ["aaron", "alice", "bob", "carol"].map(present));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Leases that run out in another order than the ids'.
+    for (node, ttl) in [("Z", 5), ("A", 10), ("M", 7)] {
+        apply(&s, heartbeat(node, 0, ttl)).await;
+    }
+    assert_eq!(
+        apply(&s, heartbeat("live", 100, 10)).await,
+        found_gone(&["A", "M", "Z"])
+    );
+}
+
+/// A `Leave` that names another user than the holder's changes nothing (as
+/// in the memory store): the holder is still swept when its node dies.
+#[tokio::test]
+async fn a_leave_for_another_user_leaves_the_holder_to_the_sweep() {
+    let server = RedisServer::start();
+    let s = store(&server).await;
+    ensure(&s, "r", "e").await;
+    apply(&s, heartbeat("n", 0, 10)).await;
+    apply(&s, join("r", "alice", holder("n", 1), None, 1)).await;
+    assert_eq!(
+        apply(&s, leave("r", "bob", holder("n", 1), 2)).await,
+        Reply::Left {
+            last_of_user: false,
+            member_count: 1
+        }
+    );
+    assert_eq!(apply(&s, heartbeat("m", 100, 10)).await, found_gone(&["n"]));
+    assert!(matches!(
+        apply(&s, join("r", "carol", holder("m", 1), None, 101)).await,
+        Reply::Joined { ref users, .. } if users == &[present("carol")]
     ));
 }

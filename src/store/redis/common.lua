@@ -10,6 +10,35 @@ local function fmt(n)
     return string.format('%.0f', n)
 end
 
+-- 1 for true, 0 for false (a reply's flag).
+local function flag(b)
+    if b then
+        return 1
+    end
+    return 0
+end
+
+-- The names of keys.rs for the keys a script computes (those not in KEYS).
+local function room_key(prefix, id)
+    return prefix .. ':room:{' .. id .. '}'
+end
+
+local function channel_key(prefix, id)
+    return prefix .. ':ch:' .. id
+end
+
+-- A room's record fields, in the order codec.rs reads them (name,
+-- description, kind, created_at, created_by, epoch), then any `...` asked
+-- for after them.
+local function room_fields(room, ...)
+    return redis.call('HMGET', room, 'name', 'description', 'kind', 'created_at', 'created_by', 'epoch', ...)
+end
+
+-- The record part of `room_fields`' answer.
+local function record_of(f)
+    return { f[1], f[2], f[3], f[4], f[5], f[6] }
+end
+
 local function fail(what)
     error({ err = 'CHATFLOW ' .. what })
 end
@@ -134,10 +163,12 @@ local function take_out(room, users, holders, channel, user, h, now)
 end
 
 -- Keeps the newest `limit` (at least 1) entries of a log; an evicted
--- entry's retry key goes with it (when it still names that entry).
-local function trim(log, retry, limit)
+-- entry's retry key goes with it (when it still names that entry). `len`
+-- is the log's length when the caller knows it (RPUSH answers it), else
+-- nil.
+local function trim(log, retry, limit, len)
     limit = math.max(1, limit)
-    local len = redis.call('LLEN', log)
+    len = len or redis.call('LLEN', log)
     if len <= limit then
         return
     end

@@ -16,15 +16,11 @@ local mode, id = ARGV[1], ARGV[2]
 local has_creator = ARGV[8] == '1'
 local prefix = ARGV[12]
 
-local function room_key(rid)
-    return prefix .. ':room:{' .. rid .. '}'
-end
-
 -- Index entries whose room hash is gone (its data was lost) are dropped
 -- before a cap is judged on them.
 local function prune_set(key)
     for _, rid in ipairs(redis.call('SMEMBERS', key)) do
-        if redis.call('EXISTS', room_key(rid)) == 0 then
+        if redis.call('EXISTS', room_key(prefix, rid)) == 0 then
             redis.call('SREM', key, rid)
         end
     end
@@ -32,7 +28,7 @@ end
 
 local function prune_rooms()
     for _, rid in ipairs(redis.call('ZRANGE', rooms, 0, -1)) do
-        if redis.call('EXISTS', room_key(rid)) == 0 then
+        if redis.call('EXISTS', room_key(prefix, rid)) == 0 then
             redis.call('ZREM', rooms, rid)
         end
     end
@@ -40,8 +36,7 @@ end
 
 if mode == 'ensure' then
     if redis.call('EXISTS', room) == 1 then
-        local f = redis.call('HMGET', room, 'name', 'description', 'kind', 'created_at', 'created_by', 'epoch')
-        return { 'R', f[1], f[2], f[3], f[4], f[5], f[6] }
+        return { 'R', unpack(record_of(room_fields(room))) }
     end
 else
     local per_user = int(ARGV[10], 'rooms_per_user_max')

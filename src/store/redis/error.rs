@@ -30,6 +30,18 @@ pub enum StoreError {
     SubscriberGone,
 }
 
+/// `call`'s answer, or [`StoreError::Timeout`] when none came within
+/// `timeout`.
+pub(crate) async fn within<T>(
+    timeout: Duration,
+    call: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(StoreError::Timeout(timeout)),
+    }
+}
+
 impl StoreError {
     /// A decoding failure.
     pub(crate) fn decode(what: impl Into<String>) -> StoreError {

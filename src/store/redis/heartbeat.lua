@@ -18,7 +18,7 @@ for _, dead in ipairs(gone) do
     local held = {}
     for _, m in ipairs(redis.call('SMEMBERS', index)) do
         local conn, id = split1(m)
-        local room = prefix .. ':room:{' .. id .. '}'
+        local room = room_key(prefix, id)
         local h = conn .. ':' .. dead
         -- Who holds it (nobody: the room or the holder is gone already).
         local user = redis.call('HGET', room .. ':holders', h)
@@ -37,7 +37,7 @@ for _, dead in ipairs(gone) do
     end)
     for _, x in ipairs(held) do
         local room = x[4]
-        take_out(room, room .. ':users', room .. ':holders', prefix .. ':ch:' .. x[1], x[2], x[5], now)
+        take_out(room, room .. ':users', room .. ':holders', channel_key(prefix, x[1]), x[2], x[5], now)
     end
     redis.call('DEL', index)
     redis.call('ZREM', nodes, dead)

@@ -13,7 +13,7 @@
 local room, log, users, holders = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local user, username, h = ARGV[1], ARGV[2], ARGV[3]
 
-local f = redis.call('HMGET', room, 'name', 'description', 'kind', 'created_at', 'created_by', 'epoch', 'seq')
+local f = room_fields(room, 'seq')
 if not f[6] then
     return { 'N' }
 end
@@ -56,13 +56,10 @@ local recovered = -1
 if since then
     local ok
     ok, entries = recovery(log, last, f[6], since, since_epoch)
-    recovered = 0
-    if ok then
-        recovered = 1
-    end
+    recovered = flag(ok)
 else
     entries = redis.call('LRANGE', log, 0, -1)
 end
 
-return { 'J', first, recovered, { f[1], f[2], f[3], f[4], f[5], f[6] }, members,
+return { 'J', first, recovered, record_of(f), members,
     redis.call('HGETALL', users), entries, last }

@@ -7,10 +7,10 @@
 if redis.call('EXISTS', KEYS[1]) == 0 then
     return { 'N' }
 end
-redis.call('SREM', KEYS[4], ARGV[3])
-local last, members = take_out(KEYS[1], KEYS[2], KEYS[3], ARGV[5], ARGV[1], ARGV[2], ARGV[4])
-local l = 0
-if last then
-    l = 1
+-- The node's index keeps a holder that is in for another user (take_out
+-- leaves it in): a sweep of the node must still find it.
+if redis.call('HGET', KEYS[3], ARGV[2]) == ARGV[1] then
+    redis.call('SREM', KEYS[4], ARGV[3])
 end
-return { 'L', l, members }
+local last, members = take_out(KEYS[1], KEYS[2], KEYS[3], ARGV[5], ARGV[1], ARGV[2], ARGV[4])
+return { 'L', flag(last), members }

@@ -8,11 +8,11 @@
 local prefix = ARGV[1]
 local out = {}
 for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-    local room = prefix .. ':room:{' .. id .. '}'
+    local room = room_key(prefix, id)
     if redis.call('EXISTS', room) == 0 then
         redis.call('ZREM', KEYS[1], id)
     else
-        local f = redis.call('HMGET', room, 'name', 'description', 'kind', 'created_at', 'created_by', 'epoch')
+        local f = room_fields(room)
         local members = redis.call('HLEN', room .. ':users')
         out[#out + 1] = { id, f[1], f[2], f[3], f[4], f[5], f[6], members }
     end

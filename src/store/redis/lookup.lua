@@ -3,8 +3,8 @@
 -- Returns {'N'} or {'R', name, description, kind, created_at, created_by,
 -- epoch}.
 
-local f = redis.call('HMGET', KEYS[1], 'name', 'description', 'kind', 'created_at', 'created_by', 'epoch')
+local f = room_fields(KEYS[1])
 if not f[6] then
     return { 'N' }
 end
-return { 'R', f[1], f[2], f[3], f[4], f[5], f[6] }
+return { 'R', unpack(record_of(f)) }

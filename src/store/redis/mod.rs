@@ -183,10 +183,7 @@ impl RedisStore {
         &self,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(StoreError::Timeout(self.timeout)),
-        }
+        error::within(self.timeout, call).await
     }
 
     async fn run(&self, invocation: &ScriptInvocation<'_>) -> Result<Value, StoreError> {
@@ -230,8 +227,9 @@ impl RedisStore {
                     .arg(user)
                     .arg(username)
                     .arg(holder_field(holder))
-                    .arg(if *granted { "1" } else { "0" });
-                since_args(&mut script, since.as_ref());
+                    .arg(flag(*granted))
+                    .arg(flag(since.is_some()));
+                since_args(&mut script, since.as_ref().unwrap_or(&NO_SINCE));
                 script
                     .arg(*history_limit)
                     .arg(self.keys.channel(room))
@@ -259,11 +257,9 @@ impl RedisStore {
                 script
                     .key(self.keys.room(room))
                     .key(self.keys.room_part(room, "log"))
-                    .key(self.keys.room_part(room, "retry"))
-                    .arg(since.seq.min(EXACT))
-                    .arg(if since.epoch.is_some() { "1" } else { "0" })
-                    .arg(since.epoch.as_deref().unwrap_or(""))
-                    .arg(*history_limit);
+                    .key(self.keys.room_part(room, "retry"));
+                since_args(&mut script, since);
+                script.arg(*history_limit);
                 let v = self.run(&script).await?;
                 let (tag, mut rest) = codec::tagged(v)?;
                 match tag {
@@ -301,31 +297,23 @@ impl RedisStore {
                 history_limit,
                 now_ms,
             } => {
-                let exact = exact(*now_ms, "now_ms")?;
-                let (capacity, window, ttl) = bucket_args(bucket)?;
+                let mut script = scripts::PUBLISH.prepare_invoke();
+                charge_args(&self.keys, &mut script, user, bucket, *now_ms)?;
                 let retry = client_message_id
                     .as_ref()
                     .map(|id| format!("{user}\0{id}"))
                     .unwrap_or_default();
-                let v = self
-                    .run(
-                        scripts::PUBLISH
-                            .key(self.keys.bucket(user))
-                            .key(self.keys.room(room))
-                            .key(self.keys.room_part(room, "log"))
-                            .key(self.keys.room_part(room, "retry"))
-                            .arg(capacity)
-                            .arg(window)
-                            .arg(exact)
-                            .arg(ttl)
-                            .arg(retry)
-                            .arg(&draft.head[..])
-                            .arg(&draft.tail[..])
-                            .arg(*history_limit)
-                            .arg(self.keys.channel(room))
-                            .arg(user),
-                    )
-                    .await?;
+                script
+                    .key(self.keys.room(room))
+                    .key(self.keys.room_part(room, "log"))
+                    .key(self.keys.room_part(room, "retry"))
+                    .arg(retry)
+                    .arg(&draft.head[..])
+                    .arg(&draft.tail[..])
+                    .arg(*history_limit)
+                    .arg(self.keys.channel(room))
+                    .arg(user);
+                let v = self.run(&script).await?;
                 let (tag, mut rest) = codec::tagged(v)?;
                 match tag {
                     b'R' => rate_limited(bucket, codec::next(&mut rest)?),
@@ -346,18 +334,9 @@ impl RedisStore {
                 bucket,
                 now_ms,
             } => {
-                let now = exact(*now_ms, "now_ms")?;
-                let (capacity, window, ttl) = bucket_args(bucket)?;
-                let v = self
-                    .run(
-                        scripts::CHARGE
-                            .key(self.keys.bucket(user))
-                            .arg(capacity)
-                            .arg(window)
-                            .arg(now)
-                            .arg(ttl),
-                    )
-                    .await?;
+                let mut script = scripts::CHARGE.prepare_invoke();
+                charge_args(&self.keys, &mut script, user, bucket, *now_ms)?;
+                let v = self.run(&script).await?;
                 let (tag, mut rest) = codec::tagged(v)?;
                 match tag {
                     b'C' => Ok(Reply::Charged),
@@ -417,22 +396,16 @@ impl RedisStore {
                 now_ms,
             } => {
                 let cutoff = now_ms.checked_sub(*idle_ttl_ms);
-                let v = self
-                    .run(
-                        scripts::DELETE_IF_IDLE
-                            .key(self.keys.room(room))
-                            .key(self.keys.room_part(room, "log"))
-                            .key(self.keys.room_part(room, "retry"))
-                            .key(self.keys.room_part(room, "users"))
-                            .key(self.keys.room_part(room, "holders"))
-                            .key(self.keys.rooms())
-                            .arg(room)
-                            .arg(if cutoff.is_some() { "1" } else { "0" })
-                            .arg(cutoff.unwrap_or(0).min(EXACT))
-                            .arg(self.keys.channel(room))
-                            .arg(self.keys.prefix()),
-                    )
-                    .await?;
+                let mut script = scripts::DELETE_IF_IDLE.prepare_invoke();
+                every_room_key(&self.keys, &mut script, room);
+                script
+                    .key(self.keys.rooms())
+                    .arg(room)
+                    .arg(flag(cutoff.is_some()))
+                    .arg(cutoff.unwrap_or(0).min(EXACT))
+                    .arg(self.keys.channel(room))
+                    .arg(self.keys.prefix());
+                let v = self.run(&script).await?;
                 match codec::tagged(v)?.0 {
                     // A room that is not there was not deleted.
                     b'N' | b'K' => Ok(Reply::Deleted(false)),
@@ -451,30 +424,24 @@ impl RedisStore {
         let id = &record.id;
         let creator = record.created_by.as_deref();
         let (per_user, max_rooms) = caps.unwrap_or((u32::MAX, u64::MAX));
-        let v = self
-            .run(
-                scripts::CREATE_ROOM
-                    .key(self.keys.room(id))
-                    .key(self.keys.room_part(id, "log"))
-                    .key(self.keys.room_part(id, "retry"))
-                    .key(self.keys.room_part(id, "users"))
-                    .key(self.keys.room_part(id, "holders"))
-                    .key(self.keys.rooms())
-                    .key(self.keys.creator(creator.unwrap_or("")))
-                    .arg(if caps.is_some() { "create" } else { "ensure" })
-                    .arg(id)
-                    .arg(&record.name)
-                    .arg(&record.description)
-                    .arg(codec::kind_str(record.kind))
-                    .arg(record.created_at_ms)
-                    .arg(creator.unwrap_or(""))
-                    .arg(if creator.is_some() { "1" } else { "0" })
-                    .arg(&record.epoch)
-                    .arg(per_user)
-                    .arg(max_rooms.min(EXACT))
-                    .arg(self.keys.prefix()),
-            )
-            .await?;
+        let mut script = scripts::CREATE_ROOM.prepare_invoke();
+        every_room_key(&self.keys, &mut script, id);
+        script
+            .key(self.keys.rooms())
+            .key(self.keys.creator(creator.unwrap_or("")))
+            .arg(if caps.is_some() { "create" } else { "ensure" })
+            .arg(id)
+            .arg(&record.name)
+            .arg(&record.description)
+            .arg(codec::kind_str(record.kind))
+            .arg(record.created_at_ms)
+            .arg(creator.unwrap_or(""))
+            .arg(flag(creator.is_some()))
+            .arg(&record.epoch)
+            .arg(per_user)
+            .arg(max_rooms.min(EXACT))
+            .arg(self.keys.prefix());
+        let v = self.run(&script).await?;
         let (tag, rest) = codec::tagged(v)?;
         match (tag, caps.is_some()) {
             (b'C', false) => Ok(Reply::Room(record.clone())),
@@ -593,7 +560,7 @@ impl RedisStore {
                     .key(self.keys.room(room))
                     .key(self.keys.room_part(room, "log"))
                     .key(self.keys.room_part(room, "retry"))
-                    .arg(if before_seq.is_some() { "1" } else { "0" })
+                    .arg(flag(before_seq.is_some()))
                     .arg(before_seq.unwrap_or(0).min(EXACT))
                     .arg(limit)
                     .arg(history_limit),
@@ -611,15 +578,33 @@ impl RedisStore {
     }
 }
 
-/// A `Join`'s `since`: with it or not, its `seq` (clamped: above any
-/// `seq`, the same answer), with its epoch or not, the epoch.
-fn since_args(script: &mut ScriptInvocation<'_>, since: Option<&Since>) {
-    let epoch = since.and_then(|s| s.epoch.as_deref());
+/// A room's keys `KEYS[1..=5]` of `CreateRoom` and `DeleteIfIdle`: its
+/// hash, log, retry index, users and holders.
+fn every_room_key(keys: &Keys, script: &mut ScriptInvocation<'_>, id: &str) {
+    script.key(keys.room(id));
+    for part in ["log", "retry", "users", "holders"] {
+        script.key(keys.room_part(id, part));
+    }
+}
+
+/// What a `Join` without `since` passes for it (after its `'0'`).
+const NO_SINCE: Since = Since {
+    seq: 0,
+    epoch: None,
+};
+
+/// A `since` of `Join` or `Since`: its `seq` (clamped: above any `seq`, the
+/// same answer), with its epoch or not, the epoch.
+fn since_args(script: &mut ScriptInvocation<'_>, since: &Since) {
     script
-        .arg(if since.is_some() { "1" } else { "0" })
-        .arg(since.map_or(0, |s| s.seq.min(EXACT)))
-        .arg(if epoch.is_some() { "1" } else { "0" })
-        .arg(epoch.unwrap_or(""));
+        .arg(since.seq.min(EXACT))
+        .arg(flag(since.epoch.is_some()))
+        .arg(since.epoch.as_deref().unwrap_or(""));
+}
+
+/// A script's `'1'` / `'0'` argument.
+fn flag(b: bool) -> &'static str {
+    if b { "1" } else { "0" }
 }
 
 /// A holder as a hash field: `<conn>:<node>`.
@@ -638,21 +623,35 @@ fn exact(n: u64, what: &str) -> Result<u64, StoreError> {
     }
 }
 
-/// capacity, window_ms and the key's lifetime; the full level
+/// A charge's first key and arguments, those of `charge()` in common.lua
+/// (`Charge` and `Publish` start with them): `user`'s bucket; capacity,
+/// window_ms, now_ms and the key's lifetime. The full level
 /// (`capacity * window_ms`) must stay within 2^52 so that a refill (below
 /// twice that) stays exact.
-fn bucket_args(bucket: &BucketShape) -> Result<(u64, u64, u64), StoreError> {
+fn charge_args(
+    keys: &Keys,
+    script: &mut ScriptInvocation<'_>,
+    user: &str,
+    bucket: &BucketShape,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let now = exact(now_ms, "now_ms")?;
     match bucket.capacity.checked_mul(bucket.window_ms) {
-        Some(full) if full <= EXACT / 2 => Ok((
-            bucket.capacity,
-            bucket.window_ms,
-            bucket.window_ms.saturating_add(BUCKET_SLACK_MS),
-        )),
-        _ => Err(StoreError::OutOfRange(format!(
-            "a send bucket of {} per {} ms (capacity * window_ms must stay within 2^52)",
-            bucket.capacity, bucket.window_ms
-        ))),
+        Some(full) if full <= EXACT / 2 => {}
+        _ => {
+            return Err(StoreError::OutOfRange(format!(
+                "a send bucket of {} per {} ms (capacity * window_ms must stay within 2^52)",
+                bucket.capacity, bucket.window_ms
+            )));
+        }
     }
+    script
+        .key(keys.bucket(user))
+        .arg(bucket.capacity)
+        .arg(bucket.window_ms)
+        .arg(now)
+        .arg(bucket.window_ms.saturating_add(BUCKET_SLACK_MS));
+    Ok(())
 }
 
 /// `RateLimited` from the units missing for one token, as

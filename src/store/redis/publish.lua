@@ -33,12 +33,12 @@ end
 local seq = redis.call('HINCRBY', room, 'seq', 1)
 local digits = fmt(seq)
 local frame = ARGV[6] .. digits .. ARGV[7]
-redis.call('RPUSH', log, digits .. ':' .. #rk .. ':' .. rk .. frame)
+local len = redis.call('RPUSH', log, digits .. ':' .. #rk .. ':' .. rk .. frame)
 if rk ~= '' then
     redis.call('HSET', retry, rk, digits)
 end
 
-trim(log, retry, int(ARGV[8], 'history_limit'))
+trim(log, retry, int(ARGV[8], 'history_limit'), len)
 
 local user = ARGV[10]
 redis.call('PUBLISH', ARGV[9], 'M' .. digits .. ':' .. #epoch .. ':' .. epoch .. #user .. ':' .. user .. frame)

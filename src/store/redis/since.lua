@@ -16,8 +16,4 @@ if ARGV[2] == '1' then
 end
 trim(KEYS[2], KEYS[3], int(ARGV[4], 'history_limit'))
 local ok, entries = recovery(KEYS[2], last, f[1], since, since_epoch)
-local recovered = 0
-if ok then
-    recovered = 1
-end
-return { 'R', f[1], recovered, entries, last }
+return { 'R', f[1], flag(ok), entries, last }

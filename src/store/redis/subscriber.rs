@@ -17,7 +17,7 @@ use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec;
-use super::error::StoreError;
+use super::error::{StoreError, within};
 use super::keys::Keys;
 use crate::store::Event;
 
@@ -86,18 +86,23 @@ impl Subscriber {
     /// some were missed). On an error the room stays wanted: it is
     /// subscribed again with the others when the connection is back.
     pub async fn subscribe(&self, room: &str) -> Result<(), StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Subscribe(room.to_owned(), tx))
-            .map_err(|_| StoreError::SubscriberGone)?;
-        rx.await.map_err(|_| StoreError::SubscriberGone)?
+        self.ask(Command::Subscribe, room).await
     }
 
     /// No more events of `room`.
     pub async fn unsubscribe(&self, room: &str) -> Result<(), StoreError> {
+        self.ask(Command::Unsubscribe, room).await
+    }
+
+    /// Hands the task a command about `room` and waits for its answer.
+    async fn ask(
+        &self,
+        command: fn(String, oneshot::Sender<Result<(), StoreError>>) -> Command,
+        room: &str,
+    ) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.commands
-            .send(Command::Unsubscribe(room.to_owned(), tx))
+            .send(command(room.to_owned(), tx))
             .map_err(|_| StoreError::SubscriberGone)?;
         rx.await.map_err(|_| StoreError::SubscriberGone)?
     }
@@ -112,10 +117,7 @@ async fn connect(
     client: &redis::Client,
     timeout: Duration,
 ) -> Result<(PubSubSink, PubSubStream), StoreError> {
-    match tokio::time::timeout(timeout, client.get_async_pubsub()).await {
-        Ok(pubsub) => Ok(pubsub?.split()),
-        Err(_) => Err(StoreError::Timeout(timeout)),
-    }
+    Ok(within(timeout, client.get_async_pubsub()).await?.split())
 }
 
 struct Task {
@@ -132,10 +134,7 @@ impl Task {
         &self,
         call: impl Future<Output = redis::RedisResult<()>>,
     ) -> Result<(), StoreError> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(StoreError::Timeout(self.timeout)),
-        }
+        within(self.timeout, call).await
     }
 
     async fn run(mut self, mut sink: PubSubSink, mut stream: PubSubStream) {
@@ -238,19 +237,9 @@ impl Task {
                     }
                 }
                 _ = ping.tick() => {
-                    let pong: Result<(), StoreError> = match tokio::time::timeout(
-                        self.timeout,
-                        // Subscribed, Redis answers PING with an array: any
-                        // answer will do.
-                        sink.ping::<redis::Value>(),
-                    )
-                    .await
-                    {
-                        Ok(Ok(_)) => Ok(()),
-                        Ok(Err(e)) => Err(e.into()),
-                        Err(_) => Err(StoreError::Timeout(self.timeout)),
-                    };
-                    if pong.is_err() {
+                    // Subscribed, Redis answers PING with an array: any
+                    // answer will do.
+                    if within(self.timeout, sink.ping::<redis::Value>()).await.is_err() {
                         return true;
                     }
                 }
