@@ -6,7 +6,7 @@
 //! the simulation and the differential test use it as the model of what a
 //! Redis store must answer.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use super::{
@@ -188,8 +188,10 @@ impl Room {
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     rooms: BTreeMap<String, Room>,
-    /// Rooms each user has created that still exist.
-    created: BTreeMap<String, u32>,
+    /// The rooms each user created with `CreateRoom` that still exist (by
+    /// id, as the Redis store keeps them: a room that never counted, one an
+    /// `EnsureRoom` made, cannot be uncounted).
+    created: BTreeMap<String, BTreeSet<String>>,
     buckets: BTreeMap<String, Bucket>,
     charges_since_sweep: u32,
     /// Node → when its lease runs out.
@@ -424,10 +426,10 @@ impl MemoryStore {
                 if idle {
                     let r = self.rooms.remove(room).expect("checked");
                     if let Some(creator) = &r.record.created_by
-                        && let Some(n) = self.created.get_mut(creator)
+                        && let Some(ids) = self.created.get_mut(creator)
                     {
-                        *n -= 1;
-                        if *n == 0 {
+                        ids.remove(room);
+                        if ids.is_empty() {
                             self.created.remove(creator);
                         }
                     }
@@ -446,7 +448,7 @@ impl MemoryStore {
 
     fn create_room(&mut self, record: &RoomRecord, per_user_max: u32, max_rooms: u64) -> Reply {
         let creator = record.created_by.clone().unwrap_or_default();
-        if self.created.get(&creator).copied().unwrap_or(0) >= per_user_max {
+        if self.created.get(&creator).map_or(0, BTreeSet::len) >= per_user_max as usize {
             return Reply::Refused(Refusal::UserLimit);
         }
         if self.rooms.contains_key(&record.id) {
@@ -455,7 +457,10 @@ impl MemoryStore {
         if self.rooms.len() as u64 >= max_rooms {
             return Reply::Refused(Refusal::RoomLimit);
         }
-        *self.created.entry(creator).or_default() += 1;
+        self.created
+            .entry(creator)
+            .or_default()
+            .insert(record.id.clone());
         self.rooms
             .insert(record.id.clone(), Room::new(record.clone()));
         Reply::Created(record.clone())

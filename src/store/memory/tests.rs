@@ -545,3 +545,26 @@ fn typing_is_published_and_nothing_else() {
     );
     assert_eq!(events[0].room(), "r");
 }
+
+#[test]
+fn a_room_ensured_with_a_creator_never_counts_against_it() {
+    let mut s = MemoryStore::new();
+    s.apply(&Op::EnsureRoom {
+        record: record("ensured", Some("u1"), RoomKind::Public, "e-x"),
+    });
+    assert!(matches!(
+        create(&mut s, "mine", "u1", 1, 9),
+        Reply::Created(_)
+    ));
+    // The ensured room ages out; u1's own room still counts.
+    let idle = s.apply(&Op::DeleteIfIdle {
+        room: "ensured".into(),
+        idle_ttl_ms: 1,
+        now_ms: 10_000,
+    });
+    assert_eq!(idle.0, Reply::Deleted(true));
+    assert_eq!(
+        create(&mut s, "more", "u1", 1, 9),
+        Reply::Refused(Refusal::UserLimit)
+    );
+}
