@@ -76,6 +76,20 @@ impl Hub {
         // node has not delivered them all yet must it skip them for it.
         if last_seq > room.delivered {
             room.joined_after.insert(conn, last_seq);
+        } else if last_seq < room.delivered {
+            // The store joined it before this node delivered the messages
+            // after `last_seq` (their events overtook the join's reply):
+            // they are read back and delivered to it alone, the others
+            // having had them.
+            let delivered = room.delivered;
+            for (c, after) in room.local.values().flatten().map(|c| (*c, delivered)) {
+                if c != conn {
+                    let entry = room.joined_after.entry(c).or_insert(after);
+                    *entry = (*entry).max(after);
+                }
+            }
+            room.delivered = last_seq;
+            self.backfill(&room_id);
         }
     }
 

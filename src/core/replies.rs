@@ -198,8 +198,95 @@ impl Hub {
                     ..
                 },
             ) => self.backfilled(&room, &epoch, messages, recovered),
-            (Wait::Backfill { room }, _) => self.lost_track(&room),
+            (Wait::Backfill { room }, _) => {
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    r.backfilling = r.backfilling.saturating_sub(1);
+                }
+                self.lost_track(&room);
+            }
             _ => self.unexpected(conn, rid),
+        }
+    }
+
+    /// The store could not answer the operation `id` (it timed out, or the
+    /// connection to it failed): its outcome is unknown. The request it was
+    /// for gets `SERVER_ERROR` with `retry_after_ms`, and what it may have
+    /// done is undone where that matters (a join of a connection that is
+    /// not in the room takes it out again). The connection stays open.
+    pub fn store_failed(&mut self, now: Timestamp, id: OpId, retry_after_ms: u64) {
+        self.tick(now);
+        let Some(p) = self.pending.remove(&id) else {
+            return;
+        };
+        let blocked = p.blocks.then_some(p.conn).flatten();
+        let rid = p.rid.as_deref();
+        let live = p.conn.filter(|c| self.conns.contains_key(c));
+        let answer = match p.wait {
+            Wait::Nothing | Wait::Leave { .. } | Wait::Delete => false,
+            Wait::Backfill { room } => {
+                // Read again when the store is back (the driver retries
+                // reads no request waits for; this is for one that gives
+                // up): until then the room's deliveries wait.
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    r.backfilling = r.backfilling.saturating_sub(1);
+                }
+                self.backfill(&room);
+                false
+            }
+            Wait::Publish { room } => {
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    r.publishing = r.publishing.saturating_sub(1);
+                }
+                self.flush(&room);
+                true
+            }
+            Wait::Join { room_id, user, .. } => {
+                let member = live.is_some_and(|c| self.conns[&c].rooms.contains(room_id.as_str()));
+                if let Some(conn) = p.conn
+                    && !member
+                {
+                    self.undo_join(conn, &user, &room_id);
+                }
+                true
+            }
+            Wait::ListRooms
+            | Wait::Create { .. }
+            | Wait::History { .. }
+            | Wait::Charge { .. }
+            | Wait::Lookup { .. } => true,
+        };
+        if answer && let Some(conn) = live {
+            self.error_with_retry(
+                conn,
+                ErrorCode::ServerError,
+                "the service is unavailable, try again",
+                Some(retry_after_ms),
+                rid,
+            );
+        }
+        if let Some(conn) = blocked {
+            self.resume(conn);
+        }
+    }
+
+    /// The events of `room` (of every room this node holds, with `None`)
+    /// reach this node from now on, but some published before may have been
+    /// missed (a subscription just made, or the node's event stream cut
+    /// and restored): each such room reads back what it has after the
+    /// `seq` delivered here before it delivers anything newer.
+    pub fn store_resync(&mut self, now: Timestamp, room: Option<&str>) {
+        self.tick(now);
+        let rooms: Vec<RoomId> = match room {
+            Some(id) => self
+                .rooms
+                .get_key_value(id)
+                .map(|(k, _)| k.clone())
+                .into_iter()
+                .collect(),
+            None => self.rooms.keys().cloned().collect(),
+        };
+        for room in &rooms {
+            self.backfill(room);
         }
     }
 
@@ -418,7 +505,7 @@ impl Hub {
         if seq == room.delivered + 1
             && room.ahead.is_empty()
             && room.publishing == 0
-            && !room.backfilling
+            && room.backfilling == 0
         {
             room.delivered = seq;
             return self.deliver(room_id, seq, arrival);
@@ -441,28 +528,37 @@ impl Hub {
             let Some(room) = self.rooms.get_mut(room_id) else {
                 return;
             };
-            if room.publishing > 0 || room.backfilling {
+            if room.publishing > 0 || room.backfilling > 0 {
                 return;
             }
             let next = room.delivered + 1;
             let Some(arrival) = room.ahead.remove(&next) else {
                 if !room.ahead.is_empty() {
-                    room.backfilling = true;
-                    let op = Op::Since {
-                        room: room_id.0.to_string(),
-                        since: Since {
-                            seq: room.delivered,
-                            epoch: Some(room.record.epoch.clone()),
-                        },
-                        history_limit: self.history_limit(),
-                    };
-                    self.store(Pending::backfill(room_id.clone()), op);
+                    self.backfill(room_id);
                 }
                 return;
             };
             room.delivered = next;
             self.deliver(room_id, next, arrival);
         }
+    }
+
+    /// Reads back what a room held here has after the `seq` delivered
+    /// last; deliveries wait for it.
+    pub(super) fn backfill(&mut self, room_id: &RoomId) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        room.backfilling += 1;
+        let op = Op::Since {
+            room: room_id.0.to_string(),
+            since: Since {
+                seq: room.delivered,
+                epoch: Some(room.record.epoch.clone()),
+            },
+            history_limit: self.history_limit(),
+        };
+        self.store(Pending::backfill(room_id.clone()), op);
     }
 
     fn deliver(&mut self, room_id: &RoomId, seq: u64, arrival: Arrival) {
@@ -526,7 +622,7 @@ impl Hub {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
-        room.backfilling = false;
+        room.backfilling = room.backfilling.saturating_sub(1);
         if !recovered || epoch != room.record.epoch {
             return self.lost_track(room_id);
         }
@@ -545,9 +641,12 @@ impl Hub {
                 );
             }
         }
-        // What was read back must close the gap: asking again would get the
-        // same answer, for ever.
-        if !room.ahead.contains_key(&(room.delivered + 1)) {
+        // The last read under way decides. What was read back must close
+        // any gap: asking again would get the same answer, for ever.
+        if room.backfilling > 0 {
+            return;
+        }
+        if !room.ahead.is_empty() && !room.ahead.contains_key(&(room.delivered + 1)) {
             return self.lost_track(room_id);
         }
         self.flush(room_id);

@@ -51,8 +51,9 @@ pub(super) struct Room {
     /// yet: deliveries wait for them, so that each sender's acknowledgement
     /// keeps its place in `seq` order on its connection.
     pub(super) publishing: u32,
-    /// A read of missed messages (`Since`) is under way.
-    pub(super) backfilling: bool,
+    /// Reads of missed messages (`Since`) under way: deliveries wait for
+    /// the last of them.
+    pub(super) backfilling: u32,
 }
 
 impl Room {
@@ -66,7 +67,7 @@ impl Room {
             joined_after: BTreeMap::new(),
             ahead: BTreeMap::new(),
             publishing: 0,
-            backfilling: false,
+            backfilling: 0,
         }
     }
 

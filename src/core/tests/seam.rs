@@ -442,3 +442,102 @@ fn a_read_back_that_cannot_close_the_gap_is_not_asked_again() {
     );
     assert_eq!(c.closes.get(&(0, alice)), Some(&1013));
 }
+
+#[test]
+fn a_store_that_does_not_answer_is_a_server_error_with_retry_after_and_the_connection_goes_on() {
+    let (mut c, alice, bob) = alice_and_bob();
+    c.handle(0, alice, say("general", "lost?", "s"));
+    let (id, op) = c.ops[0].pop_front().expect("the publish");
+    assert!(matches!(op, Op::Publish { .. }), "{op:?}");
+    c.handle(0, alice, json!({"type": "PING", "requestId": "p"}));
+    c.nodes[0].store_failed(Timestamp(c.now), id, 1500);
+    c.collect();
+    let frames = c.take(0, alice);
+    assert_eq!(frames[0]["type"], "ERROR", "{frames:?}");
+    assert_eq!(frames[0]["payload"]["code"], "SERVER_ERROR");
+    assert_eq!(frames[0]["payload"]["retryAfterMs"], 1500);
+    assert_eq!(frames[0]["requestId"], "s");
+    // The message waiting behind it is answered; nothing is closed.
+    assert_eq!(frames[1]["type"], "PONG");
+    assert_eq!(c.closes.get(&(0, alice)), None);
+    // The room is not held for the failed publish: bob's next message
+    // reaches alice.
+    c.handle(1, bob, say("general", "next", "t"));
+    c.settle();
+    assert_eq!(messages(&c.take(0, alice)), [(1, None)]);
+
+    // A join whose outcome is unknown is answered, and undone in the store.
+    let carol = c.user(1, 2, "carol");
+    c.handle(1, carol, join("general", "j"));
+    let (id, op) = c.ops[1].pop_front().expect("the join");
+    let (reply, events) = c.store.apply(&op);
+    assert!(matches!(reply, Reply::Joined { .. }), "{reply:?}");
+    c.publish(events, None);
+    c.nodes[1].store_failed(Timestamp(c.now), id, 1500);
+    c.collect();
+    let frames = c.take(1, carol);
+    assert_eq!(frames[0]["payload"]["code"], "SERVER_ERROR", "{frames:?}");
+    assert!(
+        matches!(c.ops[1].front(), Some((_, Op::Leave { .. }))),
+        "{:?}",
+        c.ops[1]
+    );
+    c.settle();
+    let Reply::Rooms(rooms) = c.store.apply(&Op::ListRooms).0 else {
+        panic!("ListRooms answers Rooms");
+    };
+    assert_eq!(rooms[0].member_count, 2, "carol is not left in the room");
+    let kinds: Vec<String> = c
+        .take(0, alice)
+        .iter()
+        .map(|v| v["type"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(kinds, ["USER_JOINED", "USER_LEFT"]);
+}
+
+#[test]
+fn a_join_answered_after_newer_messages_were_delivered_gets_them_read_back() {
+    let (mut c, alice, bob) = alice_and_bob();
+    let carol = c.user(0, 2, "carol");
+    // Carol's join is done in the store before bob's messages, but its
+    // reply reaches her node after their events.
+    c.handle(0, carol, join("general", "j"));
+    let (id, reply) = c.execute(0, None, true).expect("held");
+    for i in 1..=2 {
+        c.handle(1, bob, say("general", &format!("m{i}"), &format!("s{i}")));
+        c.execute(1, None, false);
+    }
+    assert_eq!(messages(&c.take(0, alice)), [(1, None), (2, None)]);
+    c.nodes[0].store_reply(Timestamp(c.now), id, reply);
+    c.settle();
+    let frames = c.take(0, carol);
+    assert_eq!(frames[0]["type"], "ROOM_JOINED");
+    assert_eq!(frames[0]["payload"]["messages"], json!([]));
+    assert_eq!(messages(&frames), [(1, None), (2, None)]);
+    assert_eq!(messages(&c.take(0, alice)), [], "nothing twice");
+    // And the room goes on for both.
+    c.handle(1, bob, say("general", "m3", "s3"));
+    c.settle();
+    assert_eq!(messages(&c.take(0, carol)), [(3, None)]);
+    assert_eq!(messages(&c.take(0, alice)), [(3, None)]);
+}
+
+#[test]
+fn after_a_resubscription_what_was_published_meanwhile_is_read_back() {
+    let (mut c, alice, bob) = alice_and_bob();
+    // Node 0's event stream is cut while bob sends: the event is lost, and
+    // nothing newer comes to show the gap.
+    c.handle(1, bob, say("general", "m1", "s1"));
+    c.execute(1, Some(0), false);
+    assert_eq!(messages(&c.take(0, alice)), []);
+    c.nodes[0].store_resync(Timestamp(c.now), None);
+    c.collect();
+    assert!(matches!(c.ops[0].front(), Some((_, Op::Since { .. }))));
+    c.settle();
+    assert_eq!(messages(&c.take(0, alice)), [(1, None)]);
+    // Nothing was missed this time: the read changes nothing.
+    c.nodes[0].store_resync(Timestamp(c.now), Some("general"));
+    c.settle();
+    assert_eq!(c.take(0, alice), Vec::<Value>::new());
+    assert_eq!(c.closes.get(&(0, alice)), None);
+}
