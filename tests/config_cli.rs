@@ -7,6 +7,8 @@
 //! directory, so no stray `.env` or variable leaks in.
 
 mod common;
+#[path = "common/redis.rs"]
+mod redis_server;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 use chat_flow::config::{Config, ConfigSource, DotEnv, JwtKeySource, ServeArgs};
 use chat_flow::server::RunningServer;
 use common::process::{TempDir, chat_flow, wait_output};
+use redis_server::RedisServer;
 use common::*;
 use serde_json::json;
 
@@ -601,10 +604,27 @@ async fn every_env_example_line_uncommented_alone_starts_the_server() {
         // HOST and PORT lines name the defaults, which may be taken).
         config.host = [127, 0, 0, 1].into();
         config.port = 0;
+        // The REDIS_URL line names a Redis on its default port: a node is
+        // ready once its Redis answers, here one of the test's own.
+        let redis = config.redis_url.is_some().then(RedisServer::start);
+        if let Some(redis) = &redis {
+            config.redis_url = Some(redis.url());
+        }
         let server = RunningServer::start(config)
             .await
             .unwrap_or_else(|e| panic!(".env.example line {number} ({line:?}): {e}"));
-        assert_eq!(http_get(server.addr, "/readyz").await.0, 200, "{line:?}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = http_get(server.addr, "/readyz").await.0;
+            if status == 200 {
+                break;
+            }
+            assert!(
+                redis.is_some() && Instant::now() < deadline,
+                "{line:?}: /readyz {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         server.shutdown().await.expect("stops");
     }
 }

@@ -1039,6 +1039,7 @@ async fn reads_cut_history_to_the_limit_they_carry_and_since_reads_a_gap() {
             messages,
             recovered,
             last_seq,
+            ..
         } => {
             assert_eq!(epoch, "e");
             (

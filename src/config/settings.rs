@@ -41,6 +41,15 @@ pub const DEFAULT_MAX_CONTENT_LENGTH: usize = 4_000;
 pub const DEFAULT_HISTORY_LIMIT: usize = 100;
 /// Default for `TYPING_TIMEOUT_MS`: how long a typing indicator lives.
 pub const DEFAULT_TYPING_TIMEOUT_MS: u64 = 5_000;
+/// Default for `REDIS_KEY_PREFIX`.
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "chatflow";
+/// Default for `NODE_TTL_MS`.
+pub const DEFAULT_NODE_TTL_MS: u64 = 15_000;
+/// Smallest `NODE_TTL_MS`: a lease renewed every third of it must outlast
+/// a few Redis round trips.
+pub const NODE_TTL_MIN_MS: u64 = 300;
+/// Default for `REDIS_TIMEOUT_MS`.
+pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 2_000;
 /// Default for `PRESENCE_DELAY_MS`: how long presence and typing notices may
 /// be held so that several to one connection share one write.
 pub const DEFAULT_PRESENCE_DELAY_MS: u64 = 200;
@@ -292,6 +301,17 @@ pub struct Config {
     /// endpoint exists only while the page is on *and* tokens are verified
     /// with the public development secret ([`Config::demo_tokens`]).
     pub demo_page: bool,
+    /// `REDIS_URL`: the Redis every node of a cluster shares
+    /// (`redis://[user:pass@]host:port[/db]`, `rediss://` for TLS), checked
+    /// to parse; `None` (the default): one node, everything in memory.
+    pub redis_url: Option<String>,
+    /// `REDIS_KEY_PREFIX`: the first part of every key and channel name.
+    pub redis_key_prefix: String,
+    /// `NODE_TTL_MS`: how long a node's lease lasts; it renews it every
+    /// third of that.
+    pub node_ttl_ms: u64,
+    /// `REDIS_TIMEOUT_MS`: the longest wait for any Redis answer.
+    pub redis_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -335,6 +355,10 @@ impl Default for Config {
             log_format: DEFAULT_LOG_FORMAT,
             app_env: DEFAULT_APP_ENV,
             demo_page: default_demo_page(DEFAULT_APP_ENV),
+            redis_url: None,
+            redis_key_prefix: DEFAULT_REDIS_KEY_PREFIX.to_owned(),
+            node_ttl_ms: DEFAULT_NODE_TTL_MS,
+            redis_timeout_ms: DEFAULT_REDIS_TIMEOUT_MS,
         }
     }
 }

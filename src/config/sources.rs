@@ -140,6 +140,15 @@ serve_args! {
     app_env = "APP_ENV";
     /// Serve the demo chat page at / (true or false) [default: true, false when APP_ENV=production]
     demo_page = "DEMO_PAGE";
+    /// Redis of a cluster, redis://[user:pass@]host:port[/db] or rediss:// for TLS; unset: one node, all in memory [default: unset]
+    #[arg(hide_env_values = true)]
+    redis_url = "REDIS_URL";
+    /// Prefix of every Redis key and channel; nodes with the same REDIS_URL and prefix are one service [default: chatflow]
+    redis_key_prefix = "REDIS_KEY_PREFIX";
+    /// A node that stops renewing its lease is gone after this long, its users leaving every room, in milliseconds [default: 15000]
+    node_ttl_ms = "NODE_TTL_MS";
+    /// Longest wait for a Redis answer before a request gets SERVER_ERROR, in milliseconds [default: 2000]
+    redis_timeout_ms = "REDIS_TIMEOUT_MS";
 }
 
 /// The variables a `.env` file sets, the last assignment of a key winning.

@@ -80,6 +80,10 @@ fn every_variable_is_read() {
         ("LOG_FORMAT", "Pretty"),
         ("APP_ENV", "development"),
         ("DEMO_PAGE", " Off "),
+        ("REDIS_URL", " redis://127.0.0.1:6390/2 "),
+        ("REDIS_KEY_PREFIX", "cf-test"),
+        ("NODE_TTL_MS", "1000"),
+        ("REDIS_TIMEOUT_MS", "250"),
     ])
     .expect("valid");
     let expected = Config {
@@ -128,6 +132,10 @@ fn every_variable_is_read() {
         log_format: LogFormat::Pretty,
         app_env: AppEnv::Development,
         demo_page: false,
+        redis_url: Some("redis://127.0.0.1:6390/2".to_owned()),
+        redis_key_prefix: "cf-test".to_owned(),
+        node_ttl_ms: 1000,
+        redis_timeout_ms: 250,
     };
     assert_eq!(config, expected);
     assert!(!config.uses_dev_secret());
@@ -494,7 +502,7 @@ fn serve_args_cover_every_variable_and_feed_from_args() {
     for var in ServeArgs::VARIABLES {
         assert_eq!(args.value(var), None);
     }
-    assert_eq!(ServeArgs::VARIABLES.len(), 38);
+    assert_eq!(ServeArgs::VARIABLES.len(), 42);
     args.port = Some("4000".to_owned());
     args.log_format = Some("pretty".to_owned());
     let config = Config::from_args(&args).expect("valid");
@@ -508,11 +516,12 @@ fn serve_args_cover_every_variable_and_feed_from_args() {
 
 /// Settings unset by default: their `.env.example` line holds an example,
 /// not the default.
-const EXAMPLE_VALUED: [&str; 4] = [
+const EXAMPLE_VALUED: [&str; 5] = [
     "ALLOWED_ORIGINS",
     "JWT_SECRET",
     "JWT_ISSUER",
     "JWT_AUDIENCE",
+    "REDIS_URL",
 ];
 
 /// The one setting whose `.env.example` line is prose (`# VAR=…`): it
@@ -616,4 +625,45 @@ fn an_oversized_key_file_is_unreadable() {
     .expect_err("too large");
     assert!(matches!(e, ConfigError::KeyFileUnreadable { .. }), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_redis_url_is_checked_and_its_password_never_shown() {
+    assert_eq!(
+        load(&[]).expect("valid").redis_url,
+        None,
+        "one node by default"
+    );
+    for ok in [
+        "redis://localhost",
+        "rediss://u:p@cache.example:6380/3",
+        "redis://:p@10.0.0.1:6379",
+    ] {
+        assert_eq!(
+            load(&[("REDIS_URL", ok)]).expect(ok).redis_url.as_deref(),
+            Some(ok)
+        );
+    }
+    assert_eq!(
+        error_for("REDIS_URL", "http://u:hunter2@host").to_string(),
+        r#"invalid value "http://u:***@host" for REDIS_URL: expected redis://[user:pass@]host:port[/db] or rediss://…"#
+    );
+    let bad_port = error_for("REDIS_URL", "redis://:hunter2@host:notaport").to_string();
+    assert!(
+        bad_port.starts_with(r#"invalid value "redis://:***@host:notaport" for REDIS_URL"#),
+        "{bad_port}"
+    );
+    assert!(!bad_port.contains("hunter2"), "{bad_port}");
+    assert_eq!(
+        error_for("REDIS_KEY_PREFIX", "a b").to_string(),
+        r#"invalid value "a b" for REDIS_KEY_PREFIX: expected 1-64 characters: letters, digits, - _ . :"#
+    );
+    assert_eq!(
+        error_for("NODE_TTL_MS", "299").to_string(),
+        r#"invalid value "299" for NODE_TTL_MS: expected an integer 300-2592000000"#
+    );
+    assert_eq!(
+        error_for("REDIS_TIMEOUT_MS", "0").to_string(),
+        r#"invalid value "0" for REDIS_TIMEOUT_MS: expected an integer 1-2592000000"#
+    );
 }

@@ -201,6 +201,27 @@ impl Config {
             LogFormat::from_name(raw).ok_or_else(|| "expected json or pretty".to_owned())
         })?;
         let demo_page = vars.bool("DEMO_PAGE", default_demo_page(app_env))?;
+        let redis_url = match vars.get("REDIS_URL") {
+            None => None,
+            Some(raw) => Some(parse_redis_url(&raw)?),
+        };
+        let redis_key_prefix = vars.parse(
+            "REDIS_KEY_PREFIX",
+            DEFAULT_REDIS_KEY_PREFIX.to_owned(),
+            |raw| {
+                let ok = raw.chars().count() <= 64
+                    && raw
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+                if ok {
+                    Ok(raw.to_owned())
+                } else {
+                    Err("expected 1-64 characters: letters, digits, - _ . :".to_owned())
+                }
+            },
+        )?;
+        let node_ttl_ms = vars.duration_ms("NODE_TTL_MS", DEFAULT_NODE_TTL_MS, NODE_TTL_MIN_MS)?;
+        let redis_timeout_ms = vars.duration_ms("REDIS_TIMEOUT_MS", DEFAULT_REDIS_TIMEOUT_MS, 1)?;
 
         Ok(Config {
             host,
@@ -240,7 +261,51 @@ impl Config {
             log_format,
             app_env,
             demo_page,
+            redis_url,
+            redis_key_prefix,
+            node_ttl_ms,
+            redis_timeout_ms,
         })
+    }
+}
+
+/// Checks a `REDIS_URL` the way the Redis client will read it. An error
+/// shows the URL without its password.
+fn parse_redis_url(raw: &str) -> Result<String, ConfigError> {
+    let url = raw.trim();
+    let shown = without_password(url);
+    let expected = "expected redis://[user:pass@]host:port[/db] or rediss://…";
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err(ConfigError::invalid("REDIS_URL", &shown, expected));
+    }
+    match redis::IntoConnectionInfo::into_connection_info(url) {
+        Ok(_) => Ok(url.to_owned()),
+        Err(e) => Err(ConfigError::invalid(
+            "REDIS_URL",
+            &shown,
+            format!("{expected} ({})", e.detail().unwrap_or("unreadable")),
+        )),
+    }
+}
+
+/// `url` with any password replaced by `***`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_owned()
+            };
+            format!("{scheme}://{masked}{}", &rest[at..])
+        }
+        None => url.to_owned(),
     }
 }
 

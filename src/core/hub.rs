@@ -167,6 +167,11 @@ impl Hub {
         self.outputs.push_back(Output::Store { id, op });
     }
 
+    /// This node, as presence and the cluster's leases name it.
+    pub fn node(&self) -> &NodeId {
+        &self.node
+    }
+
     /// The present time, as the last call gave it.
     pub fn now(&self) -> Timestamp {
         self.now

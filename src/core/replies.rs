@@ -11,7 +11,7 @@ use super::room::{Arrival, info, may_join};
 use super::types::{ConnId, OpId, RoomId, Timestamp, UserId};
 use crate::protocol::server::{self, MessageFrame, ServerMessage, UserRef};
 use crate::protocol::{CloseCode, ErrorCode};
-use crate::store::{Event, Op, Refusal, Reply, Since, StoredMessage};
+use crate::store::{Event, Op, Present, Refusal, Reply, Since, StoredMessage};
 
 impl Hub {
     /// The store's reply to the operation `id` (see [`Output::Store`]).
@@ -193,11 +193,21 @@ impl Hub {
                 Wait::Backfill { room },
                 Reply::Recovery {
                     epoch,
+                    users,
                     messages,
                     recovered,
                     ..
                 },
-            ) => self.backfilled(&room, &epoch, messages, recovered),
+            ) => {
+                if self
+                    .rooms
+                    .get(&room)
+                    .is_some_and(|r| r.record.epoch == epoch)
+                {
+                    self.reconcile_presence(&room, &users);
+                }
+                self.backfilled(&room, &epoch, messages, recovered);
+            }
             (Wait::Backfill { room }, _) => {
                 if let Some(r) = self.rooms.get_mut(&room) {
                     r.backfilling = r.backfilling.saturating_sub(1);
@@ -402,43 +412,7 @@ impl Hub {
                 };
                 self.arrive(&room_id, message.seq, arrival);
             }
-            Event::Presence { who, joined, .. } => {
-                let user = UserId(Arc::from(who.user.as_str()));
-                if joined {
-                    let room = self.rooms.get_mut(&room_id).expect("held");
-                    room.present
-                        .entry(user.clone())
-                        .or_insert_with(|| Arc::from(who.username.as_str()));
-                    let frame = server::encode(
-                        &ServerMessage::UserJoined {
-                            room_id: room_id.0.to_string(),
-                            user: UserRef {
-                                user_id: who.user,
-                                username: who.username,
-                            },
-                        },
-                        None,
-                    );
-                    self.broadcast(&room_id, &frame, Except::User(&user));
-                } else {
-                    // Typing ends first, while the user is still listed.
-                    self.end_typing(&room_id, &user);
-                    let room = self.rooms.get_mut(&room_id).expect("held");
-                    let username = room
-                        .present
-                        .remove(&user)
-                        .map_or(who.username, |n| n.to_string());
-                    let frame = server::encode(
-                        &ServerMessage::UserLeft {
-                            room_id: room_id.0.to_string(),
-                            user_id: who.user,
-                            username,
-                        },
-                        None,
-                    );
-                    self.broadcast(&room_id, &frame, Except::User(&user));
-                }
-            }
+            Event::Presence { who, joined, .. } => self.presence(&room_id, who, joined),
             Event::Typing {
                 user, is_typing, ..
             } => {
@@ -446,6 +420,81 @@ impl Hub {
                 self.typing(&room_id, &user, is_typing);
             }
             Event::RoomDeleted { .. } => {}
+        }
+    }
+
+    /// A user became present in a room held here, or absent: the replica
+    /// follows, and the local members other than the user are told.
+    fn presence(&mut self, room_id: &RoomId, who: Present, joined: bool) {
+        let user = UserId(Arc::from(who.user.as_str()));
+        if joined {
+            let Some(room) = self.rooms.get_mut(room_id) else {
+                return;
+            };
+            room.present
+                .entry(user.clone())
+                .or_insert_with(|| Arc::from(who.username.as_str()));
+            let frame = server::encode(
+                &ServerMessage::UserJoined {
+                    room_id: room_id.0.to_string(),
+                    user: UserRef {
+                        user_id: who.user,
+                        username: who.username,
+                    },
+                },
+                None,
+            );
+            self.broadcast(room_id, &frame, Except::User(&user));
+        } else {
+            // Typing ends first, while the user is still listed.
+            self.end_typing(room_id, &user);
+            let Some(room) = self.rooms.get_mut(room_id) else {
+                return;
+            };
+            let username = room
+                .present
+                .remove(&user)
+                .map_or(who.username, |n| n.to_string());
+            let frame = server::encode(
+                &ServerMessage::UserLeft {
+                    room_id: room_id.0.to_string(),
+                    user_id: who.user,
+                    username,
+                },
+                None,
+            );
+            self.broadcast(room_id, &frame, Except::User(&user));
+        }
+    }
+
+    /// The users present in a room held here, as the store listed them
+    /// after this node's events may have been cut: what the replica missed
+    /// is applied as the events would have been (a user with a connection
+    /// of this node's in the room stays).
+    fn reconcile_presence(&mut self, room_id: &RoomId, users: &[Present]) {
+        let Some(room) = self.rooms.get(room_id) else {
+            return;
+        };
+        let came: Vec<Present> = users
+            .iter()
+            .filter(|p| !room.present.contains_key(p.user.as_str()))
+            .cloned()
+            .collect();
+        let went: Vec<Present> = room
+            .present
+            .iter()
+            .filter(|(u, _)| !room.local.contains_key(*u))
+            .filter(|(u, _)| !users.iter().any(|p| p.user == *u.0))
+            .map(|(u, name)| Present {
+                user: u.0.to_string(),
+                username: name.to_string(),
+            })
+            .collect();
+        for who in came {
+            self.presence(room_id, who, true);
+        }
+        for who in went {
+            self.presence(room_id, who, false);
         }
     }
 

@@ -25,13 +25,96 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use super::clock::Clock;
+use super::cluster::{Back, Link};
 use super::metrics::Metrics;
 use super::outbox::flushes::Flushes;
 use super::outbox::largest::LargestQueues;
 use super::outbox::{Cause, Outbox, PushError};
-use crate::core::{ConnId, Inbound, Limits, Output, Stats, Timestamp};
+use crate::core::{ConnId, Gauges, Hub, Inbound, Limits, Output, Stats};
 use crate::protocol::CloseCode;
 use crate::store::local::Local;
+
+/// What `retryAfterMs` says when the store did not answer a request.
+pub const STORE_RETRY_AFTER_MS: u64 = 1000;
+
+/// The core and its store: in this process, or Redis through a [`Link`].
+#[derive(Debug)]
+pub enum Node {
+    /// One node: its store answers within the same call.
+    Local(Local),
+    /// A node of a cluster.
+    Cluster {
+        /// The core.
+        hub: Hub,
+        /// The way to Redis.
+        link: Link,
+    },
+}
+
+impl Node {
+    /// The next frame or close: store operations on the way go to the
+    /// store (answered at once by a local one, handed to the link by a
+    /// cluster node).
+    fn poll_output(&mut self) -> Option<Output> {
+        match self {
+            Node::Local(local) => local.poll_output(),
+            Node::Cluster { hub, link } => loop {
+                match hub.poll_output()? {
+                    Output::Store { id, op } => link.store(id, op),
+                    Output::Subscribe { room } => link.subscribe(room),
+                    Output::Unsubscribe { room } => link.unsubscribe(room),
+                    other => return Some(other),
+                }
+            },
+        }
+    }
+
+    /// Current gauges (`rooms`: every room with one node, the rooms this
+    /// node has connections in with a cluster).
+    fn gauges(&self) -> Gauges {
+        match self {
+            Node::Local(local) => local.gauges(),
+            Node::Cluster { hub, .. } => hub.gauges(),
+        }
+    }
+
+    /// What the link has for the hub; never, with one node.
+    async fn back(&mut self) -> Back {
+        match self {
+            Node::Local(_) => std::future::pending().await,
+            Node::Cluster { link, .. } => link.next().await,
+        }
+    }
+
+    /// What the link has for the hub now, without waiting.
+    fn try_back(&mut self) -> Option<Back> {
+        match self {
+            Node::Local(_) => None,
+            Node::Cluster { link, .. } => link.try_next(),
+        }
+    }
+}
+
+impl std::ops::Deref for Node {
+    type Target = Hub;
+
+    fn deref(&self) -> &Hub {
+        match self {
+            Node::Local(local) => local,
+            Node::Cluster { hub, .. } => hub,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut Hub {
+        match self {
+            Node::Local(local) => local,
+            Node::Cluster { hub, .. } => hub,
+        }
+    }
+}
 
 /// Commands from the connections (and the server) to the driver.
 #[derive(Debug)]
@@ -77,40 +160,11 @@ pub enum Command {
     },
 }
 
-/// Converts between the runtime's monotonic clock and the core's
-/// [`Timestamp`]s (Unix milliseconds).
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    start: Instant,
-    start_unix_ms: u64,
-}
-
-impl Clock {
-    /// A clock reading `start_unix_ms` now.
-    pub fn new(start_unix_ms: u64) -> Clock {
-        Clock {
-            start: Instant::now(),
-            start_unix_ms,
-        }
-    }
-
-    /// Now, as the core counts time. Never goes backwards.
-    pub fn now(&self) -> Timestamp {
-        let elapsed = Instant::now().saturating_duration_since(self.start);
-        Timestamp(self.start_unix_ms + elapsed.as_millis() as u64)
-    }
-
-    /// The runtime instant at which the core's `at` falls.
-    pub fn instant_of(&self, at: Timestamp) -> Instant {
-        self.start + std::time::Duration::from_millis(at.0.saturating_sub(self.start_unix_ms))
-    }
-}
-
 /// Most commands handled before outputs are routed and metrics published.
 const BATCH_COMMANDS_MAX: usize = 256;
 
 struct Driver {
-    core: Local,
+    core: Node,
     clock: Clock,
     metrics: Arc<Metrics>,
     /// Each connection's queue (and socket write half). A fixed hasher: the
@@ -133,7 +187,7 @@ struct Driver {
 
 /// Runs the driver until every sender of `commands` is gone.
 pub async fn run(
-    hub: Local,
+    hub: Node,
     mut commands: mpsc::Receiver<Command>,
     clock: Clock,
     metrics: Arc<Metrics>,
@@ -167,21 +221,33 @@ pub async fn run(
         let first = tokio::select! {
             biased;
             command = commands.recv() => match command {
-                Some(c) => Some(c),
+                Some(c) => Some(Ok(c)),
                 None => break,
             },
+            back = d.core.back() => Some(Err(back)),
             () = sleep_until_opt(deadline) => None,
         };
         let mut applied = 0;
-        if let Some(command) = first {
-            d.apply(command);
-            applied = 1;
+        let woken = first.is_some();
+        match first {
+            Some(Ok(command)) => {
+                d.apply(command);
+                applied = 1;
+            }
+            Some(Err(back)) => d.hear(back),
+            None => {}
+        }
+        if woken {
             while applied < BATCH_COMMANDS_MAX {
                 match commands.try_recv() {
                     Ok(command) => d.apply(command),
                     Err(_) => break,
                 }
                 applied += 1;
+            }
+            for _ in 0..BATCH_COMMANDS_MAX {
+                let Some(back) = d.core.try_back() else { break };
+                d.hear(back);
             }
         }
         debug!(commands = applied, "batch");
@@ -200,6 +266,29 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 }
 
 impl Driver {
+    /// What the store said (a cluster node's).
+    fn hear(&mut self, back: Back) {
+        let now = self.clock.now();
+        match back {
+            Back::Reply(id, reply) => self.core.store_reply(now, id, reply),
+            Back::Failed(id) => self.core.store_failed(now, id, STORE_RETRY_AFTER_MS),
+            Back::Event(event) => self.core.store_event(now, event),
+            Back::Resync(room) => self.core.store_resync(now, room.as_deref()),
+            Back::LeaseLost => {
+                let mut open: Vec<_> = self.outboxes.drain().collect();
+                open.sort_by_key(|(conn, _)| *conn);
+                for (conn, outbox) in open {
+                    outbox.close(Cause::LeaseLost, CloseCode::TryAgainLater, "node rejoining");
+                    self.core.disconnect(now, conn);
+                }
+            }
+        }
+        // A send accepted here is not timed: `message_fanout_seconds`
+        // counts single-node sends; a cluster's Redis calls are timed by
+        // the link.
+        self.route();
+    }
+
     fn apply(&mut self, command: Command) {
         let now = self.clock.now();
         // Only messages the core accepts count for the fan-out time; it

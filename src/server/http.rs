@@ -2,7 +2,8 @@
 //!
 //! Routes: `GET /ws` (WebSocket upgrade, handed to [`chat::serve`], counted
 //! by the client address: see [`admission::client_address`]),
-//! `GET /healthz`, `GET /readyz` (503 while draining), `GET /metrics`;
+//! `GET /healthz`, `GET /readyz` (503 while draining, or while Redis does not
+//! answer), `GET /metrics`;
 //! `/` and `/demo/…`, the demo page ([`demo`], 404 while `DEMO_PAGE` is
 //! off); anything else is 404. Request heads are bounded in time, lines and
 //! bytes before any route runs.
@@ -88,6 +89,8 @@ async fn route(
         (&Method::GET, "/readyz") => {
             if shared.draining.load(Ordering::SeqCst) {
                 respond(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else if shared.metrics.redis_up.get() == 0 {
+                respond(StatusCode::SERVICE_UNAVAILABLE, "redis unavailable\n")
             } else {
                 respond(StatusCode::OK, "ready\n")
             }

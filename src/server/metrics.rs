@@ -88,6 +88,14 @@ pub struct Metrics {
     /// Seconds from receiving a `SEND_MESSAGE` to its frames being queued to
     /// every member.
     pub fanout_seconds: Histogram,
+    /// Seconds each Redis call took, answered or not (cluster mode only).
+    pub redis_seconds: Histogram,
+    /// Redis calls that failed: timed out, connection lost, or an answer
+    /// that could not be read (cluster mode only).
+    pub redis_errors: Counter,
+    /// 1 while Redis answers (and in single-node mode), 0 while it does
+    /// not: `/readyz` answers 503 then.
+    pub redis_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -121,6 +129,9 @@ impl Metrics {
             connection_closes: Family::default(),
             refused_handshakes: Counter::default(),
             fanout_seconds: Histogram::new(exponential_buckets(0.000_01, 2.5, 14)),
+            redis_seconds: Histogram::new(exponential_buckets(0.000_05, 2.5, 14)),
+            redis_errors: Counter::default(),
+            redis_up: Gauge::default(),
             registry: Registry::default(),
         };
         let gauges = [
@@ -142,7 +153,13 @@ impl Metrics {
                  (capped by OUTBOUND_MEMORY_MAX_BYTES)",
                 &m.outbound_queued_bytes,
             ),
+            (
+                "redis_up",
+                "1 while Redis answers within REDIS_TIMEOUT_MS (always 1 without REDIS_URL), 0 while it does not",
+                &m.redis_up,
+            ),
         ];
+        m.redis_up.set(1);
         for (name, help, gauge) in gauges {
             registry.register(name, help, gauge.clone());
         }
@@ -202,6 +219,11 @@ impl Metrics {
                 "TCP connections closed on accept: too many connections still in HTTP",
                 &m.refused_handshakes,
             ),
+            (
+                "redis_errors",
+                "Redis calls that failed: timed out, connection lost, or unreadable (cluster mode)",
+                &m.redis_errors,
+            ),
         ];
         for (name, help, counter) in counters {
             registry.register(name, help, counter.clone());
@@ -210,7 +232,7 @@ impl Metrics {
         registry.register(
             "connection_closes",
             "WebSocket connections ended, by reason: client, network, idle_timeout, protocol, \
-             policy, slow_consumer, write_timeout, memory_cap, shutdown, server_error",
+             policy, slow_consumer, write_timeout, memory_cap, shutdown, server_error, lease_lost",
             m.connection_closes.clone(),
         );
         for cause in Cause::ALL {
@@ -230,6 +252,11 @@ impl Metrics {
             "Time from receiving a message to its frames being written or queued for every member \
              (writes handed to the flush lanes are not waited for)",
             m.fanout_seconds.clone(),
+        );
+        registry.register(
+            "redis_round_trip_seconds",
+            "Time each Redis call took, from the node's side (cluster mode)",
+            m.redis_seconds.clone(),
         );
         for code in ErrorCode::ALL {
             // Every code is present from the start, at 0.

@@ -21,12 +21,19 @@
 //!    end of the batch, writes it straight to the idle socket, or leaves it
 //!    to the connection's writer task ([`outbox::writer`]).
 //!
+//! With `REDIS_URL` set, the driver's core is a node of a cluster: its store
+//! operations go to Redis through [`cluster`]'s link, whose replies and
+//! events come back to the driver as inputs (without it, an in-process
+//! store answers them within the same call).
+//!
 //! [`shared`] is what the tasks share (the settings in force, swapped as one
-//! on a reload); [`metrics`] is `GET /metrics`; [`demo`] is the demo page
-//! (`GET /`, `DEMO_PAGE`).
+//! on a reload); [`clock`] is the core's time; [`metrics`] is `GET /metrics`;
+//! [`demo`] is the demo page (`GET /`, `DEMO_PAGE`).
 
 pub mod admission;
 pub mod chat;
+pub mod clock;
+pub mod cluster;
 pub mod conn;
 pub mod demo;
 pub mod driver;
@@ -52,10 +59,13 @@ use tracing::{info, warn};
 
 use crate::auth::Verifier;
 use crate::config::{Config, ConfigError};
-use crate::core::Instance;
+use crate::core::{Hub, Instance};
 use crate::store::local::Local;
+use crate::store::redis::RedisConfig;
 use admission::Admission;
-use driver::{Clock, Command};
+use clock::Clock;
+use cluster::{Link, LinkConfig};
+use driver::{Command, Node};
 use metrics::Metrics;
 use shared::{Live, Shared};
 
@@ -162,7 +172,8 @@ pub async fn run<L: Listener>(
 /// the largest queues at once). For new connections only: the outbound
 /// queue limits (frames and bytes), write timeout, ping interval and idle
 /// timeout. `HOST`, `PORT`, `DEFAULT_ROOMS`, `LOG_LEVEL`,
-/// `LOG_FORMAT` and `WORKER_THREADS` take a restart (a change is logged and
+/// `LOG_FORMAT`, `WORKER_THREADS` and the cluster's `REDIS_URL`,
+/// `REDIS_KEY_PREFIX`, `NODE_TTL_MS` and `REDIS_TIMEOUT_MS` take a restart (a change is logged and
 /// otherwise ignored).
 pub async fn run_with_reloads<L: Listener>(
     mut listener: L,
@@ -174,15 +185,46 @@ pub async fn run_with_reloads<L: Listener>(
     let verifier = Verifier::from_config(&config)?;
     let clock = Clock::new(env.start_unix_ms);
     let metrics = Arc::new(Metrics::new());
-    let hub = Local::new(
-        core_limits(&config),
-        &default_rooms(&config),
-        Instance {
-            number: env.instance,
-            secret: env.secret,
-        },
-        clock.now(),
-    );
+    let instance = Instance {
+        number: env.instance,
+        secret: env.secret,
+    };
+    let hub = match &config.redis_url {
+        None => Node::Local(Local::new(
+            core_limits(&config),
+            &default_rooms(&config),
+            instance,
+            clock.now(),
+        )),
+        Some(url) => {
+            let hub = Hub::new(
+                core_limits(&config),
+                &default_rooms(&config),
+                instance,
+                clock.now(),
+            );
+            let link = Link::start(
+                LinkConfig {
+                    redis: RedisConfig {
+                        url: url.clone(),
+                        key_prefix: config.redis_key_prefix.clone(),
+                        timeout: Duration::from_millis(config.redis_timeout_ms),
+                    },
+                    node: hub.node().clone(),
+                    node_ttl_ms: config.node_ttl_ms,
+                },
+                clock,
+                metrics.clone(),
+            )
+            .map_err(|e| ConfigError::invalid("REDIS_URL", "(hidden)", e.to_string()))?;
+            info!(
+                node = &*hub.node().0,
+                prefix = config.redis_key_prefix,
+                "cluster mode: rooms, history and presence are in Redis"
+            );
+            Node::Cluster { hub, link }
+        }
+    };
     let (driver_tx, driver_rx) = mpsc::channel(DRIVER_QUEUE_CAPACITY);
     tokio::spawn(driver::run(
         hub,
@@ -271,6 +313,16 @@ async fn apply_reload(shared: &Shared, config: Config) {
         (
             "WORKER_THREADS",
             old.worker_threads != config.worker_threads,
+        ),
+        ("REDIS_URL", old.redis_url != config.redis_url),
+        (
+            "REDIS_KEY_PREFIX",
+            old.redis_key_prefix != config.redis_key_prefix,
+        ),
+        ("NODE_TTL_MS", old.node_ttl_ms != config.node_ttl_ms),
+        (
+            "REDIS_TIMEOUT_MS",
+            old.redis_timeout_ms != config.redis_timeout_ms,
         ),
     ];
     for (var, changed) in restart_only {

@@ -11,7 +11,8 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::task::TaskTracker;
 
 use super::admission::Admission;
-use super::driver::{Clock, Command};
+use super::clock::Clock;
+use super::driver::Command;
 use super::metrics::Metrics;
 use crate::auth::Verifier;
 use crate::config::Config;

@@ -344,6 +344,7 @@ impl MemoryStore {
                 let (messages, recovered) = r.since(since);
                 Reply::Recovery {
                     epoch: r.record.epoch.clone(),
+                    users: r.users(),
                     messages,
                     recovered,
                     last_seq: r.last_seq,

@@ -395,6 +395,9 @@ pub enum Reply {
     Recovery {
         /// The room's current epoch.
         epoch: String,
+        /// The users present now, in user id order: what a node whose
+        /// events were cut compares its presence with.
+        users: Vec<Present>,
         /// As in `Joined`.
         messages: Vec<StoredMessage>,
         /// As in `Joined`.

@@ -130,6 +130,18 @@ impl RedisServer {
         String::from_utf8(out).ok()
     }
 
+    /// Sends it a signal by name (`STOP`, `CONT`, `KILL`...): `SIGSTOP`
+    /// stalls it with every connection open, as a hung Redis does.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} {pid}: {status}");
+    }
+
     /// Kills it now (the port is free again once this returns).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -416,7 +416,10 @@ fn a_read_back_that_cannot_close_the_gap_is_not_asked_again() {
         panic!("expected Since, got {op:?}");
     };
     let Reply::Recovery {
-        epoch, last_seq, ..
+        epoch,
+        last_seq,
+        users,
+        ..
     } = c.store.apply(&op).0
     else {
         panic!("Since answers Recovery");
@@ -427,6 +430,7 @@ fn a_read_back_that_cannot_close_the_gap_is_not_asked_again() {
     };
     let reply = Reply::Recovery {
         epoch,
+        users,
         messages: vec![damaged],
         recovered: true,
         last_seq,

@@ -107,11 +107,14 @@ pub enum Cause {
     Shutdown,
     /// The server failed (1011).
     ServerError,
+    /// The node's cluster lease ran out while Redis did not answer, and the
+    /// other nodes took its users out of their rooms (1013: join again).
+    LeaseLost,
 }
 
 impl Cause {
     /// Every cause, for metrics present from the start.
-    pub const ALL: [Cause; 10] = [
+    pub const ALL: [Cause; 11] = [
         Cause::Client,
         Cause::Network,
         Cause::IdleTimeout,
@@ -122,6 +125,7 @@ impl Cause {
         Cause::MemoryCap,
         Cause::Shutdown,
         Cause::ServerError,
+        Cause::LeaseLost,
     ];
 
     /// The label value.
@@ -137,6 +141,7 @@ impl Cause {
             Cause::MemoryCap => "memory_cap",
             Cause::Shutdown => "shutdown",
             Cause::ServerError => "server_error",
+            Cause::LeaseLost => "lease_lost",
         }
     }
 }

@@ -374,6 +374,7 @@ fn recovery_is_complete_only_in_the_same_epoch_with_nothing_evicted() {
     assert_eq!(backfill.1, []);
     let Reply::Recovery {
         epoch,
+        users,
         messages,
         recovered,
         last_seq,
@@ -385,6 +386,8 @@ fn recovery_is_complete_only_in_the_same_epoch_with_nothing_evicted() {
         (epoch.as_str(), seqs(&messages), recovered, last_seq),
         ("e-r", vec![5, 6, 7], true, 7)
     );
+    let present: Vec<&str> = users.iter().map(|p| p.user.as_str()).collect();
+    assert_eq!(present, ["u1"], "the users present come with it");
     let gone = s.apply(&Op::Since {
         room: "gone".into(),
         since: Since {

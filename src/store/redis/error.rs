@@ -43,6 +43,35 @@ pub(crate) async fn within<T>(
 }
 
 impl StoreError {
+    /// Whether Redis did not answer the call: it timed out, the connection
+    /// is down or was refused, or Redis cannot serve yet (loading its data
+    /// after a restart, a replica cut from its primary, busy running a
+    /// script). Such a call is worth trying again later; any other error
+    /// (a script's, unreadable data) would fail again.
+    pub fn is_unanswered(&self) -> bool {
+        use redis::{ErrorKind, ServerErrorKind};
+        match self {
+            StoreError::Timeout(_) | StoreError::SubscriberGone => true,
+            StoreError::Redis(e) => {
+                e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || matches!(
+                        e.kind(),
+                        ErrorKind::Server(
+                            ServerErrorKind::BusyLoading
+                                | ServerErrorKind::TryAgain
+                                | ServerErrorKind::MasterDown
+                                | ServerErrorKind::ReadOnly
+                        )
+                    )
+                    || e.code() == Some("BUSY")
+            }
+            StoreError::Decode(_) | StoreError::OutOfRange(_) => false,
+        }
+    }
+
     /// A decoding failure.
     pub(crate) fn decode(what: impl Into<String>) -> StoreError {
         StoreError::Decode(what.into())

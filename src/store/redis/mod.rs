@@ -174,6 +174,12 @@ impl RedisStore {
         }
     }
 
+    /// A pub/sub connection of this node, subscribed to nothing yet, made
+    /// in the background (see [`Subscriber::spawn`]).
+    pub fn subscriber_in_background(&self) -> Subscriber {
+        Subscriber::spawn(self.client.clone(), self.keys.clone(), self.timeout)
+    }
+
     /// A new pub/sub connection of this node, subscribed to nothing yet.
     pub async fn subscriber(&self) -> Result<Subscriber, StoreError> {
         Subscriber::start(self.client.clone(), self.keys.clone(), self.timeout).await
@@ -257,7 +263,8 @@ impl RedisStore {
                 script
                     .key(self.keys.room(room))
                     .key(self.keys.room_part(room, "log"))
-                    .key(self.keys.room_part(room, "retry"));
+                    .key(self.keys.room_part(room, "retry"))
+                    .key(self.keys.room_part(room, "users"));
                 since_args(&mut script, since);
                 script.arg(*history_limit);
                 let v = self.run(&script).await?;
@@ -269,6 +276,7 @@ impl RedisStore {
                         recovered: codec::uint(codec::next(&mut rest)?)? == 1,
                         messages: codec::entries(codec::next(&mut rest)?)?,
                         last_seq: codec::uint(codec::next(&mut rest)?)?,
+                        users: codec::users(codec::next(&mut rest)?)?,
                     }),
                     t => Err(unexpected("Since", t)),
                 }

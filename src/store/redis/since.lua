@@ -1,8 +1,9 @@
 -- Since: what a node that saw a seq gap reads.
--- KEYS: 1 room hash, 2 log, 3 retry index
+-- KEYS: 1 room hash, 2 log, 3 retry index, 4 users
 -- ARGV: 1 since seq, 2 '1' with since epoch | '0', 3 since epoch,
 --       4 history_limit
--- Returns {'N'} or {'R', epoch, recovered 1|0, {entries...}, last_seq}.
+-- Returns {'N'} or {'R', epoch, recovered 1|0, {entries...}, last_seq,
+-- {users hash...}}.
 
 local f = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
 if not f[1] then
@@ -16,4 +17,4 @@ if ARGV[2] == '1' then
 end
 trim(KEYS[2], KEYS[3], int(ARGV[4], 'history_limit'))
 local ok, entries = recovery(KEYS[2], last, f[1], since, since_epoch)
-return { 'R', f[1], flag(ok), entries, last }
+return { 'R', f[1], flag(ok), entries, last, redis.call('HGETALL', KEYS[4]) }

@@ -60,7 +60,23 @@ impl Subscriber {
         keys: Keys,
         timeout: Duration,
     ) -> Result<Subscriber, StoreError> {
-        let (sink, stream) = connect(&client, timeout).await?;
+        let first = connect(&client, timeout).await?;
+        Ok(Subscriber::run(client, keys, timeout, Some(first)))
+    }
+
+    /// Starts the task, which connects by itself (retrying while Redis is
+    /// away) and says [`Notice::Resubscribed`] once connected: a node can
+    /// start while Redis is down.
+    pub(crate) fn spawn(client: redis::Client, keys: Keys, timeout: Duration) -> Subscriber {
+        Subscriber::run(client, keys, timeout, None)
+    }
+
+    fn run(
+        client: redis::Client,
+        keys: Keys,
+        timeout: Duration,
+        first: Option<(PubSubSink, PubSubStream)>,
+    ) -> Subscriber {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (notice_tx, notices) = mpsc::unbounded_channel();
         let task = tokio::spawn(
@@ -72,13 +88,13 @@ impl Subscriber {
                 commands: command_rx,
                 notices: notice_tx,
             }
-            .run(sink, stream),
+            .run(first),
         );
-        Ok(Subscriber {
+        Subscriber {
             commands,
             notices,
             task,
-        })
+        }
     }
 
     /// Subscribes to `room`'s events; once this returns `Ok`, every event
@@ -137,12 +153,15 @@ impl Task {
         within(self.timeout, call).await
     }
 
-    async fn run(mut self, mut sink: PubSubSink, mut stream: PubSubStream) {
+    async fn run(mut self, first: Option<(PubSubSink, PubSubStream)>) {
         let mut backoff = Duration::from_millis(50);
+        let mut connection = first;
         loop {
             // Serve the connection until it is lost (or the subscriber is
             // dropped: then the task ends).
-            if !self.serve(&mut sink, &mut stream).await {
+            if let Some((sink, stream)) = &mut connection
+                && !self.serve(sink, stream).await
+            {
                 return;
             }
             // Reconnect, and subscribe to every room again.
@@ -157,10 +176,9 @@ impl Task {
                     },
                     () = tokio::time::sleep(backoff) => {
                         backoff = (backoff * 2).min(Duration::from_secs(1));
-                        let Ok((s, st)) = connect(&self.client, self.timeout).await else {
+                        let Ok((mut sink, stream)) = connect(&self.client, self.timeout).await else {
                             continue;
                         };
-                        (sink, stream) = (s, st);
                         let channels: Vec<String> =
                             self.rooms.iter().map(|r| self.keys.channel(r)).collect();
                         if !channels.is_empty()
@@ -168,6 +186,7 @@ impl Task {
                         {
                             continue;
                         }
+                        connection = Some((sink, stream));
                         backoff = Duration::from_millis(50);
                         if self.notices.send(Notice::Resubscribed).is_err() {
                             return;
