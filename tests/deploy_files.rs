@@ -1,8 +1,8 @@
 //! The deployment files keep their promises, so that they cannot rot
 //! unnoticed: CI cannot build the Docker image (no base images can be
-//! pulled here) nor start a systemd service (systemd is not PID 1), so what
-//! can be checked without them is checked here, against the server's own
-//! defaults.
+//! pulled here), run compose, nor start a systemd service (systemd is not
+//! PID 1), so what can be checked without them is checked here, against
+//! the server's own defaults.
 //!
 //! * `Dockerfile`: a multi-stage build with `cargo build --release
 //!   --locked` over every workspace member, the dependencies first over
@@ -22,6 +22,26 @@
 //!   match the server (a reload reads the working directory's `.env`,
 //!   `/etc/chat-flow/.env`); its sandbox directives are there. `systemd-analyze`
 //!   is installed with apt-get when missing: this test never skips.
+//! * `docker-compose.yml` (read by a YAML-subset reader of its own that
+//!   refuses what it does not understand): Redis `redis:7` with AOF,
+//!   `noeviction`, a named volume and a `redis-cli ping` health check; two
+//!   nodes built from `./Dockerfile`, alike, whose every variable is one the
+//!   server reads and whose environment `Config::from_args` accepts
+//!   (production, `JWT_SECRET` required from the operator, `REDIS_URL` at
+//!   the redis service), a `stop_grace_period` above their
+//!   `SHUTDOWN_GRACE_MS`, ports only on the loopback interface;
+//!   `TRUSTED_PROXIES` covering the proxy's fixed address and not the
+//!   network's gateway; the proxy service mounting `deploy/haproxy.cfg`,
+//!   whose servers are the nodes.
+//! * `deploy/haproxy.cfg`: what it routes (`/`, `/ws`, `/healthz`,
+//!   `/readyz`, `/demo/`, never `/metrics`), `option forwardfor`, the
+//!   tunnel timeout above the nodes' idle timeout, `/readyz` health checks;
+//!   `haproxy -c` accepts it with no warning but the unresolvable compose
+//!   names, and rejects it with an error planted; and HAProxy runs it in
+//!   front of a real server and a draining stub: the stub leaves the
+//!   rotation, `/metrics` is refused in every spelling, a WebSocket works
+//!   and the node counts clients by the forwarded address. `haproxy` is
+//!   installed by `scripts/ensure-haproxy.sh` when missing.
 //!
 //! Each check is a function returning the problems it found, and each is
 //! also run on a copy of the file with a promise broken, which it must
@@ -29,15 +49,23 @@
 
 mod common;
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chat_flow::cli::DEFAULT_HEALTHCHECK_TIMEOUT;
-use chat_flow::config::{DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT, DEFAULT_SHUTDOWN_GRACE_MS};
+use chat_flow::config::{
+    Cidr, Config, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_PING_INTERVAL_MS,
+    DEFAULT_PORT, DEFAULT_SHUTDOWN_GRACE_MS, DotEnv, ServeArgs,
+};
 use chat_flow::server::admission::HANDSHAKE_CAP_FACTOR;
+use common::Client;
 use common::process::{BIN, TempDir, chat_flow, output_text, wait_output};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -847,4 +875,1508 @@ fn durations_read_as_docker_and_systemd_write_them() {
     assert_eq!(seconds("1m30s"), Some(90.0));
     assert_eq!(seconds("20"), Some(20.0));
     assert_eq!(seconds("soon"), None);
+}
+
+// ------------------------------------------------------------ compose YAML
+
+/// A YAML value, of the subset `docker-compose.yml` is written in: block
+/// mappings and sequences, flow sequences of scalars, plain and quoted
+/// scalars, comments. Anything else (anchors, aliases, tags, block
+/// scalars, flow mappings, tabs, duplicate keys) is an error rather than
+/// misread: the file must stay in what this reader understands.
+#[derive(Debug, Clone, PartialEq)]
+enum Yaml {
+    Null,
+    Scalar(String),
+    List(Vec<Yaml>),
+    Map(Vec<(String, Yaml)>),
+}
+
+impl Yaml {
+    fn get(&self, key: &str) -> Option<&Yaml> {
+        match self {
+            Yaml::Map(entries) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// `get` along a path of keys.
+    fn at(&self, path: &[&str]) -> Option<&Yaml> {
+        path.iter().try_fold(self, |node, key| node.get(key))
+    }
+
+    fn str(&self) -> Option<&str> {
+        match self {
+            Yaml::Scalar(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn items(&self) -> &[Yaml] {
+        match self {
+            Yaml::List(items) => items,
+            _ => &[],
+        }
+    }
+
+    fn entries(&self) -> &[(String, Yaml)] {
+        match self {
+            Yaml::Map(entries) => entries,
+            _ => &[],
+        }
+    }
+
+    /// A list of scalars as strings (a scalar alone, split on whitespace,
+    /// as compose reads a `command` string).
+    fn words(&self) -> Vec<String> {
+        match self {
+            Yaml::Scalar(s) => s.split_whitespace().map(str::to_owned).collect(),
+            Yaml::List(items) => items
+                .iter()
+                .filter_map(|i| i.str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A line of YAML without its comment: number (1-based), indentation, text.
+#[derive(Debug, Clone)]
+struct YamlLine {
+    number: usize,
+    indent: usize,
+    text: String,
+}
+
+/// `text` up to an unquoted ` #` or leading `#`.
+fn strip_yaml_comment(line: &str) -> &str {
+    let (mut single, mut double) = (false, false);
+    let mut previous = ' ';
+    for (at, c) in line.char_indices() {
+        match c {
+            '\'' if !double => single = !single,
+            '"' if !single && previous != '\\' => double = !double,
+            '#' if !single && !double && previous.is_whitespace() => return &line[..at],
+            _ => {}
+        }
+        previous = c;
+    }
+    line
+}
+
+/// Where `text` (a mapping entry) splits into key and value: the first
+/// unquoted `: ` or a final `:`.
+fn split_yaml_key(text: &str) -> Option<(String, &str)> {
+    if text.starts_with(['"', '\'', '[']) {
+        return None;
+    }
+    let at = text
+        .find(": ")
+        .or_else(|| text.ends_with(':').then(|| text.len() - 1))?;
+    Some((text[..at].trim().to_owned(), text[at + 1..].trim()))
+}
+
+fn yaml_scalar(text: &str, number: usize) -> Result<Yaml, String> {
+    let text = text.trim();
+    let unquote = |t: &str, q: char| -> Result<String, String> {
+        let inner = t
+            .strip_prefix(q)
+            .and_then(|t| t.strip_suffix(q))
+            .filter(|_| t.len() >= 2)
+            .ok_or_else(|| format!("line {number}: unterminated quoted scalar {t}"))?;
+        Ok(if q == '"' {
+            inner.replace("\\\"", "\"").replace("\\\\", "\\")
+        } else {
+            inner.replace("''", "'")
+        })
+    };
+    match text.chars().next() {
+        None => Ok(Yaml::Null),
+        Some('"') => unquote(text, '"').map(Yaml::Scalar),
+        Some('\'') => unquote(text, '\'').map(Yaml::Scalar),
+        Some('[') => {
+            let inner = text
+                .strip_prefix('[')
+                .and_then(|t| t.strip_suffix(']'))
+                .ok_or_else(|| format!("line {number}: unterminated flow sequence"))?;
+            let mut items = Vec::new();
+            let (mut start, mut quote) = (0, None);
+            for (at, c) in inner.char_indices() {
+                match (c, quote) {
+                    ('"' | '\'', None) => quote = Some(c),
+                    (c, Some(q)) if c == q => quote = None,
+                    ('[' | '{', None) => {
+                        return Err(format!("line {number}: nested flow collection"));
+                    }
+                    (',', None) => {
+                        items.push(yaml_scalar(&inner[start..at], number)?);
+                        start = at + 1;
+                    }
+                    _ => {}
+                }
+            }
+            if !inner[start..].trim().is_empty() {
+                items.push(yaml_scalar(&inner[start..], number)?);
+            }
+            Ok(Yaml::List(items))
+        }
+        Some(c @ ('&' | '*' | '!' | '|' | '>' | '{' | '%' | '@' | '`')) => Err(format!(
+            "line {number}: {c:?} (anchor, alias, tag, block scalar or flow mapping) \
+             is outside the YAML this test reads"
+        )),
+        Some(_) => Ok(Yaml::Scalar(text.to_owned())),
+    }
+}
+
+/// Reads `text` as the YAML subset of [`Yaml`].
+fn parse_yaml(text: &str) -> Result<Yaml, String> {
+    let mut lines = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let number = i + 1;
+        let body = strip_yaml_comment(raw).trim_end();
+        let content = body.trim_start_matches(' ');
+        if content.is_empty() {
+            continue;
+        }
+        if content.starts_with('\t') {
+            return Err(format!("line {number}: a tab in the indentation"));
+        }
+        if content == "---" || content == "..." {
+            return Err(format!("line {number}: one document only"));
+        }
+        lines.push(YamlLine {
+            number,
+            indent: body.len() - content.len(),
+            text: content.to_owned(),
+        });
+    }
+    let mut at = 0;
+    let root = match lines.first() {
+        Some(first) if first.indent == 0 => yaml_block(&mut lines, &mut at, 0)?,
+        Some(first) => return Err(format!("line {}: indented document", first.number)),
+        None => Yaml::Null,
+    };
+    match lines.get(at) {
+        Some(line) => Err(format!("line {}: unexpected indentation", line.number)),
+        None => Ok(root),
+    }
+}
+
+fn is_list_item(text: &str) -> bool {
+    text == "-" || text.starts_with("- ")
+}
+
+fn yaml_block(lines: &mut [YamlLine], at: &mut usize, indent: usize) -> Result<Yaml, String> {
+    if is_list_item(&lines[*at].text) {
+        yaml_list(lines, at, indent)
+    } else {
+        yaml_map(lines, at, indent)
+    }
+}
+
+fn yaml_list(lines: &mut [YamlLine], at: &mut usize, indent: usize) -> Result<Yaml, String> {
+    let mut items = Vec::new();
+    while let Some(line) = lines.get(*at) {
+        if line.indent != indent || !is_list_item(&line.text) {
+            break;
+        }
+        let number = line.number;
+        let rest = line.text[1..].trim_start().to_owned();
+        if rest.is_empty() {
+            *at += 1;
+            match lines.get(*at) {
+                Some(next) if next.indent > indent => {
+                    let inner = next.indent;
+                    items.push(yaml_block(lines, at, inner)?);
+                }
+                _ => items.push(Yaml::Null),
+            }
+        } else if split_yaml_key(&rest).is_some() {
+            // `- key: value` opens a mapping whose keys line up with `key`.
+            let inner = indent + (line.text.len() - rest.len());
+            lines[*at].indent = inner;
+            lines[*at].text = rest;
+            items.push(yaml_map(lines, at, inner)?);
+        } else {
+            items.push(yaml_scalar(&rest, number)?);
+            *at += 1;
+        }
+    }
+    Ok(Yaml::List(items))
+}
+
+fn yaml_map(lines: &mut [YamlLine], at: &mut usize, indent: usize) -> Result<Yaml, String> {
+    let mut entries: Vec<(String, Yaml)> = Vec::new();
+    while let Some(line) = lines.get(*at) {
+        if line.indent < indent {
+            break;
+        }
+        let number = line.number;
+        if line.indent > indent {
+            return Err(format!("line {number}: unexpected indentation"));
+        }
+        if is_list_item(&line.text) {
+            break;
+        }
+        let (key, value) = split_yaml_key(&line.text)
+            .ok_or_else(|| format!("line {number}: not a `key: value` entry: {}", line.text))?;
+        let key = match yaml_scalar(&key, number)? {
+            Yaml::Scalar(k) => k,
+            _ => return Err(format!("line {number}: key {key:?} is not a scalar")),
+        };
+        if entries.iter().any(|(k, _)| *k == key) {
+            return Err(format!("line {number}: duplicate key {key}"));
+        }
+        let value = value.to_owned();
+        *at += 1;
+        let value = if !value.is_empty() {
+            yaml_scalar(&value, number)?
+        } else {
+            match lines.get(*at) {
+                Some(next) if next.indent > indent => {
+                    let inner = next.indent;
+                    yaml_block(lines, at, inner)?
+                }
+                // A sequence may sit at its key's own indentation.
+                Some(next) if next.indent == indent && is_list_item(&next.text) => {
+                    yaml_list(lines, at, indent)?
+                }
+                _ => Yaml::Null,
+            }
+        };
+        entries.push((key, value));
+    }
+    Ok(Yaml::Map(entries))
+}
+
+#[test]
+fn the_yaml_reader_reads_what_compose_files_hold_and_refuses_the_rest() {
+    let doc = parse_yaml(
+        "a: 1 # note\nb:\n  - x\n  - k: v\n    j: \"w # not a comment\"\n  - [p, 'q r', \"s\"]\nc:\n- y\nd:\ne: 'it''s'\n",
+    )
+    .expect("parses");
+    assert_eq!(doc.at(&["a"]), Some(&Yaml::Scalar("1".into())));
+    let b = doc.get("b").expect("b").items();
+    assert_eq!(b[0], Yaml::Scalar("x".into()));
+    assert_eq!(b[1].get("j").and_then(Yaml::str), Some("w # not a comment"));
+    assert_eq!(b[2].words(), ["p", "q r", "s"]);
+    assert_eq!(doc.get("c").map(Yaml::words), Some(vec!["y".to_owned()]));
+    assert_eq!(doc.get("d"), Some(&Yaml::Null));
+    assert_eq!(doc.get("e").and_then(Yaml::str), Some("it's"));
+    for (bad, says) in [
+        ("a: 1\na: 2\n", "duplicate key"),
+        ("a: &x 1\n", "anchor"),
+        ("a: *x\n", "alias"),
+        ("a: |\n  text\n", "block scalar"),
+        ("a: {b: 1}\n", "flow mapping"),
+        ("a:\n\tb: 1\n", "tab"),
+        ("a:\n    b: 1\n  c: 2\n", "unexpected indentation"),
+        ("a: 1\n  b: 2\n", "unexpected indentation"),
+        ("a: \"open\n", "unterminated"),
+        ("just words\n", "not a `key: value`"),
+    ] {
+        match parse_yaml(bad) {
+            Ok(doc) => panic!("{bad:?} read as {doc:?}"),
+            Err(e) => assert!(e.contains(says), "{bad:?}: {e}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------- docker compose
+
+/// The variables the nodes' cluster mode reads, being added to the server
+/// (src/config) meanwhile: accepted by name until `ServeArgs::VARIABLES`
+/// lists them, and from then on validated like the rest.
+const CLUSTER_VARIABLES: [&str; 4] = [
+    "REDIS_URL",
+    "REDIS_KEY_PREFIX",
+    "NODE_TTL_MS",
+    "REDIS_TIMEOUT_MS",
+];
+
+/// What a node must be given, exactly.
+const NODE_ENVIRONMENT: [(&str, &str); 4] = [
+    ("APP_ENV", "production"),
+    ("JWT_SECRET", "${JWT_SECRET:?set JWT_SECRET}"),
+    ("REDIS_URL", "redis://redis:6379"),
+    ("REDIS_KEY_PREFIX", "chatflow"),
+];
+
+/// The proxy's configuration file in the repository and where the haproxy
+/// image reads it.
+const HAPROXY_CFG: &str = "deploy/haproxy.cfg";
+const HAPROXY_IMAGE_CFG: &str = "/usr/local/etc/haproxy/haproxy.cfg";
+
+/// A service's `environment`, in either of compose's forms.
+fn compose_environment(service: &Yaml) -> Vec<(String, String)> {
+    match service.get("environment") {
+        Some(Yaml::Map(entries)) => entries
+            .iter()
+            .map(|(k, v)| (k.clone(), v.str().unwrap_or("").to_owned()))
+            .collect(),
+        Some(list @ Yaml::List(_)) => list
+            .words()
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                (k.to_owned(), v.to_owned())
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The services a service depends on, with their conditions (compose's
+/// list form means `service_started`).
+fn compose_depends_on(service: &Yaml) -> Vec<(String, String)> {
+    match service.get("depends_on") {
+        Some(Yaml::Map(entries)) => entries
+            .iter()
+            .map(|(k, v)| {
+                let condition = v.at(&["condition"]).and_then(Yaml::str);
+                (k.clone(), condition.unwrap_or("service_started").to_owned())
+            })
+            .collect(),
+        Some(list) => list
+            .words()
+            .into_iter()
+            .map(|s| (s, "service_started".to_owned()))
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// A node's environment as the server would take it: validated by
+/// `Config::from_args`, with a stand-in for the interpolated JWT_SECRET.
+fn node_config_problem(name: &str, env: &[(String, String)]) -> Option<String> {
+    let mut dotenv = String::new();
+    for (key, value) in env {
+        let value = if key == "JWT_SECRET" {
+            "a-stand-in-secret-of-forty-eight-bytes-for-tests"
+        } else {
+            value
+        };
+        dotenv.push_str(&format!("{key}='{value}'\n"));
+    }
+    let parsed = match DotEnv::parse(Path::new("docker-compose.yml"), dotenv.as_bytes()) {
+        Ok(parsed) => parsed,
+        Err(e) => return Some(format!("{name}: environment does not parse: {e}")),
+    };
+    let mut args = ServeArgs::default();
+    args.fill_unset(&parsed);
+    Config::from_args(&args)
+        .err()
+        .map(|e| format!("{name}: the server refuses its environment: {e}"))
+}
+
+/// Everything `docker-compose.yml` promises, as a list of what is broken.
+fn compose_problems(text: &str) -> Vec<String> {
+    let doc = match parse_yaml(text) {
+        Ok(doc) => doc,
+        Err(e) => return vec![format!("docker-compose.yml: {e}")],
+    };
+    let mut problems = Vec::new();
+    let services = doc.get("services").map(Yaml::entries).unwrap_or_default();
+    let service = |name: &str| services.iter().find(|(n, _)| n == name).map(|(_, s)| s);
+    let grace_default_s = DEFAULT_SHUTDOWN_GRACE_MS as f64 / 1000.0;
+
+    // Redis: the official image, persistent, healthy only when it answers.
+    match service("redis") {
+        None => problems.push("no redis service".to_owned()),
+        Some(redis) => {
+            if redis.at(&["image"]).and_then(Yaml::str) != Some("redis:7") {
+                problems.push("redis: image is not redis:7".to_owned());
+            }
+            let command = redis.get("command").map(Yaml::words).unwrap_or_default();
+            for (flag, value) in [
+                ("--appendonly", "yes"),
+                ("--maxmemory-policy", "noeviction"),
+            ] {
+                if !command.windows(2).any(|w| w[0] == flag && w[1] == value) {
+                    problems.push(format!("redis: command lacks {flag} {value}: {command:?}"));
+                }
+            }
+            let named_volumes: Vec<&str> = doc
+                .get("volumes")
+                .map(Yaml::entries)
+                .unwrap_or_default()
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect();
+            let data = redis.get("volumes").map(Yaml::words).unwrap_or_default();
+            let persisted = data.iter().any(|v| {
+                v.split_once(':').is_some_and(|(source, target)| {
+                    target.trim_end_matches(":rw") == "/data" && named_volumes.contains(&source)
+                })
+            });
+            if !persisted {
+                problems.push(format!(
+                    "redis: /data is not a named volume declared under volumes: {data:?}"
+                ));
+            }
+            let test = redis
+                .at(&["healthcheck", "test"])
+                .map(Yaml::words)
+                .unwrap_or_default()
+                .join(" ");
+            if !test.contains("redis-cli") || !test.contains("ping") {
+                problems.push(format!(
+                    "redis: healthcheck does not run redis-cli ping: {test:?}"
+                ));
+            }
+        }
+    }
+
+    // The nodes: every service built from this directory's Dockerfile.
+    let nodes: Vec<(&str, &Yaml)> = services
+        .iter()
+        .filter(|(_, s)| s.get("build").is_some())
+        .map(|(n, s)| (n.as_str(), s))
+        .collect();
+    if nodes.len() != 2 {
+        problems.push(format!(
+            "{} Chat Flow nodes (services with build), not 2",
+            nodes.len()
+        ));
+    }
+    let known: Vec<&str> = ServeArgs::VARIABLES
+        .iter()
+        .chain(CLUSTER_VARIABLES.iter())
+        .copied()
+        .collect();
+    for &(name, node) in &nodes {
+        let build = node.get("build");
+        let context = build
+            .and_then(|b| b.str().or_else(|| b.at(&["context"]).and_then(Yaml::str)))
+            .unwrap_or("");
+        let dockerfile = build
+            .and_then(|b| b.at(&["dockerfile"]).and_then(Yaml::str))
+            .unwrap_or("Dockerfile");
+        if context != "." || dockerfile != "Dockerfile" {
+            problems.push(format!(
+                "{name}: not built from ./Dockerfile (context {context:?}, dockerfile {dockerfile:?})"
+            ));
+        }
+        let env = compose_environment(node);
+        let value = |key: &str| env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        for (key, _) in &env {
+            if !known.contains(&key.as_str()) {
+                problems.push(format!("{name}: the server does not read {key}"));
+            }
+        }
+        for (key, expected) in NODE_ENVIRONMENT {
+            if value(key) != Some(expected) {
+                problems.push(format!(
+                    "{name}: {key} is {:?}, not {expected:?}",
+                    value(key)
+                ));
+            }
+        }
+        for key in ["NODE_TTL_MS", "REDIS_TIMEOUT_MS", "TRUSTED_PROXIES"] {
+            if value(key).is_none() {
+                problems.push(format!("{name}: {key} is not set"));
+            }
+        }
+        for (key, v) in &env {
+            if key != "JWT_SECRET" && v.contains('$') {
+                problems.push(format!(
+                    "{name}: {key} interpolates the operator's environment"
+                ));
+            }
+        }
+        if let Some(url) = value("REDIS_URL") {
+            let host = url
+                .strip_prefix("redis://")
+                .and_then(|rest| rest.rsplit('@').next())
+                .and_then(|rest| rest.split([':', '/']).next())
+                .unwrap_or("");
+            if service(host).is_none() {
+                problems.push(format!("{name}: REDIS_URL names {host:?}, not a service"));
+            }
+        }
+        if let Some(p) = node_config_problem(name, &env) {
+            problems.push(p);
+        }
+
+        // Docker's SIGKILL comes after the drain.
+        let grace_s = value("SHUTDOWN_GRACE_MS")
+            .and_then(|ms| ms.parse::<f64>().ok())
+            .map_or(grace_default_s, |ms| ms / 1000.0);
+        let stop = node.get("stop_grace_period").and_then(Yaml::str);
+        match stop.and_then(seconds) {
+            Some(s) if s > grace_s => {}
+            _ => problems.push(format!(
+                "{name}: stop_grace_period {stop:?} does not exceed SHUTDOWN_GRACE_MS ({grace_s} s)"
+            )),
+        }
+        if !compose_depends_on(node).contains(&("redis".to_owned(), "service_healthy".to_owned())) {
+            problems.push(format!("{name}: does not wait for redis to be healthy"));
+        }
+        // /metrics is for the node's own port, and only on the host.
+        for port in node.get("ports").map(Yaml::words).unwrap_or_default() {
+            if !port.starts_with("127.0.0.1:") {
+                problems.push(format!(
+                    "{name}: publishes {port} beyond the loopback interface (its /metrics with it)"
+                ));
+            }
+        }
+    }
+    if let [(first, a), (second, b)] = nodes[..] {
+        for key in [
+            "build",
+            "image",
+            "environment",
+            "stop_grace_period",
+            "depends_on",
+        ] {
+            if a.get(key) != b.get(key) {
+                problems.push(format!("{first} and {second} differ in {key}"));
+            }
+        }
+    }
+
+    // The proxy: the haproxy image with the checked file, on port 3001.
+    let mount = format!("./{HAPROXY_CFG}:{HAPROXY_IMAGE_CFG}:ro");
+    let proxies: Vec<(&str, &Yaml)> = services
+        .iter()
+        .filter(|(_, s)| {
+            s.get("volumes")
+                .map(Yaml::words)
+                .unwrap_or_default()
+                .contains(&mount)
+        })
+        .map(|(n, s)| (n.as_str(), s))
+        .collect();
+    let [(proxy_name, proxy)] = proxies[..] else {
+        problems.push(format!("not one service mounts {mount}: {proxies:?}"));
+        return problems;
+    };
+    if !proxy
+        .at(&["image"])
+        .and_then(Yaml::str)
+        .is_some_and(|i| i.starts_with("haproxy:"))
+    {
+        problems.push(format!("{proxy_name}: image is not haproxy"));
+    }
+    let bind_port = haproxy_bind_port(&read(HAPROXY_CFG));
+    let ports = proxy.get("ports").map(Yaml::words).unwrap_or_default();
+    if ports != [format!("{DEFAULT_PORT}:{}", bind_port.unwrap_or(0))] {
+        problems.push(format!(
+            "{proxy_name}: ports {ports:?} do not publish {DEFAULT_PORT} to the proxy's bind port {bind_port:?}"
+        ));
+    }
+    // HAProxy will not start when it cannot raise its descriptor limit to
+    // about two per connection.
+    let maxconn = haproxy_maxconn(&read(HAPROXY_CFG)).unwrap_or(0);
+    let nofile = ["soft", "hard"].map(|kind| {
+        proxy
+            .at(&["ulimits", "nofile", kind])
+            .and_then(Yaml::str)
+            .and_then(|n| n.parse::<u64>().ok())
+    });
+    if maxconn == 0
+        || nofile
+            .iter()
+            .any(|n| n.is_none_or(|n| n < 2 * maxconn + 1024))
+    {
+        problems.push(format!(
+            "{proxy_name}: ulimits nofile {nofile:?} under two per connection of {HAPROXY_CFG}'s \
+             global maxconn {maxconn}"
+        ));
+    }
+    let depends: Vec<String> = compose_depends_on(proxy)
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    for &(name, _) in &nodes {
+        if !depends.iter().any(|d| d == name) {
+            problems.push(format!("{proxy_name}: does not depend on {name}"));
+        }
+    }
+    // The proxy's servers are the nodes, on the port they listen on.
+    let mut servers = haproxy_servers(&read(HAPROXY_CFG));
+    servers.sort();
+    let mut expected: Vec<String> = nodes
+        .iter()
+        .map(|(name, _)| format!("{name}:{DEFAULT_PORT}"))
+        .collect();
+    expected.sort();
+    if servers != expected {
+        problems.push(format!(
+            "{HAPROXY_CFG} balances over {servers:?}, the nodes are {expected:?}"
+        ));
+    }
+
+    // X-Forwarded-For counts from the proxy, and from nothing else on the
+    // network (the gateway, through which published ports may arrive).
+    let networks = doc.get("networks").map(Yaml::entries).unwrap_or_default();
+    let proxy_networks = proxy.get("networks").map(Yaml::entries).unwrap_or_default();
+    let [(network, attachment)] = proxy_networks else {
+        problems.push(format!("{proxy_name}: not on exactly one network, by name"));
+        return problems;
+    };
+    let address = attachment
+        .at(&["ipv4_address"])
+        .and_then(Yaml::str)
+        .and_then(|a| a.parse::<IpAddr>().ok());
+    let ipam = networks
+        .iter()
+        .find(|(n, _)| n == network)
+        .and_then(|(_, n)| n.at(&["ipam", "config"]))
+        .map(Yaml::items)
+        .unwrap_or_default();
+    let subnet = ipam
+        .first()
+        .and_then(|c| c.at(&["subnet"]).and_then(Yaml::str))
+        .and_then(|s| Cidr::parse(s).ok());
+    let gateway = ipam
+        .first()
+        .and_then(|c| c.at(&["gateway"]).and_then(Yaml::str))
+        .and_then(|g| g.parse::<IpAddr>().ok());
+    match (address, subnet, gateway) {
+        (Some(address), Some(subnet), Some(gateway)) => {
+            if !subnet.contains(address) || !subnet.contains(gateway) {
+                problems.push(format!(
+                    "network {network}: the proxy's {address} or gateway {gateway} is outside its subnet"
+                ));
+            }
+            for &(name, node) in &nodes {
+                let attached = node.get("networks").map(Yaml::words).unwrap_or_default();
+                if attached != [network.clone()] {
+                    problems.push(format!(
+                        "{name}: not on the proxy's network {network} alone"
+                    ));
+                }
+                let env = compose_environment(node);
+                let trusted: Vec<Cidr> = env
+                    .iter()
+                    .find(|(k, _)| k == "TRUSTED_PROXIES")
+                    .map(|(_, v)| {
+                        v.split(',')
+                            .filter_map(|c| Cidr::parse(c.trim()).ok())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if !trusted.iter().any(|c| c.contains(address)) {
+                    problems.push(format!(
+                        "{name}: TRUSTED_PROXIES does not cover the proxy's {address}: \
+                         its X-Forwarded-For would not count"
+                    ));
+                }
+                if trusted.iter().any(|c| c.contains(gateway)) {
+                    problems.push(format!(
+                        "{name}: TRUSTED_PROXIES covers the gateway {gateway}: \
+                         a client through a published port could forge X-Forwarded-For"
+                    ));
+                }
+            }
+        }
+        _ => problems.push(format!(
+            "{proxy_name}: no fixed ipv4_address, or network {network} has no ipam subnet \
+             and gateway: TRUSTED_PROXIES cannot name the proxy"
+        )),
+    }
+    problems
+}
+
+#[test]
+fn the_compose_file_keeps_its_promises() {
+    assert_none(
+        "docker-compose.yml",
+        compose_problems(&read("docker-compose.yml")),
+    );
+}
+
+#[test]
+fn the_compose_checks_catch_a_broken_promise() {
+    let text = read("docker-compose.yml");
+    let check = compose_problems;
+    for (from, to, expected) in [
+        ("image: redis:7\n", "image: redis:6\n", "not redis:7"),
+        (
+            "\"--appendonly\", \"yes\"",
+            "\"--appendonly\", \"no\"",
+            "--appendonly yes",
+        ),
+        ("\"noeviction\"", "\"allkeys-lru\"", "noeviction"),
+        ("- redis-data:/data", "- /tmp/redis:/data", "named volume"),
+        ("redis-cli ping | grep", "true | grep", "redis-cli ping"),
+        ("APP_ENV: production", "APP_ENV: development", "APP_ENV"),
+        (
+            "${JWT_SECRET:?set JWT_SECRET}",
+            "${JWT_SECRET:-changeme}",
+            "JWT_SECRET",
+        ),
+        (
+            "REDIS_URL: redis://redis:6379",
+            "REDIS_URL: redis://cache:6379",
+            "REDIS_URL",
+        ),
+        (
+            "REDIS_KEY_PREFIX: chatflow",
+            "REDIS_KEY_PREFIX: chat",
+            "REDIS_KEY_PREFIX",
+        ),
+        (
+            "SHUTDOWN_GRACE_MS:",
+            "SHUTDOWN_GRACE_MILLIS:",
+            "does not read SHUTDOWN_GRACE_MILLIS",
+        ),
+        (
+            "      NODE_TTL_MS: \"15000\"\n",
+            "",
+            "NODE_TTL_MS is not set",
+        ),
+        (
+            "stop_grace_period: 15s",
+            "stop_grace_period: 10s",
+            "does not exceed",
+        ),
+        (
+            "stop_grace_period: 15s",
+            "stop_grace_period: 1m",
+            "differ in stop_grace_period",
+        ),
+        (
+            "SHUTDOWN_GRACE_MS: \"10000\"",
+            "SHUTDOWN_GRACE_MS: \"20000\"",
+            "does not exceed",
+        ),
+        (
+            "SHUTDOWN_GRACE_MS: \"10000\"",
+            "SHUTDOWN_GRACE_MS: \"ten\"",
+            "refuses",
+        ),
+        (
+            "TRUSTED_PROXIES: 10.231.89.10/32",
+            "TRUSTED_PROXIES: 10.231.89.11/32",
+            "does not cover",
+        ),
+        (
+            "TRUSTED_PROXIES: 10.231.89.10/32",
+            "TRUSTED_PROXIES: 10.231.89.0/24",
+            "covers the gateway",
+        ),
+        (
+            "TRUSTED_PROXIES: 10.231.89.10/32",
+            "TRUSTED_PROXIES: 10.231.89.300/32",
+            "refuses",
+        ),
+        (
+            "ipv4_address: 10.231.89.10",
+            "ipv4_address: 10.9.9.9",
+            "outside its subnet",
+        ),
+        (
+            "condition: service_healthy",
+            "condition: service_started",
+            "healthy",
+        ),
+        (
+            "\"127.0.0.1:3101:3001\"",
+            "\"3101:3001\"",
+            "beyond the loopback",
+        ),
+        ("\"3001:3001\"", "\"3001:80\"", "bind port"),
+        ("image: haproxy:2.6", "image: nginx:1", "not haproxy"),
+        ("soft: 262144", "soft: 1024", "ulimits nofile"),
+        ("        hard: 262144\n", "", "ulimits nofile"),
+        (
+            ":/usr/local/etc/haproxy/haproxy.cfg:ro",
+            ":/etc/haproxy.cfg:ro",
+            "mounts",
+        ),
+        (
+            "      - chat-2\n    networks",
+            "    networks",
+            "does not depend on chat-2",
+        ),
+        (
+            "dockerfile: Dockerfile",
+            "dockerfile: Dockerfile.dev",
+            "not built from",
+        ),
+        ("  chat-2:\n", "  chat-3:\n", "balances over"),
+        ("  redis:\n", "  redis:\n  redis:\n", "duplicate key"),
+        ("    image: redis:7\n", "    image: &r redis:7\n", "anchor"),
+    ] {
+        assert_catches_once(check, &text, from, to, expected);
+    }
+}
+
+/// [`assert_catches`] with only the first `from` replaced (in one node of
+/// two, say).
+fn assert_catches_once(
+    check: impl Fn(&str) -> Vec<String>,
+    text: &str,
+    from: &str,
+    to: &str,
+    expected: &str,
+) {
+    assert!(text.contains(from), "the file no longer holds {from:?}");
+    let problems = check(&text.replacen(from, to, 1));
+    assert!(
+        problems.iter().any(|p| p.contains(expected)),
+        "replacing {from:?} by {to:?} should be reported as {expected:?}; got {problems:?}"
+    );
+}
+
+// ---------------------------------------------------------------- HAProxy
+
+/// A section of an HAProxy configuration: `frontend chat` is kind
+/// `frontend`, name `chat`; its directives without comments.
+#[derive(Debug, Clone)]
+struct HaproxySection {
+    kind: String,
+    name: String,
+    directives: Vec<String>,
+}
+
+fn haproxy_sections(text: &str) -> Vec<HaproxySection> {
+    let mut sections: Vec<HaproxySection> = Vec::new();
+    for line in text.lines() {
+        let body = match line.find('#') {
+            Some(at) if at == 0 || line[..at].ends_with(char::is_whitespace) => &line[..at],
+            _ => line,
+        };
+        let directive = body.split_whitespace().collect::<Vec<_>>().join(" ");
+        if directive.is_empty() {
+            continue;
+        }
+        if !body.starts_with(char::is_whitespace) {
+            let (kind, name) = directive.split_once(' ').unwrap_or((&directive, ""));
+            sections.push(HaproxySection {
+                kind: kind.to_owned(),
+                name: name.to_owned(),
+                directives: Vec::new(),
+            });
+        } else if let Some(section) = sections.last_mut() {
+            section.directives.push(directive);
+        }
+    }
+    sections
+}
+
+/// The directives of every section of `kind` that start with `prefix` (a
+/// whole word or words).
+fn haproxy_directives<'a>(
+    sections: &'a [HaproxySection],
+    kind: &str,
+    prefix: &str,
+) -> Vec<&'a str> {
+    sections
+        .iter()
+        .filter(|s| s.kind == kind)
+        .flat_map(|s| s.directives.iter())
+        .filter(|d| *d == prefix || d.starts_with(&format!("{prefix} ")))
+        .map(String::as_str)
+        .collect()
+}
+
+/// An HAProxy time (`30s`, `1h`, `500ms`; a bare number is milliseconds).
+fn haproxy_ms(text: &str) -> Option<u64> {
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let n: u64 = digits.parse().ok()?;
+    let unit = match &text[digits.len()..] {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    Some(n * unit)
+}
+
+/// The port of the frontend's `bind`.
+fn haproxy_bind_port(text: &str) -> Option<u16> {
+    let sections = haproxy_sections(text);
+    let binds = haproxy_directives(&sections, "frontend", "bind");
+    let [bind] = binds[..] else { return None };
+    bind.split_whitespace()
+        .nth(1)?
+        .rsplit(':')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The global `maxconn`.
+fn haproxy_maxconn(text: &str) -> Option<u64> {
+    let sections = haproxy_sections(text);
+    haproxy_directives(&sections, "global", "maxconn")
+        .last()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The addresses of the backends' servers (`chat-1:3001`).
+fn haproxy_servers(text: &str) -> Vec<String> {
+    haproxy_directives(&haproxy_sections(text), "backend", "server")
+        .iter()
+        .filter_map(|s| s.split_whitespace().nth(2).map(str::to_owned))
+        .collect()
+}
+
+/// Whether the frontend passes a request for `path` on to its backend, as
+/// far as its `acl` lines (`path`, `path_beg`) and `http-request deny`
+/// rules (`if`/`unless`, `||`, `!`) say; a rule this cannot read is an
+/// error.
+fn haproxy_routes(text: &str, path: &str) -> Result<bool, String> {
+    let sections = haproxy_sections(text);
+    let mut acls: Vec<(String, bool)> = Vec::new();
+    for acl in haproxy_directives(&sections, "frontend", "acl") {
+        let words: Vec<&str> = acl.split_whitespace().collect();
+        let [_, name, criterion, values @ ..] = &words[..] else {
+            return Err(format!("acl not understood: {acl}"));
+        };
+        let matched = match *criterion {
+            "path" => values.contains(&path),
+            "path_beg" => values.iter().any(|v| path.starts_with(v)),
+            other => return Err(format!("acl criterion {other} not understood: {acl}")),
+        };
+        acls.push(((*name).to_owned(), matched));
+    }
+    let acl = |name: &str| -> Result<bool, String> {
+        let (negated, name) = match name.strip_prefix('!') {
+            Some(name) => (true, name),
+            None => (false, name),
+        };
+        acls.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, m)| *m != negated)
+            .ok_or_else(|| format!("acl {name} is not defined"))
+    };
+    for rule in haproxy_directives(&sections, "frontend", "http-request") {
+        let words: Vec<&str> = rule.split_whitespace().collect();
+        if words.get(1) != Some(&"deny") {
+            return Err(format!("rule not understood: {rule}"));
+        }
+        let at = words.iter().position(|w| *w == "if" || *w == "unless");
+        let denied = match at {
+            None => true,
+            Some(at) => {
+                let mut any = false;
+                for term in words[at + 1..].split(|w| *w == "||" || *w == "or") {
+                    let mut all = !term.is_empty();
+                    for name in term {
+                        all &= acl(name)?;
+                    }
+                    any |= all;
+                }
+                any == (words[at] == "if")
+            }
+        };
+        if denied {
+            return Ok(false);
+        }
+    }
+    let backends = haproxy_directives(&sections, "frontend", "default_backend");
+    Ok(backends.len() == 1)
+}
+
+/// Everything `deploy/haproxy.cfg` promises besides what `haproxy -c`
+/// checks.
+fn haproxy_problems(text: &str) -> Vec<String> {
+    let sections = haproxy_sections(text);
+    let mut problems = Vec::new();
+    let anywhere = |prefix: &str| -> Vec<&str> {
+        ["defaults", "frontend", "backend"]
+            .iter()
+            .flat_map(|kind| haproxy_directives(&sections, kind, prefix))
+            .collect()
+    };
+
+    if haproxy_bind_port(text) != Some(DEFAULT_PORT) {
+        problems.push(format!(
+            "the frontend does not bind one port, {DEFAULT_PORT}: {:?}",
+            haproxy_bind_port(text)
+        ));
+    }
+    for default in haproxy_directives(&sections, "frontend", "default_backend") {
+        let name = default.trim_start_matches("default_backend ");
+        if !sections
+            .iter()
+            .any(|s| s.kind == "backend" && s.name == name)
+        {
+            problems.push(format!("default_backend {name} is not a backend"));
+        }
+    }
+    if !haproxy_directives(&sections, "defaults", "mode").contains(&"mode http") {
+        problems.push("defaults are not mode http".to_owned());
+    }
+
+    // What the proxy serves, and what it keeps to the nodes' own ports.
+    for (path, routed) in [
+        ("/", true),
+        ("/ws", true),
+        ("/healthz", true),
+        ("/readyz", true),
+        ("/demo/app.js", true),
+        ("/metrics", false),
+        ("/metrics/", false),
+        ("//metrics", false),
+        ("/anything-else", false),
+    ] {
+        match haproxy_routes(text, path) {
+            Err(e) => problems.push(e),
+            Ok(r) if r != routed => problems.push(if routed {
+                format!("{path} is not routed to the nodes")
+            } else {
+                format!("{path} is routed to the nodes")
+            }),
+            Ok(_) => {}
+        }
+    }
+
+    // The client's address goes along, and nothing rewrites the upgrade.
+    if anywhere("option forwardfor").is_empty() {
+        problems.push("no option forwardfor: the nodes would not see X-Forwarded-For".to_owned());
+    }
+    for directive in anywhere("http-request")
+        .into_iter()
+        .chain(anywhere("http-response"))
+    {
+        let lower = directive.to_ascii_lowercase();
+        if lower.contains("header") && (lower.contains("upgrade") || lower.contains("connection")) {
+            problems.push(format!("rewrites the upgrade's headers: {directive}"));
+        }
+    }
+    if !anywhere("option http-buffer-request").is_empty() {
+        problems.push("option http-buffer-request buffers requests".to_owned());
+    }
+
+    // Timeouts: the nodes, not the proxy, end a quiet WebSocket.
+    for (timeout, at_least) in [
+        (
+            "tunnel",
+            DEFAULT_IDLE_TIMEOUT_MS.max(DEFAULT_PING_INTERVAL_MS) + 1,
+        ),
+        ("client", 1),
+        ("server", 1),
+        ("connect", 1),
+    ] {
+        let values = anywhere(&format!("timeout {timeout}"));
+        match values
+            .last()
+            .and_then(|d| d.split_whitespace().nth(2))
+            .and_then(haproxy_ms)
+        {
+            Some(ms) if ms >= at_least => {}
+            other => problems.push(format!(
+                "timeout {timeout} is {other:?} ms, under {at_least} ms"
+            )),
+        }
+    }
+
+    // The backend: least connections, readiness checked through /readyz.
+    let backend = |prefix: &str| haproxy_directives(&sections, "backend", prefix);
+    if backend("balance") != ["balance leastconn"] {
+        problems.push(format!(
+            "backend balance is {:?}, not leastconn",
+            backend("balance")
+        ));
+    }
+    if backend("option httpchk").is_empty() {
+        problems.push("no option httpchk: the nodes' health is only a TCP connect".to_owned());
+    }
+    let send = backend("http-check send").join(" ");
+    if !send
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .any(|w| w == ["uri", "/readyz"])
+        || !send.contains("meth GET")
+    {
+        problems.push(format!("the health check does not GET /readyz: {send:?}"));
+    }
+    if backend("http-check expect") != ["http-check expect status 200"] {
+        problems.push(format!(
+            "the health check does not expect 200: {:?}",
+            backend("http-check expect")
+        ));
+    }
+    let checked_by_default = backend("default-server")
+        .iter()
+        .any(|d| d.split_whitespace().any(|w| w == "check"));
+    let servers = backend("server");
+    if servers.len() < 2 {
+        problems.push(format!("{} servers, not the two nodes", servers.len()));
+    }
+    for server in servers {
+        if !checked_by_default && !server.split_whitespace().any(|w| w == "check") {
+            problems.push(format!("{server} is not health-checked"));
+        }
+    }
+    problems
+}
+
+#[test]
+fn the_proxy_config_keeps_its_promises() {
+    assert_none(HAPROXY_CFG, haproxy_problems(&read(HAPROXY_CFG)));
+}
+
+#[test]
+fn the_proxy_checks_catch_a_broken_promise() {
+    let text = read(HAPROXY_CFG);
+    let check = haproxy_problems;
+    for (from, to, expected) in [
+        ("bind :3001", "bind :8080", "does not bind"),
+        (
+            " /healthz /readyz\n",
+            " /healthz /readyz /metrics\n",
+            "/metrics is routed",
+        ),
+        (
+            "acl demo_asset path_beg /demo/",
+            "acl demo_asset path_beg /",
+            "/metrics is routed",
+        ),
+        (
+            "    http-request deny deny_status 404 unless public || demo_asset\n",
+            "",
+            "/metrics is routed",
+        ),
+        (
+            "unless public || demo_asset",
+            "if public || demo_asset",
+            "/ws is not routed",
+        ),
+        (
+            "path / /ws /healthz",
+            "path / /healthz",
+            "/ws is not routed",
+        ),
+        ("path_beg /demo/", "path_reg ^/demo/", "not understood"),
+        ("option forwardfor\n", "", "forwardfor"),
+        ("timeout tunnel 1h", "timeout tunnel 60s", "timeout tunnel"),
+        ("timeout tunnel 1h", "", "timeout tunnel"),
+        ("balance leastconn", "balance roundrobin", "leastconn"),
+        ("option httpchk\n", "", "httpchk"),
+        ("uri /readyz", "uri /healthz", "/readyz"),
+        ("expect status 200", "expect status 200-503", "expect 200"),
+        (
+            "default-server check ",
+            "default-server ",
+            "not health-checked",
+        ),
+        ("    server chat-2 chat-2:3001\n", "", "not the two nodes"),
+        ("mode http\n", "mode tcp\n", "mode http"),
+        (
+            "default_backend nodes",
+            "default_backend node",
+            "not a backend",
+        ),
+        (
+            "option dontlognull",
+            "option http-buffer-request",
+            "buffers",
+        ),
+        (
+            "option dontlognull",
+            "http-request del-header Upgrade",
+            "rewrites the upgrade",
+        ),
+    ] {
+        assert_catches(check, &text, from, to, expected);
+    }
+    // The route reader knows rule and acl shapes besides the file's own.
+    let rules = "frontend f\n    acl m path_beg /metrics\n    http-request deny if m\n    default_backend b\n";
+    assert_eq!(haproxy_routes(rules, "/metrics/x"), Ok(false));
+    assert_eq!(haproxy_routes(rules, "/ws"), Ok(true));
+    let negated = rules.replace("deny if m", "deny if !m");
+    assert_eq!(haproxy_routes(&negated, "/ws"), Ok(false));
+    assert_eq!(haproxy_ms("1h"), Some(3_600_000));
+    assert_eq!(haproxy_ms("500"), Some(500));
+    assert_eq!(haproxy_ms("5x"), None);
+}
+
+/// `haproxy`, installed by `scripts/ensure-haproxy.sh` when it is missing
+/// (once per test run).
+fn haproxy() -> &'static Path {
+    static FOUND: OnceLock<PathBuf> = OnceLock::new();
+    FOUND.get_or_init(|| {
+        let script = Path::new(ROOT).join("scripts/ensure-haproxy.sh");
+        let status = Command::new("bash").arg(&script).status();
+        assert!(
+            matches!(status, Ok(s) if s.success()),
+            "scripts/ensure-haproxy.sh failed: {status:?}"
+        );
+        [
+            "/usr/sbin/haproxy",
+            "/usr/bin/haproxy",
+            "/usr/local/sbin/haproxy",
+        ]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("haproxy"))
+    })
+}
+
+/// Runs `haproxy -c` on `config`. Any warning or alert fails it, except
+/// that the compose service names do not resolve outside compose.
+fn haproxy_check(config: &str) -> Result<(), String> {
+    let dir = TempDir::new("haproxy-check");
+    let path = dir.0.join("haproxy.cfg");
+    std::fs::write(&path, config).expect("write the config");
+    let child = Command::new(haproxy())
+        .arg("-c")
+        .arg("-f")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run haproxy -c");
+    let out = wait_output(child, Duration::from_secs(30));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let complaints: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("[WARNING]") || l.contains("[ALERT]"))
+        .filter(|l| !l.contains("could not resolve address 'chat-"))
+        .collect();
+    if out.status.success() && complaints.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("exit {:?}: {text}", out.status.code()))
+    }
+}
+
+#[test]
+fn haproxy_accepts_the_proxy_config() {
+    if let Err(e) = haproxy_check(&read(HAPROXY_CFG)) {
+        panic!("haproxy -c: {e}");
+    }
+}
+
+#[test]
+fn haproxy_rejects_the_proxy_config_with_an_error_planted() {
+    let text = read(HAPROXY_CFG);
+    for (from, to, says) in [
+        ("option httpchk", "option httpchkk", "httpchkk"),
+        ("inter 2s", "inter 2x", "'x'"),
+        // Only warnings from haproxy: a time with a bad unit, a timeout
+        // missing.
+        ("timeout tunnel 1h", "timeout tunnel 1hour", "1hour"),
+        ("option forwardfor", "option forwardfour", "forwardfour"),
+        (
+            "http-check expect status 200",
+            "http-check expect stauts 200",
+            "stauts",
+        ),
+        ("default_backend nodes", "default_backend node", "node"),
+        ("    timeout server 30s\n", "", "timeout"),
+    ] {
+        assert!(text.contains(from), "the config no longer holds {from:?}");
+        match haproxy_check(&text.replacen(from, to, 1)) {
+            Ok(()) => panic!("haproxy -c accepted the config with {to:?}"),
+            Err(e) => assert!(e.contains(says), "{to:?}: the complaint names it: {e}"),
+        }
+    }
+}
+
+/// HAProxy running `config` in the foreground, killed on drop; its log in
+/// a file of its own.
+struct RunningHaproxy {
+    child: std::process::Child,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl RunningHaproxy {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for RunningHaproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A node that has begun draining, as far as a proxy can tell: `/readyz`
+/// answers 503 (each one counted), anything else 200 `stub`.
+async fn draining_stub(listener: tokio::net::TcpListener, readyz: Arc<AtomicUsize>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
+        let readyz = readyz.clone();
+        tokio::spawn(async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+                match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
+                    _ => return,
+                }
+            }
+            let head = String::from_utf8_lossy(&head);
+            let path = head.split_whitespace().nth(1).unwrap_or("");
+            let (status, body) = if path == "/readyz" {
+                readyz.fetch_add(1, Ordering::SeqCst);
+                ("503 Service Unavailable", "draining\n")
+            } else {
+                ("200 OK", "stub\n")
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+/// The proxy config as written, run by HAProxy in front of a real server
+/// (chat-1, trusting 127.0.0.1 as its proxy, one WebSocket per client
+/// address) and a stub whose `/readyz` says it is draining (chat-2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_config_fronts_real_nodes() {
+    let config = read(HAPROXY_CFG);
+    let node = common::start_with(|c| {
+        c.trusted_proxies = vec![Cidr::parse("127.0.0.1/32").expect("cidr")];
+        c.max_connections_per_ip = 1;
+    })
+    .await;
+    let stub = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .expect("bind the stub");
+    let stub_addr = stub.local_addr().expect("stub address");
+    let readyz = Arc::new(AtomicUsize::new(0));
+    let stub_task = tokio::spawn(draining_stub(stub, readyz.clone()));
+
+    // The same file, with compose's names and port replaced by these.
+    let servers = haproxy_servers(&config);
+    assert_eq!(servers, ["chat-1:3001", "chat-2:3001"]);
+    let port = free_port();
+    let bind = format!("bind :{DEFAULT_PORT}\n");
+    assert!(
+        config.contains(&bind),
+        "the config no longer holds {bind:?}"
+    );
+    // And a smaller maxconn: HAProxy will not start when it cannot raise
+    // its descriptor limit to twice maxconn, and the limit where tests run
+    // may be lower than the one compose gives the proxy (checked above).
+    let maxconn = haproxy_maxconn(&config).expect("a global maxconn");
+    let local = config
+        .replace(&format!("maxconn {maxconn}\n"), "maxconn 1000\n")
+        .replace(&bind, &format!("bind 127.0.0.1:{port}\n"))
+        .replace(" chat-1:3001", &format!(" {}", node.addr))
+        .replace(" chat-2:3001", &format!(" {stub_addr}"));
+    let dir = TempDir::new("haproxy-run");
+    let path = dir.0.join("haproxy.cfg");
+    std::fs::write(&path, &local).expect("write the config");
+    let log = dir.0.join("haproxy.log");
+    let file = std::fs::File::create(&log).expect("log file");
+    let child = Command::new(haproxy())
+        .arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("log file"))
+        .stderr(file)
+        .spawn()
+        .expect("run haproxy");
+    let proxy = RunningHaproxy {
+        child,
+        log,
+        _dir: dir,
+    };
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "haproxy did not listen: {}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The draining node leaves the rotation through its /readyz: soon every
+    // request is the real node's.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut bodies = Vec::new();
+        for _ in 0..6 {
+            bodies.push(common::http_get(addr, "/healthz").await);
+        }
+        if bodies.iter().all(|b| *b == (200, "ok\n".to_owned())) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node whose /readyz says 503 still gets requests: {bodies:?}\n{}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(readyz.load(Ordering::SeqCst) > 0, "no check asked /readyz");
+
+    // The public paths reach the node; /metrics only on the node itself.
+    assert_eq!(common::http_get(addr, "/readyz").await.0, 200);
+    assert_eq!(common::http_get(addr, "/").await.0, 200);
+    let own = common::http_get(node.addr, "/metrics").await;
+    assert!(own.0 == 200 && own.1.contains("# EOF"), "{own:?}");
+    for path in [
+        "/metrics",
+        "/metrics?format=text",
+        "/metrics/",
+        "//metrics",
+        "/demo/../metrics",
+        "/%6detrics",
+    ] {
+        let (status, body) = common::http_get(addr, path).await;
+        assert!(
+            status == 404 && !body.contains("# EOF"),
+            "{path} through the proxy: {status} {body}"
+        );
+    }
+
+    // WebSockets go through, and the node counts clients by the address the
+    // proxy forwards: two clients of distinct addresses pass its limit of
+    // one per address, a second from the same address does not.
+    let mut alice = Client::try_connect_from(addr, [127, 0, 0, 2].into())
+        .await
+        .expect("a WebSocket through the proxy");
+    alice.auth("alice").await;
+    alice.ok("PING", json!({}), "PONG").await;
+    let mut bob = Client::try_connect_from(addr, [127, 0, 0, 3].into())
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "a second client address was refused: X-Forwarded-For not counted? {e:?}\n{}",
+                proxy.log()
+            )
+        });
+    bob.auth("bob").await;
+    assert!(
+        Client::try_connect_from(addr, [127, 0, 0, 2].into())
+            .await
+            .is_err(),
+        "a second WebSocket from 127.0.0.2 passed a limit of one per address"
+    );
+    alice.ok("PING", json!({}), "PONG").await;
+
+    drop(proxy);
+    stub_task.abort();
+    node.shutdown().await.expect("shutdown");
 }
