@@ -201,6 +201,20 @@ async fn two_nodes_on_one_redis_are_one_service() {
     let left = next_of(&mut alice, "USER_LEFT").await;
     assert_eq!(left["payload"]["userId"], "bob");
     assert_eq!(left["payload"]["roomId"], "general");
+
+    // A node that stops cleanly takes its users out before it goes: well
+    // before its lease would run out.
+    let stopped = Instant::now();
+    let mut b = b;
+    b.begin_shutdown();
+    let left = next_of(&mut alice, "USER_LEFT").await;
+    assert_eq!(left["payload"]["userId"], "bob");
+    assert_eq!(left["payload"]["roomId"], "team");
+    assert!(
+        stopped.elapsed() < Duration::from_millis(NODE_TTL_MS / 2),
+        "USER_LEFT {:?} after the stop",
+        stopped.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

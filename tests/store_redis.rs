@@ -1534,3 +1534,68 @@ async fn a_leave_for_another_user_leaves_the_holder_to_the_sweep() {
         Reply::Joined { ref users, .. } if users == &[present("carol")]
     ));
 }
+
+/// What Redis holds per room and per message (README "Running several
+/// nodes", sizing): `used_memory` before and after 1,000 empty rooms, then
+/// 10 messages in each, as the server stores them (a whole `NEW_MESSAGE`
+/// frame of a 100-character message, with a `clientMessageId`).
+#[tokio::test]
+async fn sizing() {
+    let server = RedisServer::start();
+    let s = store(&server).await;
+    let used = |server: &RedisServer| -> u64 {
+        let info = server.command(&["INFO", "memory"]).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("used_memory")
+    };
+    let (rooms, per_room) = (1_000u64, 10u64);
+    let before = used(&server);
+    for r in 0..rooms {
+        ensure(&s, &format!("room-{r}"), &format!("e-{r}")).await;
+    }
+    let with_rooms = used(&server);
+    let content = "x".repeat(100);
+    let mut frame_bytes = 0;
+    for r in 0..rooms {
+        let room = format!("room-{r}");
+        for i in 0..per_room {
+            let draft = Draft {
+                head: Bytes::from(format!(
+                    "{{\"type\":\"NEW_MESSAGE\",\"payload\":{{\"id\":\"msg_19a3f0c2b7d_{r}{i}\",\
+                     \"roomId\":\"{room}\",\"userId\":\"user_4711\",\"username\":\"alice\",\
+                     \"content\":\"{content}\",\"type\":\"text\",\
+                     \"timestamp\":\"2026-12-06T10:00:00.000Z\",\
+                     \"clientMessageId\":\"c-{r}-{i}-5f1e\",\"seq\":"
+                )),
+                tail: Bytes::from_static(b"}}"),
+            };
+            frame_bytes = draft.frame(i + 1).len();
+            let op = Op::Publish {
+                room: room.clone(),
+                user: "user_4711".into(),
+                client_message_id: Some(format!("c-{r}-{i}-5f1e")),
+                draft,
+                bucket: BucketShape {
+                    capacity: 1 << 40,
+                    window_ms: 1,
+                },
+                history_limit: 100,
+                now_ms: 1,
+            };
+            seq_of(&s, op).await;
+        }
+    }
+    let with_messages = used(&server);
+    let room_bytes = (with_rooms - before) / rooms;
+    let message_bytes = (with_messages - with_rooms) / (rooms * per_room);
+    assert!(
+        room_bytes > 0 && message_bytes > frame_bytes as u64,
+        "{room_bytes} {message_bytes}"
+    );
+    eprintln!(
+        "FIGURES sizing: {room_bytes} B of Redis memory per empty room, \
+         {message_bytes} B per stored message (its frame {frame_bytes} B, with a clientMessageId)"
+    );
+}

@@ -167,6 +167,11 @@ impl Hub {
         self.outputs.push_back(Output::Store { id, op });
     }
 
+    /// Store operations handed out and not answered yet.
+    pub fn waiting_on_store(&self) -> usize {
+        self.pending.len()
+    }
+
     /// This node, as presence and the cluster's leases name it.
     pub fn node(&self) -> &NodeId {
         &self.node

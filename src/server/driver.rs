@@ -147,6 +147,13 @@ pub enum Command {
         /// The end of the shutdown grace.
         until: Instant,
     },
+    /// Answer `done` once no store operation is waiting (at once with one
+    /// node): the last thing before the process exits, so that what the
+    /// drain asked of Redis (every connection leaving its rooms) is done.
+    Settle {
+        /// Answered when nothing waits.
+        done: tokio::sync::oneshot::Sender<()>,
+    },
     /// The configuration was reloaded: apply the core's new limits, hold
     /// notices for `presence_delay` and cap all queues together at
     /// `memory_max_bytes` from now on.
@@ -183,6 +190,8 @@ struct Driver {
     sends: Vec<Instant>,
     /// What the batch owes the connections, and the notice holds.
     flushes: Flushes,
+    /// Who waits for the store to have answered everything.
+    settling: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Runs the driver until every sender of `commands` is gone.
@@ -209,6 +218,7 @@ pub async fn run(
             presence_delay,
             tokio::runtime::Handle::current().metrics().num_workers(),
         ),
+        settling: Vec::new(),
     };
     d.finish_batch();
     loop {
@@ -338,6 +348,7 @@ impl Driver {
                     self.core.disconnect(now, conn);
                 }
             }
+            Command::Settle { done } => self.settling.push(done),
             Command::Reconfigure {
                 limits,
                 presence_delay,
@@ -476,6 +487,11 @@ impl Driver {
     }
 
     fn finish_batch(&mut self) {
+        if !self.settling.is_empty() && self.core.waiting_on_store() == 0 {
+            for done in self.settling.drain(..) {
+                let _ = done.send(());
+            }
+        }
         let done = Instant::now();
         for received in self.sends.drain(..) {
             self.metrics

@@ -289,6 +289,16 @@ pub async fn run_with_reloads<L: Listener>(
             accepted = listener.accept() => accept(accepted, &shared).await,
         }
     }
+    // What the drain asked of the store (every connection leaving its
+    // rooms) is done before the process goes: with Redis, the others see
+    // these users leave now rather than when this node's lease runs out.
+    let (done, settled) = tokio::sync::oneshot::channel();
+    if shared.driver.send(Command::Settle { done }).await.is_ok() {
+        let limit = Duration::from_millis(2 * shared.live.load().config.redis_timeout_ms);
+        if tokio::time::timeout(limit, settled).await.is_err() {
+            warn!("the store did not answer everything before the stop");
+        }
+    }
     info!("stopped");
     Ok(())
 }
