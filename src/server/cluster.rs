@@ -41,8 +41,66 @@ use tracing::{debug, info, warn};
 use super::clock::Clock;
 use super::metrics::Metrics;
 use crate::core::OpId;
-use crate::store::redis::{Notice, RedisConfig, RedisStore, StoreError, Subscriber};
+use crate::store::redis::{Notice, RedisStore, StoreError, Subscriber};
 use crate::store::{Event, NodeId, Op, Reply};
+
+/// A boxed, sendable future.
+pub type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The store a cluster node's link talks to: Redis ([`RedisStore`]), or in
+/// the simulation a store host over its simulated network. Whatever it is,
+/// it answers every [`Op`] as `crate::store` says, or fails with a
+/// [`StoreError`] when it cannot be asked.
+pub trait Backend: Send + Sync + 'static {
+    /// Runs one operation. The call is written to the store at the future's
+    /// first poll, so that calls polled in a row reach it in that order.
+    fn apply(&self, op: Op) -> Boxed<'static, Result<Reply, StoreError>>;
+    /// Whether the store answers now.
+    fn ping(&self) -> Boxed<'static, Result<(), StoreError>>;
+    /// The node's event stream: a connection of its own, made (and made
+    /// again after it is lost) in the background.
+    fn events(&self) -> Box<dyn Events>;
+}
+
+/// A node's event stream (see [`Subscriber`]).
+pub trait Events: Send {
+    /// Events of `room` from now on (once this is `Ok`).
+    fn subscribe<'a>(&'a self, room: &'a str) -> Boxed<'a, Result<(), StoreError>>;
+    /// No more events of `room`.
+    fn unsubscribe<'a>(&'a self, room: &'a str) -> Boxed<'a, Result<(), StoreError>>;
+    /// The next notice; `None` once the stream is gone for good.
+    fn next(&mut self) -> Boxed<'_, Option<Notice>>;
+}
+
+impl Backend for RedisStore {
+    fn apply(&self, op: Op) -> Boxed<'static, Result<Reply, StoreError>> {
+        let store = self.clone();
+        Box::pin(async move { store.apply(&op).await })
+    }
+
+    fn ping(&self) -> Boxed<'static, Result<(), StoreError>> {
+        let store = self.clone();
+        Box::pin(async move { RedisStore::ping(&store).await })
+    }
+
+    fn events(&self) -> Box<dyn Events> {
+        Box::new(self.subscriber_in_background())
+    }
+}
+
+impl Events for Subscriber {
+    fn subscribe<'a>(&'a self, room: &'a str) -> Boxed<'a, Result<(), StoreError>> {
+        Box::pin(Subscriber::subscribe(self, room))
+    }
+
+    fn unsubscribe<'a>(&'a self, room: &'a str) -> Boxed<'a, Result<(), StoreError>> {
+        Box::pin(Subscriber::unsubscribe(self, room))
+    }
+
+    fn next(&mut self) -> Boxed<'_, Option<Notice>> {
+        Box::pin(Subscriber::next(self))
+    }
+}
 
 /// While Redis does not answer, how often it is asked again.
 pub const PROBE_EVERY: Duration = Duration::from_millis(250);
@@ -92,8 +150,6 @@ impl Drop for Link {
 /// How the link runs.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
-    /// Where Redis is, the key prefix, the timeout.
-    pub redis: RedisConfig,
     /// This node, as its lease and presence name it.
     pub node: NodeId,
     /// `NODE_TTL_MS`.
@@ -101,15 +157,14 @@ pub struct LinkConfig {
 }
 
 impl Link {
-    /// Starts the link; Redis may be away (the node starts anyway, not
-    /// ready). Fails only on a `REDIS_URL` the client cannot use.
+    /// Starts the link to `store`.
     pub fn start(
+        store: Arc<dyn Backend>,
         config: LinkConfig,
         clock: Clock,
         metrics: Arc<Metrics>,
-    ) -> Result<Link, StoreError> {
-        let store = RedisStore::new(&config.redis)?;
-        let subscriber = store.subscriber_in_background();
+    ) -> Link {
+        let subscriber = store.events();
         let (jobs, job_rx) = mpsc::unbounded_channel();
         let (back_tx, back) = mpsc::unbounded_channel();
         // Not ready before Redis first answered.
@@ -129,7 +184,7 @@ impl Link {
             }
             .run(),
         );
-        Ok(Link { jobs, back, task })
+        Link { jobs, back, task }
     }
 
     /// Hands over one of the hub's store outputs, in the order the hub gave
@@ -175,8 +230,8 @@ enum Done {
 type Call = Pin<Box<dyn Future<Output = Done> + Send>>;
 
 struct Task {
-    store: RedisStore,
-    subscriber: Subscriber,
+    store: Arc<dyn Backend>,
+    subscriber: Box<dyn Events>,
     jobs: mpsc::UnboundedReceiver<Job>,
     back: mpsc::UnboundedSender<Back>,
     metrics: Arc<Metrics>,
@@ -307,11 +362,11 @@ impl Task {
 
     /// One call of `op`, timed.
     fn timed(&self, op: Op) -> impl Future<Output = Result<Reply, StoreError>> + Send + 'static {
-        let store = self.store.clone();
+        let call = self.store.apply(op);
         let metrics = self.metrics.clone();
         async move {
             let begun = Instant::now();
-            let result = store.apply(&op).await;
+            let result = call.await;
             metrics.redis_seconds.observe(begun.elapsed().as_secs_f64());
             result
         }
@@ -334,7 +389,7 @@ impl Task {
             let mut pause = Duration::from_millis(50);
             loop {
                 let begun = Instant::now();
-                let result = store.apply(&op).await;
+                let result = store.apply(op.clone()).await;
                 metrics.redis_seconds.observe(begun.elapsed().as_secs_f64());
                 match result {
                     Ok(reply) => return Done::Op(id, Ok(reply)),

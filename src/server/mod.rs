@@ -62,9 +62,10 @@ use crate::config::{Config, ConfigError};
 use crate::core::{Hub, Instance};
 use crate::store::local::Local;
 use crate::store::redis::RedisConfig;
+use crate::store::redis::RedisStore;
 use admission::Admission;
 use clock::Clock;
-use cluster::{Link, LinkConfig};
+use cluster::{Backend, Link, LinkConfig};
 use driver::{Command, Node};
 use metrics::Metrics;
 use shared::{Live, Shared};
@@ -176,11 +177,25 @@ pub async fn run<L: Listener>(
 /// `REDIS_KEY_PREFIX`, `NODE_TTL_MS` and `REDIS_TIMEOUT_MS` take a restart (a change is logged and
 /// otherwise ignored).
 pub async fn run_with_reloads<L: Listener>(
+    listener: L,
+    config: Config,
+    env: RuntimeEnv,
+    shutdown: impl Future<Output = ()>,
+    reloads: mpsc::Receiver<Config>,
+) -> Result<(), ServerError> {
+    run_node(listener, config, env, shutdown, reloads, None).await
+}
+
+/// [`run_with_reloads`] as a node of a cluster on `store` (`None`: on Redis
+/// when `REDIS_URL` is set, else alone): what the simulation runs its nodes
+/// with, on its simulated store.
+pub async fn run_node<L: Listener>(
     mut listener: L,
     config: Config,
     env: RuntimeEnv,
     shutdown: impl Future<Output = ()>,
     mut reloads: mpsc::Receiver<Config>,
+    store: Option<Arc<dyn Backend>>,
 ) -> Result<(), ServerError> {
     let verifier = Verifier::from_config(&config)?;
     let clock = Clock::new(env.start_unix_ms);
@@ -189,14 +204,28 @@ pub async fn run_with_reloads<L: Listener>(
         number: env.instance,
         secret: env.secret,
     };
-    let hub = match &config.redis_url {
+    let backend: Option<Arc<dyn Backend>> = match (store, &config.redis_url) {
+        (Some(store), _) => Some(store),
+        (None, None) => None,
+        (None, Some(url)) => {
+            let redis = RedisConfig {
+                url: url.clone(),
+                key_prefix: config.redis_key_prefix.clone(),
+                timeout: Duration::from_millis(config.redis_timeout_ms),
+            };
+            let store = RedisStore::new(&redis)
+                .map_err(|e| ConfigError::invalid("REDIS_URL", "(hidden)", e.to_string()))?;
+            Some(Arc::new(store))
+        }
+    };
+    let hub = match backend {
         None => Node::Local(Local::new(
             core_limits(&config),
             &default_rooms(&config),
             instance,
             clock.now(),
         )),
-        Some(url) => {
+        Some(store) => {
             let hub = Hub::new(
                 core_limits(&config),
                 &default_rooms(&config),
@@ -204,23 +233,18 @@ pub async fn run_with_reloads<L: Listener>(
                 clock.now(),
             );
             let link = Link::start(
+                store,
                 LinkConfig {
-                    redis: RedisConfig {
-                        url: url.clone(),
-                        key_prefix: config.redis_key_prefix.clone(),
-                        timeout: Duration::from_millis(config.redis_timeout_ms),
-                    },
                     node: hub.node().clone(),
                     node_ttl_ms: config.node_ttl_ms,
                 },
                 clock,
                 metrics.clone(),
-            )
-            .map_err(|e| ConfigError::invalid("REDIS_URL", "(hidden)", e.to_string()))?;
+            );
             info!(
                 node = &*hub.node().0,
                 prefix = config.redis_key_prefix,
-                "cluster mode: rooms, history and presence are in Redis"
+                "cluster mode: rooms, history and presence are in the shared store"
             );
             Node::Cluster { hub, link }
         }
