@@ -19,6 +19,7 @@ pub mod raw;
 pub mod rng;
 pub mod run;
 pub mod scenario;
+pub mod store_host;
 pub mod sweep;
 pub mod tap;
 pub mod watchdog;

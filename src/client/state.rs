@@ -238,8 +238,9 @@ impl Session {
         }
     }
 
-    /// A request failed: a rate-limited send waits and goes again; any
-    /// other failed send is given up; a room that cannot be joined is
+    /// A request failed: a rate-limited send, or one the service could not
+    /// store now (`SERVER_ERROR` with `retryAfterMs`), waits and goes
+    /// again; any other failed send is given up; a room that cannot be joined is
     /// forgotten.
     fn on_error(
         &mut self,
@@ -257,7 +258,12 @@ impl Session {
             else {
                 return;
             };
-            if code == ErrorCode::RateLimitExceeded {
+            // Rate-limited, or the service could not store it now (its
+            // outcome unknown): the same message goes again, with its
+            // clientMessageId, and is stored at most once.
+            let again = code == ErrorCode::RateLimitExceeded
+                || (code == ErrorCode::ServerError && retry_after_ms.is_some());
+            if again {
                 let wait = Duration::from_millis(retry_after_ms.unwrap_or(100));
                 self.pending[i].not_before = Some(now + wait);
                 self.pending[i].in_flight = false;
@@ -401,5 +407,61 @@ mod tests {
         let resumed = s.resume_requests(now);
         assert_eq!(resumed.len(), 1, "{resumed:?}");
         assert!(resumed[0].contains("\"roomId\":\"kept\""), "{resumed:?}");
+    }
+
+    #[test]
+    fn a_send_the_service_could_not_store_goes_again_with_its_id_and_others_fail() {
+        let mut rng = Rng::new(1);
+        let mut s = Session::new(&mut rng, 16);
+        s.join("r");
+        let now = Instant::now();
+        for content in ["unknown", "refused"] {
+            assert_eq!(
+                s.queue_send("r".into(), content.into(), MessageKind::Text, None),
+                None
+            );
+        }
+        let first = s.sendable(now);
+        assert_eq!(first.len(), 2, "{first:?}");
+        let id = |frame: &str| {
+            let v: serde_json::Value = serde_json::from_str(frame).expect("JSON");
+            v["requestId"].as_str().expect("requestId").to_owned()
+        };
+        let error = |code, retry_after_ms| ServerMessage::Error {
+            code,
+            message: "x".into(),
+            retry_after_ms,
+        };
+        let mut ev = Vec::new();
+        s.on_frame(
+            ServerFrame {
+                message: error(ErrorCode::ServerError, Some(1000)),
+                request_id: Some(id(&first[0])),
+            },
+            &mut ev,
+            now,
+        );
+        s.on_frame(
+            ServerFrame {
+                message: error(ErrorCode::ServerError, None),
+                request_id: Some(id(&first[1])),
+            },
+            &mut ev,
+            now,
+        );
+        // Without retryAfterMs it is given up; with it, it waits its time.
+        let failed: Vec<&Event> = ev
+            .iter()
+            .filter(|e| matches!(e, Event::SendFailed { .. }))
+            .collect();
+        assert!(
+            matches!(&failed[..], [Event::SendFailed { code: ErrorCode::ServerError, client_message_id }] if *client_message_id == id(&first[1])[2..]),
+            "{ev:?}"
+        );
+        assert_eq!(s.sendable(now), Vec::<String>::new());
+        let again = s.sendable(now + Duration::from_millis(1000));
+        assert_eq!(again.len(), 1, "{again:?}");
+        assert_eq!(id(&again[0]), id(&first[0]), "the same clientMessageId");
+        assert!(again[0].contains("unknown"));
     }
 }
