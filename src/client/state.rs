@@ -57,6 +57,9 @@ pub(super) struct Session {
     /// A send was rate-limited and none accepted since: one at
     /// a time.
     careful: bool,
+    /// Rooms whose join the service could not answer (`SERVER_ERROR`),
+    /// asked again at these instants.
+    rejoins: BTreeMap<String, Instant>,
 }
 
 impl Session {
@@ -69,6 +72,7 @@ impl Session {
             next_id: 0,
             pending_max,
             careful: false,
+            rejoins: BTreeMap::new(),
         }
     }
 
@@ -125,6 +129,7 @@ impl Session {
     /// Requests that resume the session on a fresh, authenticated connection.
     pub(super) fn resume_requests(&mut self, now: Instant) -> Vec<String> {
         let mut out = Vec::new();
+        self.rejoins.clear();
         for (room, cursor) in &self.rooms {
             out.push(cursor.join_request(room));
         }
@@ -143,6 +148,19 @@ impl Session {
         let window = if self.careful { 1 } else { SEND_WINDOW };
         let mut in_flight = self.pending.iter().filter(|p| p.in_flight).count();
         let mut out = Vec::new();
+        // Joins asked again go first: a send to the room follows its join.
+        let due: Vec<String> = self
+            .rejoins
+            .iter()
+            .filter(|&(_, at)| *at <= now)
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in due {
+            self.rejoins.remove(&room);
+            if let Some(cursor) = self.rooms.get(&room) {
+                out.push(cursor.join_request(&room));
+            }
+        }
         for p in &mut self.pending {
             if in_flight >= window {
                 break;
@@ -166,15 +184,21 @@ impl Session {
     /// window is full: a reply frees it, and a timer in the past would
     /// spin the loop).
     pub(super) fn next_due(&self) -> Option<Instant> {
+        let rejoin = self.rejoins.values().min().copied();
         let window = if self.careful { 1 } else { SEND_WINDOW };
         if self.pending.iter().filter(|p| p.in_flight).count() >= window {
-            return None;
+            return rejoin;
         }
-        self.pending
+        let send = self
+            .pending
             .iter()
             .filter(|p| !p.in_flight)
             .filter_map(|p| p.not_before)
-            .min()
+            .min();
+        match (rejoin, send) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Applies a server frame; returns the events for the application.
@@ -240,8 +264,9 @@ impl Session {
 
     /// A request failed: a rate-limited send, or one the service could not
     /// store now (`SERVER_ERROR` with `retryAfterMs`), waits and goes
-    /// again; any other failed send is given up; a room that cannot be joined is
-    /// forgotten.
+    /// again; any other failed send is given up; a room that cannot be
+    /// joined is forgotten, and a join the service could not answer
+    /// (`SERVER_ERROR`, or rate-limited) goes again after `retryAfterMs`.
     fn on_error(
         &mut self,
         request_id: Option<&str>,
@@ -275,10 +300,20 @@ impl Session {
                     code,
                 });
             }
-        } else if let Some(room) = request_id.and_then(|r| r.strip_prefix(JOIN_ID_PREFIX))
-            && matches!(code, ErrorCode::RoomNotFound | ErrorCode::Forbidden)
-        {
-            self.rooms.remove(room);
+        } else if let Some(room) = request_id.and_then(|r| r.strip_prefix(JOIN_ID_PREFIX)) {
+            match code {
+                ErrorCode::RoomNotFound | ErrorCode::Forbidden => {
+                    self.rooms.remove(room);
+                }
+                // The service could not answer: the join goes again.
+                ErrorCode::ServerError | ErrorCode::RateLimitExceeded
+                    if self.rooms.contains_key(room) =>
+                {
+                    let wait = Duration::from_millis(retry_after_ms.unwrap_or(1000));
+                    self.rejoins.insert(room.to_owned(), now + wait);
+                }
+                _ => {}
+            }
         }
     }
 
@@ -463,5 +498,25 @@ mod tests {
         assert_eq!(again.len(), 1, "{again:?}");
         assert_eq!(id(&again[0]), id(&first[0]), "the same clientMessageId");
         assert!(again[0].contains("unknown"));
+
+        // A join the service could not answer is asked again, before sends.
+        s.on_frame(
+            ServerFrame {
+                message: error(ErrorCode::ServerError, Some(500)),
+                request_id: Some(format!("{JOIN_ID_PREFIX}r")),
+            },
+            &mut ev,
+            now,
+        );
+        let due = now + Duration::from_millis(500);
+        assert_eq!(s.next_due(), Some(due));
+        assert_eq!(s.sendable(now), Vec::<String>::new());
+        let rejoin = s.sendable(due);
+        assert_eq!(rejoin.len(), 1, "{rejoin:?}");
+        assert!(
+            rejoin[0].contains("JOIN_ROOM") && rejoin[0].contains("\"roomId\":\"r\""),
+            "{rejoin:?}"
+        );
+        assert_eq!(s.next_due(), None);
     }
 }
