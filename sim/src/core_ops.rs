@@ -327,6 +327,7 @@ pub fn oracle_config(setup: &Setup) -> OracleConfig {
         delivery_slack_ms: 0,
         notice_delay_ms: 0,
         room_idle_ttl_ms: limits.room_idle_ttl_ms,
+        max_content_chars: chat_flow::config::DEFAULT_MAX_CONTENT_LENGTH,
     }
 }
 
@@ -466,6 +467,11 @@ impl Driver {
             }
             Operation::Binary { conn } => {
                 let Some(conn) = self.pick(*conn) else { return };
+                // What the server read of it: a message without a requestId.
+                self.record(Obs::Sent {
+                    conn,
+                    text: Arc::from(r#"{"type":"(binary)"}"#),
+                });
                 self.hub
                     .handle(Timestamp(self.now_ms), ConnId(conn), Inbound::Binary);
                 self.drain();

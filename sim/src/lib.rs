@@ -212,6 +212,7 @@ pub fn oracle_config(scenario: &Scenario) -> OracleConfig {
         delivery_slack_ms: 2 * (k.max_latency_ms + scenario.fault_delay_max_ms) + 100,
         notice_delay_ms: k.presence_delay_ms,
         room_idle_ttl_ms: k.room_idle_ttl_ms,
+        max_content_chars: chat_flow::config::DEFAULT_MAX_CONTENT_LENGTH,
     }
 }
 

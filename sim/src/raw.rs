@@ -198,6 +198,10 @@ pub async fn run(mut ctx: RawCtx) -> turmoil::Result {
                         &format!("s:{id}-{n}"),
                     ));
                 }
+                // What it can see now, and a heartbeat: the rooms it is
+                // in must be listed; PONG answers PING.
+                requests.push(request("LIST_ROOMS", "{}", &format!("list-{n}")));
+                requests.push(request("PING", "{}", &format!("ping-{n}")));
                 let mut out = Vec::new();
                 for text in &requests {
                     out.extend(text_frame(&mut ctx.rng, text));

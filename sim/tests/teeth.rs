@@ -300,4 +300,72 @@ fn oracles_have_teeth() {
         _ => true,
     });
     assert_catches(&a, &r, "liveness", "a client that hears nothing");
+
+    fields_have_teeth(&b);
+}
+
+/// Rewrites every received frame of type `kind` with `edit`.
+fn rewrite_all(run: &Run, kind_of: &str, edit: impl Fn(&mut Value)) -> Vec<Record> {
+    let mut r = run.records.clone();
+    let mut n = 0;
+    for x in r.iter_mut() {
+        if let Some(mut v) = json(x)
+            && kind(&v) == kind_of
+        {
+            let before = v.clone();
+            edit(&mut v);
+            if v != before {
+                n += 1;
+                set_text(x, &v);
+            }
+        }
+    }
+    assert!(n > 0, "nothing to rewrite in {kind_of}");
+    r
+}
+
+/// Fields the oracles used to pass over: each broken alone, everywhere it
+/// occurs in seed 5 (history reads, rate limits, churn).
+fn fields_have_teeth(b: &Run) {
+    // HISTORY says there is nothing older although older messages are
+    // retained.
+    let r = rewrite_all(b, "HISTORY", |v| {
+        v["payload"]["hasMore"] = Value::Bool(false);
+    });
+    assert_catches(b, &r, "history", "hasMore always false");
+
+    // A refusal that says "retry now".
+    let r = rewrite_all(b, "ERROR", |v| {
+        if v["payload"]["code"] == "RATE_LIMIT_EXCEEDED" {
+            v["payload"]["retryAfterMs"] = Value::from(0);
+        }
+    });
+    assert_catches(b, &r, "rate-limit", "retryAfterMs 0");
+    assert_catches(b, &r, "protocol", "retryAfterMs 0 (shape)");
+
+    // A refusal that names a wait longer than one token's refill.
+    let r = rewrite_all(b, "ERROR", |v| {
+        if v["payload"]["code"] == "RATE_LIMIT_EXCEEDED" {
+            v["payload"]["retryAfterMs"] = Value::from(b.scenario.knobs.rate_limit_window_ms + 1);
+        }
+    });
+    assert_catches(b, &r, "rate-limit", "retryAfterMs beyond the window");
+
+    // A field left out: AUTH_SUCCESS without its status.
+    let r = rewrite_all(b, "AUTH_SUCCESS", |v| {
+        v["payload"].as_object_mut().unwrap().remove("status");
+    });
+    assert_catches(b, &r, "protocol", "AUTH_SUCCESS without status");
+
+    // A broadcast that carries a requestId.
+    let r = rewrite_all(b, "USER_JOINED", |v| {
+        v["requestId"] = Value::from("j:someone-else");
+    });
+    assert_catches(b, &r, "request-order", "USER_JOINED with a requestId");
+
+    // A user shown under a name it never authenticated with.
+    let r = rewrite_all(b, "USER_LEFT", |v| {
+        v["payload"]["username"] = Value::from("mallory");
+    });
+    assert_catches(b, &r, "presence", "USER_LEFT under another name");
 }

@@ -27,13 +27,17 @@ fn fmt_ms(ms: u64) -> String {
     format!("{}.{:03}s", ms / 1000, ms % 1000)
 }
 
-/// `AUTH_SUCCESS` answering `req`.
+/// `AUTH_SUCCESS` answering `req`: `userId` is the token's `sub`;
+/// `username` the token's `username` claim, else the payload's, else the
+/// user id — and on a refresh the name the connection already had.
+#[allow(clippy::too_many_arguments)]
 pub fn on_auth_success(
     m: &mut Model,
     out: &mut Out,
     at: u64,
     conn: ConnNo,
     user_id: &str,
+    username: &str,
     req: Option<&Req>,
 ) {
     let place = m.place(conn);
@@ -74,6 +78,28 @@ pub fn on_auth_success(
         );
     }
     let c = m.conns.get_mut(&conn).expect("caller checked");
+    let expected = match &c.username {
+        Some(name) => Some(name.clone()),
+        None => req.and_then(Req::auth_name),
+    };
+    if let Some(want) = expected
+        && want != username
+    {
+        out.fail(
+            "auth",
+            at,
+            place.clone(),
+            format!(
+                "AUTH_SUCCESS names the connection {username:?}, the contract gives {want:?}{}",
+                if c.username.is_some() {
+                    " (a refresh keeps the name)"
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
+    c.username.get_or_insert_with(|| username.to_owned());
     match &c.user {
         None => {
             c.user = Some(user_id.to_owned());

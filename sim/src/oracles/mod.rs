@@ -28,7 +28,9 @@ pub mod model;
 pub mod order;
 pub mod presence;
 pub mod rate;
+pub mod replies;
 pub mod rooms;
+pub mod schema;
 pub mod typing;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -70,6 +72,8 @@ pub struct OracleConfig {
     pub notice_delay_ms: u64,
     /// `ROOM_IDLE_TTL_MS` (`0`: rooms are never deleted).
     pub room_idle_ttl_ms: u64,
+    /// `MAX_CONTENT_LENGTH` (characters).
+    pub max_content_chars: usize,
 }
 
 /// Where a violation happened.
@@ -359,9 +363,33 @@ impl Checker {
     }
 
     fn on_sent(&mut self, at: u64, conn: ConnNo, text: &str) {
-        let Some(req) = Req::parse(at, text, &self.model, conn) else {
+        let req = Req::parse(at, text, &self.model, conn);
+        // A message whose requestId cannot be read is answered without one.
+        let readable = req.as_ref().is_some_and(|r| {
+            r.request_id
+                .as_deref()
+                .is_some_and(chat_flow::protocol::valid_request_id)
+        });
+        if let Some(c) = self.model.conns.get_mut(&conn)
+            && !readable
+        {
+            c.anon_sent += 1;
+            if req.as_ref().is_none_or(|r| r.kind != "TYPING_STATUS") {
+                c.anon_requests += 1;
+            }
+        }
+        let Some(req) = req else {
             return;
         };
+        if req.kind == "AUTHENTICATE"
+            && let (Some((sub, _)), Some(name)) = (&req.token, req.auth_name())
+        {
+            self.model
+                .user_names
+                .entry(sub.clone())
+                .or_default()
+                .insert(name);
+        }
         if req.kind == "TYPING_STATUS"
             && req.is_typing == Some(true)
             && let (Some(user), Some(room)) = (self.model.user_of(conn), req.room.as_deref())
@@ -408,6 +436,17 @@ impl Checker {
             return;
         }
         self.on_activity(at, conn, false);
+        let shape = schema::problems(text, self.model.cfg.max_content_chars);
+        if !shape.is_empty() {
+            let place = self.model.place(conn);
+            let shown: String = text.chars().take(300).collect();
+            self.out.fail(
+                "protocol",
+                at,
+                place,
+                format!("{} in {shown}", shape.join("; ")),
+            );
+        }
         let frame = match ServerFrame::decode(text.as_bytes()) {
             Ok(f) => f,
             Err(e) => {
@@ -425,13 +464,18 @@ impl Checker {
         let req = self.reply_to(at, conn, &frame);
         let m = &mut self.model;
         let out = &mut self.out;
+        replies::on_frame(m, out, at, conn, req.as_ref(), &frame);
+        rooms::on_room_objects(m, out, at, conn, &frame);
+        presence::on_names(m, out, at, conn, &frame);
         if let Some(req) = &req {
             rooms::on_reply(m, out, at, conn, req, &frame);
         }
         match &frame.message {
-            ServerMessage::AuthSuccess { user_id, .. } => {
+            ServerMessage::AuthSuccess {
+                user_id, username, ..
+            } => {
                 let refresh = m.user_of(conn).is_some();
-                auth::on_auth_success(m, out, at, conn, user_id, req.as_ref());
+                auth::on_auth_success(m, out, at, conn, user_id, username, req.as_ref());
                 rooms::on_auth_success(m, conn, req.as_ref(), refresh);
             }
             ServerMessage::RoomJoined {
@@ -580,14 +624,35 @@ impl Checker {
                 }
                 if *code == chat_flow::protocol::ErrorCode::RateLimitExceeded {
                     out.coverage.hit("rate_limited");
-                    if retry_after_ms.is_none() {
-                        let place = m.place(conn);
-                        out.fail(
+                    let place = m.place(conn);
+                    let c = &m.conns[&conn];
+                    let (run, user) = (c.run, c.user.clone());
+                    match (*retry_after_ms, &req, user) {
+                        (None, _, _) => out.fail(
                             "rate-limit",
                             at,
                             place,
                             "RATE_LIMIT_EXCEEDED without retryAfterMs".into(),
-                        );
+                        ),
+                        // An authenticated connection's send: its user's bucket.
+                        (Some(retry), Some(r), Some(user)) if r.kind == "SEND_MESSAGE" => {
+                            self.rate
+                                .on_refused(out, at, place, run, &user, r.at, retry);
+                        }
+                        (Some(retry), Some(r), _) => {
+                            self.requests
+                                .on_refused(out, at, place, run, conn, r.at, retry);
+                        }
+                        (Some(retry), None, _) => self.requests.on_refused_unknown(
+                            out,
+                            at,
+                            place,
+                            retry,
+                            rate::longest_wait(
+                                m.cfg.rate_limit_messages,
+                                m.cfg.rate_limit_window_ms,
+                            ),
+                        ),
                     }
                 }
             }
@@ -634,7 +699,7 @@ impl Checker {
                     m.system_rooms.insert(room.id.clone());
                 }
             }
-            ServerMessage::Pong {} => {}
+            ServerMessage::Pong {} => out.coverage.hit("pong"),
         }
         if let Some(c) = m.conns.get_mut(&conn) {
             c.last_error = match &frame.message {
@@ -724,6 +789,7 @@ impl Checker {
     pub fn finish(mut self, end_ms: u64) -> Out {
         self.typing.finish(&self.model, &mut self.out, end_ms);
         rooms::finish(&self.model, &mut self.out, end_ms);
+        history::finish(&self.model, &mut self.out);
         liveness::check(
             &self.model,
             &self.clients,

@@ -37,6 +37,19 @@ pub struct Req {
     pub token: Option<(String, u64)>,
     /// The token's `rooms` claim (empty when it has none).
     pub claim: BTreeSet<String>,
+    /// The token's `username` claim.
+    pub token_username: Option<String>,
+    /// `username` (of `AUTHENTICATE`).
+    pub username: Option<String>,
+    /// `content`.
+    pub content: Option<String>,
+    /// `type` of the payload (`SEND_MESSAGE`: text or emote; `CREATE_ROOM`:
+    /// public or private).
+    pub payload_type: Option<String>,
+    /// `name` (of `CREATE_ROOM`).
+    pub name: Option<String>,
+    /// `description` (of `CREATE_ROOM`).
+    pub description: Option<String>,
     /// For `JOIN_ROOM` and `GET_HISTORY`: the highest `seq` of each epoch of
     /// the room observed anywhere before the request was written (the
     /// answer cannot be older than that).
@@ -74,6 +87,12 @@ impl Req {
             client_message_id: s("clientMessageId"),
             token: s("token").and_then(|t| token_claims(&t)),
             claim: s("token").map(|t| token_rooms(&t)).unwrap_or_default(),
+            token_username: s("token").and_then(|t| token_username(&t)),
+            username: s("username"),
+            content: s("content"),
+            payload_type: s("type"),
+            name: s("name"),
+            description: s("description"),
             known_max: BTreeMap::new(),
             member_seen: None,
         };
@@ -102,6 +121,26 @@ fn jwt_payload(token: &str) -> Option<Value> {
 fn token_claims(token: &str) -> Option<(String, u64)> {
     let v = jwt_payload(token)?;
     Some((v.get("sub")?.as_str()?.to_owned(), v.get("exp")?.as_u64()?))
+}
+
+/// The `username` claim of a JWT, read without verifying.
+fn token_username(token: &str) -> Option<String> {
+    jwt_payload(token)?
+        .get("username")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+impl Req {
+    /// The name an `AUTHENTICATE` that succeeds gives its connection: the
+    /// token's `username` claim, else the payload's `username`, else the
+    /// user id.
+    pub fn auth_name(&self) -> Option<String> {
+        self.token_username
+            .clone()
+            .or_else(|| self.username.clone())
+            .or_else(|| self.token.as_ref().map(|(sub, _)| sub.clone()))
+    }
 }
 
 /// The `rooms` claim of a JWT (empty when absent or unreadable).
@@ -174,6 +213,13 @@ pub struct Conn {
     /// Rooms a refresh just revoked: the next frames must be their
     /// `ROOM_LEFT`s, in this order.
     pub expect_left: VecDeque<String>,
+    /// The name it goes by (from its first `AUTH_SUCCESS`).
+    pub username: Option<String>,
+    /// Messages it wrote that carry no readable `requestId` (their replies
+    /// and errors carry none either).
+    pub anon_sent: u64,
+    /// Of those, requests other than `TYPING_STATUS` (or unreadable).
+    pub anon_requests: u64,
 }
 
 impl Conn {
@@ -198,6 +244,9 @@ impl Conn {
             last_error: None,
             claim: BTreeSet::new(),
             expect_left: VecDeque::new(),
+            username: None,
+            anon_sent: 0,
+            anon_requests: 0,
         }
     }
 
@@ -261,7 +310,18 @@ pub struct Model {
     pub member_evidence: BTreeMap<(usize, String), u64>,
     /// Rooms seen created by `system` (default rooms: public, never deleted).
     pub system_rooms: BTreeSet<String>,
+    /// User id → every name an `AUTHENTICATE` written for it would give
+    /// (a user goes by one of these wherever it is shown).
+    pub user_names: BTreeMap<String, BTreeSet<String>>,
+    /// `(server run, room id, createdAt)` → `(name, description, type,
+    /// createdBy)`: what one incarnation of a room is, wherever it is shown.
+    pub room_facts: BTreeMap<(usize, String, String), RoomFacts>,
+    /// Every `HISTORY` page, judged at the end (`history::finish`).
+    pub pages: Vec<super::history::Page>,
 }
+
+/// The fields of a room object that never change while the room lives.
+pub type RoomFacts = (String, String, chat_flow::protocol::RoomKind, String);
 
 impl Model {
     /// The epoch `epoch` of `room` exists from now on (announced to `conn`),
@@ -300,6 +360,9 @@ impl Model {
             epochs_seen: 0,
             member_evidence: BTreeMap::new(),
             system_rooms: BTreeSet::new(),
+            user_names: BTreeMap::new(),
+            room_facts: BTreeMap::new(),
+            pages: Vec::new(),
         }
     }
 
@@ -336,6 +399,38 @@ impl Model {
     /// simulated milliseconds.
     pub fn sim_ms(&self, timestamp: &str) -> Option<u64> {
         parse_rfc3339_ms(timestamp).and_then(|unix| unix.checked_sub(self.cfg.epoch_unix_ms))
+    }
+
+    /// `room` as shown to `conn`: the same incarnation of a room (one
+    /// `createdAt` in one server run) always has the same name,
+    /// description, type and creator. Returns what differs.
+    pub fn room_facts(&mut self, conn: ConnNo, room: &RoomInfo) -> Option<String> {
+        let run = self.conns.get(&conn).map_or(0, |c| c.run);
+        let facts: RoomFacts = (
+            room.name.clone(),
+            room.description.clone(),
+            room.kind,
+            room.created_by.clone(),
+        );
+        let key = (run, room.id.clone(), room.created_at.clone());
+        match self.room_facts.get(&key) {
+            Some(known) if *known != facts => Some(format!(
+                "room {} (created at {}) shown as {facts:?}, earlier as {known:?}",
+                room.id, room.created_at
+            )),
+            Some(_) => None,
+            None => {
+                self.room_facts.insert(key, facts);
+                None
+            }
+        }
+    }
+
+    /// Whether `user` may be shown as `name`: a name one of its
+    /// `AUTHENTICATE`s gave (`None` when none of its authentications was
+    /// observed, so nothing is known).
+    pub fn name_ok(&self, user: &str, name: &str) -> Option<bool> {
+        self.user_names.get(user).map(|names| names.contains(name))
     }
 
     /// Where `conn` is.

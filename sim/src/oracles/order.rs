@@ -80,7 +80,31 @@ pub fn register(
         }
         return;
     }
-    // A new accepted message.
+    // A new accepted message: stamped no later than it was seen, and in
+    // `seq` order (the server accepts a room's messages one after another).
+    if ts > at {
+        out.fail(
+            "seq-order",
+            at,
+            place.clone(),
+            format!("timestamp {} is in the future", msg.timestamp),
+        );
+    }
+    let before = log.msgs.range(..msg.seq).next_back();
+    let after = log.msgs.range(msg.seq + 1..).next();
+    for (seq, other) in before.into_iter().chain(after) {
+        if (*seq < msg.seq && other.ts > ts) || (*seq > msg.seq && other.ts < ts) {
+            out.fail(
+                "seq-order",
+                at,
+                place.clone(),
+                format!(
+                    "timestamp {} of seq {} out of order with seq {seq}'s {}",
+                    msg.timestamp, msg.seq, other.message.timestamp
+                ),
+            );
+        }
+    }
     if let Some(cmid) = &msg.client_message_id {
         let seqs = log
             .by_client_id
@@ -188,6 +212,8 @@ pub fn on_new_message(
 ) {
     let place = m.place_room(conn, &msg.room_id, Some(msg.seq));
     let user = m.user_of(conn).map(str::to_owned);
+    let name = m.conns.get(&conn).and_then(|c| c.username.clone());
+    let ts = m.sim_ms(&msg.timestamp);
     let Some(r) = m
         .conns
         .get_mut(&conn)
@@ -215,6 +241,43 @@ pub fn on_new_message(
                     req.room,
                     req.client_message_id
                 ),
+            );
+        }
+    }
+    if let Some(req) = req
+        && msg.seq > r.last
+    {
+        // A new message: it is what the request sent, by the connection's
+        // user under its name, stamped while the request was handled.
+        let kind = serde_json::to_value(msg.kind).unwrap_or_default();
+        let mut wrong = Vec::new();
+        if req.content.as_deref().is_some_and(|c| c != msg.content) {
+            wrong.push(format!(
+                "content {:?} (sent {:?})",
+                msg.content, req.content
+            ));
+        }
+        if kind.as_str() != Some(req.payload_type.as_deref().unwrap_or("text")) {
+            wrong.push(format!("type {kind} (sent {:?})", req.payload_type));
+        }
+        if name.as_deref().is_some_and(|n| n != msg.username) {
+            wrong.push(format!(
+                "username {:?} (the connection's: {name:?})",
+                msg.username
+            ));
+        }
+        if ts.is_some_and(|ts| ts < req.at || ts > at) {
+            wrong.push(format!(
+                "timestamp {} outside the request's {}..={at} ms",
+                msg.timestamp, req.at
+            ));
+        }
+        if !wrong.is_empty() {
+            out.fail(
+                "seq-order",
+                at,
+                place.clone(),
+                format!("acknowledgement of a new message: {}", wrong.join(", ")),
             );
         }
     }

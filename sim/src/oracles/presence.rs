@@ -6,7 +6,7 @@
 //! The liveness phase compares the final lists with the connections that
 //! are really joined.
 
-use chat_flow::protocol::server::{RoomInfo, UserRef};
+use chat_flow::protocol::server::{RoomInfo, ServerFrame, ServerMessage, UserRef};
 
 use super::Out;
 use super::model::Model;
@@ -134,5 +134,59 @@ pub fn on_typing(
             place,
             format!("{user} is typing but not present"),
         );
+    }
+}
+
+/// Every `(userId, username)` a frame shows (messages, users, presence and
+/// typing notices): a user goes by a name one of its `AUTHENTICATE`s gave
+/// (the token's `username` claim, else the payload's, else the user id).
+pub fn on_names(m: &Model, out: &mut Out, at: u64, conn: ConnNo, frame: &ServerFrame) {
+    let mut shown: Vec<(&str, &str, &str)> = Vec::new();
+    match &frame.message {
+        ServerMessage::NewMessage(msg) => shown.push(("NEW_MESSAGE", &msg.user_id, &msg.username)),
+        ServerMessage::RoomJoined {
+            messages, users, ..
+        } => {
+            shown.extend(messages.iter().map(|x| {
+                (
+                    "ROOM_JOINED.messages",
+                    x.user_id.as_str(),
+                    x.username.as_str(),
+                )
+            }));
+            shown.extend(
+                users
+                    .iter()
+                    .map(|u| ("ROOM_JOINED.users", u.user_id.as_str(), u.username.as_str())),
+            );
+        }
+        ServerMessage::History { messages, .. } => shown.extend(
+            messages
+                .iter()
+                .map(|x| ("HISTORY.messages", x.user_id.as_str(), x.username.as_str())),
+        ),
+        ServerMessage::UserJoined { user, .. } => {
+            shown.push(("USER_JOINED", &user.user_id, &user.username));
+        }
+        ServerMessage::UserLeft {
+            user_id, username, ..
+        } => shown.push(("USER_LEFT", user_id, username)),
+        ServerMessage::TypingUpdate {
+            user_id, username, ..
+        } => shown.push(("TYPING_UPDATE", user_id, username)),
+        _ => {}
+    }
+    for (what, user, name) in shown {
+        if m.name_ok(user, name) == Some(false) {
+            out.fail(
+                "presence",
+                at,
+                m.place(conn),
+                format!(
+                    "{what} shows {user} as {name:?}, a name none of its authentications gave (those: {:?})",
+                    m.user_names.get(user)
+                ),
+            );
+        }
     }
 }

@@ -12,8 +12,33 @@ use super::{Out, Place};
 #[derive(Debug, Default)]
 pub struct Rate {
     accepted: BTreeMap<(usize, String), Vec<u64>>,
+    /// `RATE_LIMIT_EXCEEDED` of a user's send: (arrived, written +
+    /// retryAfterMs) per (server run, user).
+    refusals: BTreeMap<(usize, String), Vec<(u64, u64)>>,
     capacity: u64,
     window_ms: u64,
+}
+
+/// The longest wait a bucket of `capacity` refilled over `window_ms` can
+/// name: one token's worth of refill, `ceil(W / C)`.
+pub fn longest_wait(capacity: u64, window_ms: u64) -> u64 {
+    window_ms.div_ceil(capacity.max(1))
+}
+
+/// What a refusal's `retryAfterMs` must be for any bucket: at least 1 (a
+/// refused request found less than one token, which takes time to refill)
+/// and at most one token's refill.
+fn wait_in_range(out: &mut Out, at: u64, place: &Place, retry: u64, most: u64, what: &str) {
+    if retry == 0 || retry > most {
+        out.fail(
+            "rate-limit",
+            at,
+            place.clone(),
+            format!(
+                "RATE_LIMIT_EXCEEDED ({what}) with retryAfterMs {retry}: a refusal waits 1..={most} ms (one token's refill)"
+            ),
+        );
+    }
 }
 
 impl Rate {
@@ -37,6 +62,25 @@ impl Rate {
             return;
         }
         let (c, w) = (self.capacity, self.window_ms);
+        // A refusal said no token was there before `written + retryAfterMs`:
+        // a message accepted after the refusal and before then had none.
+        for &(refused_at, until) in self
+            .refusals
+            .get(&(run, user.to_owned()))
+            .into_iter()
+            .flatten()
+        {
+            if ts > refused_at && ts < until {
+                out.fail(
+                    "rate-limit",
+                    at,
+                    place.clone(),
+                    format!(
+                        "{user}'s message accepted at {ts} ms, after a refusal (arrived at {refused_at} ms) whose retryAfterMs said no token before {until} ms"
+                    ),
+                );
+            }
+        }
         let times = self.accepted.entry((run, user.to_owned())).or_default();
         let i = times.partition_point(|&t| t <= ts);
         times.insert(i, ts);
@@ -67,6 +111,75 @@ impl Rate {
     }
 }
 
+impl Rate {
+    /// A send of `user`, written at `written`, refused with `retry` (its
+    /// `ERROR` arrived at `at`). The bucket's arithmetic: `retry` is what
+    /// one token lacks, `ceil((1 - level) · W / C)`, so it is 1..=`ceil(W /
+    /// C)`; the level when the server refused was at most what the
+    /// messages accepted before `written` leave (other charges only lower
+    /// it), which bounds `retry` from below; and no message of the user is
+    /// accepted between the refusal and `written + retry`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_refused(
+        &mut self,
+        out: &mut Out,
+        at: u64,
+        place: Place,
+        run: usize,
+        user: &str,
+        written: u64,
+        retry: u64,
+    ) {
+        let (c, w) = (self.capacity, self.window_ms);
+        wait_in_range(
+            out,
+            at,
+            &place,
+            retry,
+            longest_wait(c, w),
+            "user's send bucket",
+        );
+        // The bucket as the accepted messages alone leave it, in units of
+        // 1/W token, refilled up to `at`.
+        let full = c * w;
+        let mut level = full;
+        let mut last: Option<u64> = None;
+        for &ts in self
+            .accepted
+            .get(&(run, user.to_owned()))
+            .into_iter()
+            .flatten()
+            .filter(|&&ts| ts < written)
+        {
+            if let Some(prev) = last {
+                level = (level + (ts - prev) * c).min(full);
+            }
+            level = level.saturating_sub(w);
+            last = Some(ts);
+        }
+        if let Some(prev) = last {
+            level = (level + at.saturating_sub(prev) * c).min(full);
+        }
+        if level < w {
+            let least = (w - level).div_ceil(c);
+            if retry < least {
+                out.fail(
+                    "rate-limit",
+                    at,
+                    place,
+                    format!(
+                        "retryAfterMs {retry} for {user}, but its accepted messages leave at most {level}/{w} of a token by {at} ms: a token is at least {least} ms away"
+                    ),
+                );
+            }
+        }
+        self.refusals
+            .entry((run, user.to_owned()))
+            .or_default()
+            .push((at, written + retry));
+    }
+}
+
 /// `request-rate`: no connection gets more requests through its bucket
 /// (`RATE_LIMIT_REQUESTS` per `RATE_LIMIT_WINDOW_MS`) than it allows.
 ///
@@ -80,6 +193,9 @@ impl Rate {
 pub struct RequestRate {
     /// (written, replied) of each request that passed, per (run, connection).
     passed: BTreeMap<(usize, u64), Vec<(u64, u64)>>,
+    /// Refusals by the connection's bucket: (arrived, written +
+    /// retryAfterMs), per (run, connection).
+    refusals: BTreeMap<(usize, u64), Vec<(u64, u64)>>,
     capacity: u64,
     window_ms: u64,
 }
@@ -89,6 +205,7 @@ impl RequestRate {
     pub fn new(capacity: u64, window_ms: u64) -> RequestRate {
         RequestRate {
             passed: BTreeMap::new(),
+            refusals: BTreeMap::new(),
             capacity: capacity.max(1),
             window_ms: window_ms.max(1),
         }
@@ -106,6 +223,18 @@ impl RequestRate {
         written: u64,
     ) {
         let (c, w) = (self.capacity, self.window_ms);
+        for &(refused_at, until) in self.refusals.get(&(run, conn)).into_iter().flatten() {
+            if written > refused_at && at < until {
+                out.fail(
+                    "rate-limit",
+                    at,
+                    place.clone(),
+                    format!(
+                        "a request written at {written} ms passed the connection's bucket by {at} ms, after a refusal (arrived at {refused_at} ms) whose retryAfterMs said no token before {until} ms"
+                    ),
+                );
+            }
+        }
         let list = self.passed.entry((run, conn)).or_default();
         list.push((written, at));
         let n = list.len();
@@ -126,5 +255,38 @@ impl RequestRate {
                 return;
             }
         }
+    }
+}
+
+impl RequestRate {
+    /// A request of `conn`, written at `written`, refused by the
+    /// connection's bucket with `retry` (arrived at `at`): `retry` is
+    /// 1..=`ceil(W / RATE_LIMIT_REQUESTS)`, and no request of the
+    /// connection written after the refusal passes before `written +
+    /// retry`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_refused(
+        &mut self,
+        out: &mut Out,
+        at: u64,
+        place: Place,
+        run: usize,
+        conn: u64,
+        written: u64,
+        retry: u64,
+    ) {
+        let most = longest_wait(self.capacity, self.window_ms);
+        wait_in_range(out, at, &place, retry, most, "connection's request bucket");
+        self.refusals
+            .entry((run, conn))
+            .or_default()
+            .push((at, written + retry));
+    }
+
+    /// A refusal whose bucket is not known (its request carried no
+    /// `requestId`): within the longer of the two buckets' waits.
+    pub fn on_refused_unknown(&self, out: &mut Out, at: u64, place: Place, retry: u64, most: u64) {
+        let most = most.max(longest_wait(self.capacity, self.window_ms));
+        wait_in_range(out, at, &place, retry, most, "either bucket");
     }
 }

@@ -147,6 +147,44 @@ pub fn on_reply(
     };
     match (req.kind.as_str(), &frame.message) {
         ("CREATE_ROOM", ServerMessage::RoomCreated { room, epoch }) => {
+            // The room is what was asked for, with the defaults the
+            // contract gives, made by the connection's user while the
+            // request was handled.
+            let kind = serde_json::to_value(room.kind).unwrap_or_default();
+            let created = m.sim_ms(&room.created_at);
+            let mut wrong = Vec::new();
+            if req.name.as_deref().is_some_and(|n| n != room.name) {
+                wrong.push(format!("name {:?} (asked {:?})", room.name, req.name));
+            }
+            if room.description != req.description.as_deref().unwrap_or("") {
+                wrong.push(format!(
+                    "description {:?} (asked {:?})",
+                    room.description, req.description
+                ));
+            }
+            if kind.as_str() != Some(req.payload_type.as_deref().unwrap_or("public")) {
+                wrong.push(format!("type {kind} (asked {:?})", req.payload_type));
+            }
+            if room.created_by != user {
+                wrong.push(format!(
+                    "createdBy {} (the creator: {user})",
+                    room.created_by
+                ));
+            }
+            if created.is_none_or(|t| t < req.at || t > at) {
+                wrong.push(format!(
+                    "createdAt {} outside the request's {}..={at} ms",
+                    room.created_at, req.at
+                ));
+            }
+            if !wrong.is_empty() {
+                out.fail(
+                    "rooms",
+                    at,
+                    place(&room.id),
+                    format!("ROOM_CREATED: {}", wrong.join(", ")),
+                );
+            }
             match req.room.as_deref() {
                 Some(id) if !c.claim.contains(id) => out.fail(
                     "rooms",
@@ -253,6 +291,91 @@ pub fn on_reply(
         && let Some(seen) = req.member_seen
     {
         room_not_found(m, out, at, conn, id, seen);
+    }
+}
+
+/// Every room object a frame shows (`ROOM_CREATED`, `ROOM_JOINED`,
+/// `ROOM_LIST`): one incarnation of a room keeps its name, description,
+/// type, creator and `createdAt`, which is not in the future; a
+/// `ROOM_JOINED` or `ROOM_CREATED` counts at least the connection's user.
+/// A `ROOM_LIST` shows public rooms and the private rooms the connection may
+/// join: no private room it may not, and every default room and every room
+/// the connection is in (a room with a member is not deleted).
+pub fn on_room_objects(m: &mut Model, out: &mut Out, at: u64, conn: ConnNo, frame: &ServerFrame) {
+    let rooms: Vec<&RoomInfo> = match &frame.message {
+        ServerMessage::RoomCreated { room, .. } | ServerMessage::RoomJoined { room, .. } => {
+            vec![room]
+        }
+        ServerMessage::RoomList { rooms } => rooms.iter().collect(),
+        _ => return,
+    };
+    for room in &rooms {
+        let place = Place {
+            room: Some(room.id.clone()),
+            ..m.place(conn)
+        };
+        if let Some(detail) = m.room_facts(conn, room) {
+            out.fail("rooms", at, place.clone(), detail);
+        }
+        if m.sim_ms(&room.created_at).is_some_and(|t| t > at) {
+            out.fail(
+                "rooms",
+                at,
+                place.clone(),
+                format!("createdAt {} is in the future", room.created_at),
+            );
+        }
+        if room.member_count == 0 && !matches!(frame.message, ServerMessage::RoomList { .. }) {
+            out.fail(
+                "presence",
+                at,
+                place,
+                "memberCount 0 for a room the connection is in".into(),
+            );
+        }
+    }
+    let ServerMessage::RoomList { .. } = &frame.message else {
+        return;
+    };
+    out.coverage.hit("room_list");
+    let Some(c) = m.conns.get(&conn) else {
+        return;
+    };
+    let user = c.user.clone().unwrap_or_default();
+    let listed: std::collections::BTreeSet<&str> = rooms.iter().map(|r| r.id.as_str()).collect();
+    for room in &rooms {
+        if !grants(&c.claim, &user, room) {
+            out.fail(
+                "rooms",
+                at,
+                Place {
+                    room: Some(room.id.clone()),
+                    ..m.place(conn)
+                },
+                format!(
+                    "ROOM_LIST shows private room {} (created by {}) that the claim {:?} does not grant",
+                    room.id, room.created_by, c.claim
+                ),
+            );
+        }
+        if c.rooms.contains_key(&room.id) && room.member_count == 0 {
+            out.fail(
+                "presence",
+                at,
+                m.place_room(conn, &room.id, None),
+                "ROOM_LIST counts no member in a room the connection is in".into(),
+            );
+        }
+    }
+    for id in m.system_rooms.iter().chain(c.rooms.keys()) {
+        if !listed.contains(id.as_str()) {
+            out.fail(
+                "rooms",
+                at,
+                m.place_room(conn, id, None),
+                format!("ROOM_LIST leaves out {id}, a default room or one the connection is in"),
+            );
+        }
     }
 }
 

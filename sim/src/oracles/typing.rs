@@ -57,6 +57,20 @@ impl Typing {
         is_typing: bool,
     ) {
         let key = (conn, room.to_owned(), user.to_owned());
+        if is_typing
+            && !self
+                .last_true_sent
+                .contains_key(&(user.to_owned(), room.to_owned()))
+        {
+            out.fail(
+                "typing",
+                at,
+                m.place_room(conn, room, None),
+                format!(
+                    "TYPING_UPDATE {user} isTyping true, but {user} never sent isTyping true there"
+                ),
+            );
+        }
         if is_typing {
             if self.open.contains_key(&key) {
                 out.fail(
