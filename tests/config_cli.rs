@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use chat_flow::config::{Config, ConfigSource, DotEnv, JwtKeySource, ServeArgs};
 use chat_flow::server::RunningServer;
 use common::process::{TempDir, chat_flow, wait_output};
-use redis_server::RedisServer;
 use common::*;
+use redis_server::RedisServer;
 use serde_json::json;
 
 /// Runs the binary to completion (killing it and failing after 10 s, in
