@@ -7,6 +7,12 @@
 //!   target rate of deliveries per second (`--rate`), or closed loop
 //!   (`--closed`, each sender waits for its own message to come back, with
 //!   `--window` in flight). Measured over `--duration` after `--warmup`.
+//!   `--cluster`: the same against a cluster the load generator starts, a
+//!   `redis-server` of its own on a free port and two chat-flow nodes with
+//!   `REDIS_URL` on it; the senders connect to node 1, the other members of
+//!   each room alternate between node 1 and node 2. It reports latency,
+//!   losses, gaps and duplicates per node, and the CPU per delivery of node 1,
+//!   node 2 and redis-server.
 //! * `idle`: C authenticated, joined connections opened at `--connect-rate`
 //!   and held; connect + upgrade + authenticate + join latency, and the
 //!   server's RSS per connection.
@@ -142,6 +148,15 @@ struct FanoutArgs {
     /// Connections set up concurrently.
     #[arg(long, default_value_t = 200)]
     setup_concurrency: usize,
+    /// Cluster mode: start a redis-server and two chat-flow nodes on it; the
+    /// senders connect to node 1, the other members alternate between node 1
+    /// and node 2 within each room.
+    #[arg(long)]
+    cluster: bool,
+    /// Cluster mode: the redis-server binary (when it is the default and not
+    /// on PATH, `scripts/ensure-redis.sh` installs Debian's package first).
+    #[arg(long, default_value = "redis-server")]
+    redis_bin: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -223,6 +238,17 @@ struct Figures {
 
 async fn run(cli: &Cli) -> bool {
     let t = &cli.target;
+    if let Scenario::Fanout(a) = &cli.scenario
+        && a.cluster
+    {
+        return match run_cluster(t, &cli.scenario, a).await {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("loadgen: {e}");
+                false
+            }
+        };
+    }
     let kinds: Vec<Kind> = if t.compare {
         vec![Kind::Floor, Kind::ChatFlow]
     } else if t.floor {
@@ -234,7 +260,7 @@ async fn run(cli: &Cli) -> bool {
     };
     let mut figures = Vec::new();
     for kind in kinds {
-        let target = match Target::start(kind, t, &cli.scenario).await {
+        let target = match Target::start(kind, t, &cli.scenario, &[]).await {
             Ok(target) => target,
             Err(e) => {
                 eprintln!("loadgen: {e}");
@@ -256,7 +282,7 @@ async fn run(cli: &Cli) -> bool {
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
         let result = match &cli.scenario {
-            Scenario::Fanout(a) => fanout(&target, t, a).await,
+            Scenario::Fanout(a) => fanout(&[&target], None, t, a).await,
             Scenario::Idle(a) => idle(&target, t, a).await,
             Scenario::Burst(a) => burst(&target, t, a).await,
         };
@@ -345,7 +371,12 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 impl Target {
-    async fn start(kind: Kind, t: &TargetArgs, scenario: &Scenario) -> Result<Target, String> {
+    async fn start(
+        kind: Kind,
+        t: &TargetArgs,
+        scenario: &Scenario,
+        extra_env: &[(&str, String)],
+    ) -> Result<Target, String> {
         if kind == Kind::External {
             let addr = t.addr.expect("external needs --addr");
             if t.pid.is_none() {
@@ -412,6 +443,9 @@ impl Target {
                 .env("IDLE_TIMEOUT_MS", "600000")
                 .env("SHUTDOWN_GRACE_MS", "2000")
                 .env("DEFAULT_ROOMS", "general:General");
+            for (k, v) in extra_env {
+                cmd.env(k, v);
+            }
             for kv in &t.server_env {
                 let Some((k, v)) = kv.split_once('=') else {
                     return Err(format!("--server-env {kv}: expected NAME=VALUE"));
@@ -462,6 +496,34 @@ impl Target {
         self.pid.and_then(|p| procstat::sample(p).ok())
     }
 
+    /// Waits (up to 20 s) for `GET /readyz` to answer 200: a cluster node
+    /// answers 503 until Redis first answered.
+    async fn wait_ready(&self) -> Result<(), String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let ask = || async {
+            let mut s = tokio::net::TcpStream::connect(self.addr).await?;
+            s.write_all(b"GET /readyz HTTP/1.1\r\nHost: loadgen\r\nConnection: close\r\n\r\n")
+                .await?;
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head).await?;
+            Ok::<bool, std::io::Error>(head.starts_with(b"HTTP/1.1 200"))
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Ok(true)) = tokio::time::timeout(Duration::from_secs(1), ask()).await {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} did not answer /readyz 200 within 20 s; log: {}",
+                    self.name,
+                    self.log_tail()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     fn log_tail(&self) -> String {
         self.log
             .as_ref()
@@ -508,6 +570,219 @@ impl Target {
             .collect();
         (!errors.is_empty()).then(|| format!("server log errors:\n{}", errors.join("\n")))
     }
+}
+
+// ----- cluster mode: two nodes on one redis-server -------------------------
+
+/// `fanout --cluster`: a redis-server of its own, two chat-flow nodes on it,
+/// the scenario, then the nodes stopped (they leave their rooms in Redis)
+/// before Redis.
+async fn run_cluster(t: &TargetArgs, scenario: &Scenario, a: &FanoutArgs) -> Result<(), String> {
+    if t.addr.is_some() || t.floor || t.compare {
+        return Err(
+            "--cluster starts its own redis-server and nodes: drop --addr, --floor and --compare"
+                .into(),
+        );
+    }
+    let redis = RedisProc::start(&a.redis_bin).await?;
+    let env = [
+        ("REDIS_URL", format!("redis://127.0.0.1:{}", redis.port)),
+        ("REDIS_KEY_PREFIX", "lg".to_owned()),
+    ];
+    let mut nodes: Vec<Target> = Vec::with_capacity(2);
+    for n in 1..=2 {
+        let started = match Target::start(Kind::ChatFlow, t, scenario, &env).await {
+            Ok(mut target) => {
+                target.name = format!("node {n}: {}", target.name);
+                let ready = target.wait_ready().await;
+                nodes.push(target);
+                ready
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = started {
+            for node in nodes {
+                node.stop().await;
+            }
+            redis.stop().await;
+            return Err(e);
+        }
+    }
+    println!();
+    println!("== fanout --cluster: two chat-flow nodes on one redis-server ==");
+    for node in &nodes {
+        println!(
+            "{} at {}, pid {}",
+            node.name,
+            node.addr,
+            node.pid.map_or("?".to_owned(), |p| p.to_string())
+        );
+    }
+    println!(
+        "redis-server ({}) at 127.0.0.1:{}, pid {}, {}",
+        a.redis_bin.display(),
+        redis.port,
+        redis.pid(),
+        redis.version
+    );
+    println!(
+        "date {} | load average {} | cores {}",
+        date(),
+        procstat::loadavg(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let refs: Vec<&Target> = nodes.iter().collect();
+    let result = fanout(&refs, Some(&redis), t, a).await;
+    let load_end = procstat::loadavg();
+    for node in nodes {
+        let name = node.name.clone();
+        if let Some(line) = node.stop().await {
+            println!("{name}: {line}");
+        }
+    }
+    redis.stop().await;
+    println!("load average at end {load_end}");
+    result.map(drop)
+}
+
+/// A redis-server of the load generator's own: on a free port of 127.0.0.1,
+/// saving nothing, in a temporary directory (removed when it stops). Killed
+/// on drop if not stopped.
+struct RedisProc {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    version: String,
+}
+
+impl RedisProc {
+    async fn start(bin: &std::path::Path) -> Result<RedisProc, String> {
+        let version = |bin: &std::path::Path| {
+            Command::new(bin)
+                .arg("--version")
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+        };
+        let out = match version(bin) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && bin == "redis-server" => {
+                let script =
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/ensure-redis.sh");
+                eprintln!(
+                    "loadgen: redis-server is missing: running {}",
+                    script.display()
+                );
+                let status = Command::new("bash")
+                    .arg(&script)
+                    .status()
+                    .map_err(|e| format!("bash {}: {e}", script.display()))?;
+                if !status.success() {
+                    return Err(format!("{} failed: {status}", script.display()));
+                }
+                version(bin)
+            }
+            other => other,
+        }
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+        let version = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("v="))
+            .map_or_else(|| "version ?".to_owned(), |v| format!("v{v}"));
+        let mut last_err = String::new();
+        for _ in 0..5 {
+            let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+            let dir = std::env::temp_dir().join(format!(
+                "chat-flow-loadgen-redis-{}-{port}",
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let child = Command::new(bin)
+                .args(["--port", &port.to_string()])
+                .args(["--bind", "127.0.0.1"])
+                .args(["--save", ""])
+                .args(["--appendonly", "no"])
+                .args(["--maxmemory-policy", "noeviction"])
+                .arg("--dir")
+                .arg(&dir)
+                .current_dir(&dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+            let mut redis = RedisProc {
+                child: Some(child),
+                port,
+                dir,
+                version: version.clone(),
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Some(Ok(Some(status))) = redis.child.as_mut().map(|c| c.try_wait()) {
+                    last_err = format!("redis-server exited at start-up ({status})");
+                    break;
+                }
+                if redis_ping(port).await {
+                    return Ok(redis);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if last_err.is_empty() {
+                last_err = "redis-server did not answer PING within 10 s".into();
+            }
+            redis.stop().await;
+        }
+        Err(last_err)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    fn sample(&self) -> Option<ProcSample> {
+        procstat::sample(self.pid()).ok()
+    }
+
+    /// SIGTERM (SIGKILL after 5 s), then removes its directory.
+    async fn stop(mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for RedisProc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether a redis-server on 127.0.0.1:`port` answers `PING` within 1 s.
+async fn redis_ping(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ask = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        s.write_all(b"*1\r\n$4\r\nPING\r\n").await?;
+        let mut buf = [0u8; 7];
+        s.read_exact(&mut buf).await?;
+        Ok::<bool, std::io::Error>(&buf == b"+PONG\r\n")
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), ask).await,
+        Ok(Ok(true))
+    )
 }
 
 // ----- shared measurement state ---------------------------------------------
@@ -571,6 +846,11 @@ struct Recv {
     completed: Option<Instant>,
     /// Set when the server closed (or the socket failed) before the end.
     closed: Option<String>,
+    /// Fanout: the connection's room index and node index, and how many
+    /// deliveries of the measurement window it should have had.
+    room: usize,
+    node: usize,
+    expected: u64,
 }
 
 impl Recv {
@@ -666,19 +946,45 @@ struct Merged {
     dups: u64,
     other_frames: u64,
     latencies: Vec<u64>,
+    /// Deliveries of the measurement window received (`latencies.len()`
+    /// before a [`Summary`] sorts them).
+    latencies_seen: u64,
     closes: BTreeMap<String, u64>,
+    /// Fanout: window deliveries expected, and those missing, over how many
+    /// connections.
+    expected: u64,
+    lost: u64,
+    lossy_conns: u64,
 }
 
 impl Merged {
     fn add(&mut self, r: Recv) {
-        self.deliveries += r.deliveries;
-        self.gaps += r.gaps;
-        self.dups += r.dups;
-        self.other_frames += r.other_frames;
+        self.add_counts(&r);
         self.latencies.extend_from_slice(&r.latencies);
         if let Some(c) = r.closed {
             *self.closes.entry(c).or_insert(0) += 1;
         }
+    }
+
+    /// Like [`Merged::add`], keeping `r`.
+    fn add_ref(&mut self, r: &Recv) {
+        self.add_counts(r);
+        self.latencies.extend_from_slice(&r.latencies);
+        if let Some(c) = &r.closed {
+            *self.closes.entry(c.clone()).or_insert(0) += 1;
+        }
+    }
+
+    fn add_counts(&mut self, r: &Recv) {
+        self.deliveries += r.deliveries;
+        self.gaps += r.gaps;
+        self.dups += r.dups;
+        self.other_frames += r.other_frames;
+        self.latencies_seen += r.latencies.len() as u64;
+        self.expected += r.expected;
+        let lost = r.expected.saturating_sub(r.latencies.len() as u64);
+        self.lost += lost;
+        self.lossy_conns += u64::from(lost > 0);
     }
 
     fn unexpected_closes(&self) -> u64 {
@@ -779,6 +1085,9 @@ fn report_latency(m: &mut Merged) {
 
 struct SenderStats {
     sent: u64,
+    /// Of them, sent within the measurement window.
+    window_sent: u64,
+    room: usize,
     lag: Vec<u64>,
     error: Option<String>,
     /// Kept open until the end: dropping a write half shuts the socket's
@@ -786,19 +1095,35 @@ struct SenderStats {
     tx: WebSocketWrite<OwnedWriteHalf>,
 }
 
-async fn fanout(target: &Target, t: &TargetArgs, a: &FanoutArgs) -> Result<Figures, String> {
+/// Fanout against one server, or (`--cluster`) against the nodes of a
+/// cluster with its redis-server: the senders connect to the first node,
+/// the other members of each room alternate over the nodes.
+async fn fanout(
+    nodes: &[&Target],
+    redis: Option<&RedisProc>,
+    t: &TargetArgs,
+    a: &FanoutArgs,
+) -> Result<Figures, String> {
     if a.rooms == 0 || a.connections < a.rooms * a.senders.max(1) {
         return Err("need at least --senders connections per room".into());
     }
     let sh = Shared::new();
     let secret = secret(t);
     let rooms: Vec<String> = (0..a.rooms).map(room_name).collect();
-    create_rooms(target.addr, &secret, &rooms)
+    create_rooms(nodes[0].addr, &secret, &rooms)
         .await
         .map_err(|e| format!("creating rooms: {e}"))?;
     let room_size = |r: usize| (a.connections - r).div_ceil(a.rooms);
     // Connection i is in room i % R; the first S connections of each room send.
     let is_sender = |i: usize| i < a.rooms * a.senders;
+    // The k-th member of a room (k = i / R) is on node k mod N, senders on the first.
+    let node_of = |i: usize| {
+        if is_sender(i) {
+            0
+        } else {
+            (i / a.rooms) % nodes.len()
+        }
+    };
 
     let setup_started = Instant::now();
     let tokens: Vec<String> = (0..a.connections)
@@ -809,7 +1134,7 @@ async fn fanout(target: &Target, t: &TargetArgs, a: &FanoutArgs) -> Result<Figur
     for (i, tok) in tokens.into_iter().enumerate() {
         let limit = limit.clone();
         let room = rooms[i % a.rooms].clone();
-        let addr = target.addr;
+        let addr = nodes[node_of(i)].addr;
         handles.push(tokio::spawn(async move {
             let _permit = limit.acquire_owned().await;
             setup(addr, tok, room).await
@@ -829,6 +1154,11 @@ async fn fanout(target: &Target, t: &TargetArgs, a: &FanoutArgs) -> Result<Figur
     let setup_time = setup_started.elapsed();
     if !failures.is_empty() {
         return Err(format!("connection setup failed: {failures:?}"));
+    }
+    if nodes.len() > 1 {
+        // A member's USER_JOINED reaches the other node through Redis:
+        // let it arrive before anything is measured.
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
     let total_senders = a.rooms * a.senders;
@@ -851,6 +1181,8 @@ async fn fanout(target: &Target, t: &TargetArgs, a: &FanoutArgs) -> Result<Figur
         let room = i % a.rooms;
         let mut st = Recv {
             last_seq,
+            room,
+            node: node_of(i),
             ..Recv::default()
         };
         if is_sender(i) {
@@ -862,7 +1194,8 @@ async fn fanout(target: &Target, t: &TargetArgs, a: &FanoutArgs) -> Result<Figur
             readers.push(tokio::spawn(read_half(rx, st, sh.clone(), stop_rx.clone())));
             let plan = SendPlan {
                 id: i as u64,
-                room: rooms[room].clone(),
+                room,
+                room_id: rooms[room].clone(),
                 members: room_size(room) as u64,
                 first: start + interval.mul_f64(i as f64 / total_senders as f64),
                 interval,
@@ -882,16 +1215,20 @@ async fn fanout(target: &Target, t: &TargetArgs, a: &FanoutArgs) -> Result<Figur
     }
 
     tokio::time::sleep_until(window_start.into()).await;
-    let cpu0 = target.sample();
+    let sample_nodes = || nodes.iter().map(|n| n.sample()).collect::<Vec<_>>();
+    let cpu0 = sample_nodes();
+    let redis0 = redis.and_then(RedisProc::sample);
     let self0 = procstat::self_cpu();
     let t0 = Instant::now();
     let mut sent = 0;
+    let mut room_sent = vec![0u64; a.rooms];
     let mut lag = Vec::new();
     let mut send_errors = BTreeMap::new();
     let mut write_halves = Vec::new();
     for s in senders {
         let s = s.await.expect("sender task");
         sent += s.sent;
+        room_sent[s.room] += s.window_sent;
         lag.extend_from_slice(&s.lag);
         if let Some(e) = s.error {
             *send_errors.entry(e).or_insert(0u64) += 1;
@@ -905,16 +1242,25 @@ async fn fanout(target: &Target, t: &TargetArgs, a: &FanoutArgs) -> Result<Figur
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let wall = t0.elapsed();
-    let cpu1 = target.sample();
+    let cpu1 = sample_nodes();
+    let redis1 = redis.and_then(RedisProc::sample);
     let self_cpu = procstat::self_cpu().saturating_sub(self0);
     let _ = stop_tx.send(true);
     let mut m = Merged::default();
+    let mut per_node: Vec<Merged> = nodes.iter().map(|_| Merged::default()).collect();
     for r in readers {
-        m.add(r.await.expect("reader task"));
+        let mut r = r.await.expect("reader task");
+        // What this connection should have had from the window, and did not.
+        r.expected = room_sent[r.room];
+        if nodes.len() > 1 {
+            per_node[r.node].add_ref(&r);
+        }
+        m.add(r);
     }
     drop(write_halves);
     let delivered = sh.window_delivered.load(Ordering::Relaxed);
     let window_secs = a.duration;
+    let window_msgs: u64 = room_sent.iter().sum();
 
     println!(
         "connections {} over {} rooms ({} per room), {} sender(s) per room; set up in {}",
@@ -924,6 +1270,17 @@ async fn fanout(target: &Target, t: &TargetArgs, a: &FanoutArgs) -> Result<Figur
         a.senders,
         fmt_dur(setup_time)
     );
+    if nodes.len() > 1 {
+        let on = |n: usize| (0..a.connections).filter(|&i| node_of(i) == n).count();
+        println!(
+            "cluster: the {} senders on node 1; connections per node: {}",
+            total_senders,
+            (0..nodes.len())
+                .map(|n| format!("node {} {}", n + 1, on(n)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     if a.closed {
         println!(
             "closed loop, window {} per sender, {}-byte SEND_MESSAGE",
@@ -937,29 +1294,40 @@ async fn fanout(target: &Target, t: &TargetArgs, a: &FanoutArgs) -> Result<Figur
     }
     println!(
         "window {window_secs:.1} s (after {:.1} s warm-up): {sent} messages sent in all, \
-         {expected} deliveries expected, {delivered} delivered (ratio {:.6}); \
-         {:.0} deliveries/s",
+         {window_msgs} in the window ({:.0}/s), {expected} deliveries expected, {delivered} delivered \
+         (ratio {:.6}); {:.0} deliveries/s",
         a.warmup,
+        window_msgs as f64 / window_secs,
         delivered as f64 / expected.max(1) as f64,
         delivered as f64 / window_secs
     );
     report_latency(&mut m);
+    println!(
+        "lost (sent in the window, not received by the end of the drain): {} deliveries, \
+         on {} of {} connections",
+        m.lost, m.lossy_conns, a.connections
+    );
     if !send_errors.is_empty() {
         println!("send errors: {send_errors:?}");
     }
     let mut figures = Figures::default();
-    if let (Some(c0), Some(c1)) = (cpu0, cpu1) {
-        println!("{}", cpu_line("server", &c0, &c1, wall));
-        let per =
-            c1.cpu_fine().saturating_sub(c0.cpu_fine()).as_nanos() as f64 / delivered.max(1) as f64;
-        figures.cpu_per_delivery_ns = Some(per);
-        println!(
-            "server CPU per delivery: {} | server RSS {} (peak {}), threads {}",
-            fmt_ns(per as u64),
-            mib(c1.rss_kib),
-            mib(c1.hwm_kib),
-            c1.threads
-        );
+    if nodes.len() == 1 {
+        if let (Some(c0), Some(c1)) = (cpu0[0], cpu1[0]) {
+            println!("{}", cpu_line("server", &c0, &c1, wall));
+            let per = c1.cpu_fine().saturating_sub(c0.cpu_fine()).as_nanos() as f64
+                / delivered.max(1) as f64;
+            figures.cpu_per_delivery_ns = Some(per);
+            println!(
+                "server CPU per delivery: {} | server RSS {} (peak {}), threads {}",
+                fmt_ns(per as u64),
+                mib(c1.rss_kib),
+                mib(c1.hwm_kib),
+                c1.threads
+            );
+        }
+    } else {
+        figures.cpu_per_delivery_ns =
+            report_cluster(&mut per_node, &cpu0, &cpu1, redis0, redis1, wall, delivered);
     }
     let l = Summary::of(&mut lag);
     let lag_text = if a.closed {
@@ -979,9 +1347,93 @@ async fn fanout(target: &Target, t: &TargetArgs, a: &FanoutArgs) -> Result<Figur
     Ok(figures)
 }
 
+/// The cluster's figures per node and for Redis; returns the whole
+/// service's CPU (nodes and Redis) per delivery, ns.
+fn report_cluster(
+    per_node: &mut [Merged],
+    cpu0: &[Option<ProcSample>],
+    cpu1: &[Option<ProcSample>],
+    redis0: Option<ProcSample>,
+    redis1: Option<ProcSample>,
+    wall: Duration,
+    delivered: u64,
+) -> Option<f64> {
+    let used = |a: &ProcSample, b: &ProcSample| b.cpu_fine().saturating_sub(a.cpu_fine());
+    let used_ticks = |a: &ProcSample, b: &ProcSample| b.cpu().saturating_sub(a.cpu());
+    let per = |d: Duration, n: u64| fmt_ns((d.as_nanos() / u128::from(n.max(1))) as u64);
+    for (n, m) in per_node.iter_mut().enumerate() {
+        let own = m.latencies.len() as u64;
+        let s = Summary::of(&mut m.latencies);
+        println!(
+            "node {}: {own} deliveries to its members of {} expected (ratio {:.6}); \
+             latency p50 {} | p99 {} | p99.9 {} | max {}; lost {} | gaps {} | duplicates {} | \
+             unexpected closes {}",
+            n + 1,
+            m.expected,
+            own as f64 / m.expected.max(1) as f64,
+            fmt_ns(s.p50),
+            fmt_ns(s.p99),
+            fmt_ns(s.p999),
+            fmt_ns(s.max),
+            m.lost,
+            m.gaps,
+            m.dups,
+            m.unexpected_closes()
+        );
+    }
+    let mut total = Duration::ZERO;
+    let mut complete = true;
+    for (n, (c0, c1)) in cpu0.iter().zip(cpu1).enumerate() {
+        let (Some(c0), Some(c1)) = (c0, c1) else {
+            println!("node {}: CPU unreadable", n + 1);
+            complete = false;
+            continue;
+        };
+        let label = format!("node {}", n + 1);
+        println!("{}", cpu_line(&label, c0, c1, wall));
+        let own = per_node.get(n).map_or(0, |m| m.latencies_seen);
+        total += used(c0, c1);
+        println!(
+            "{label} CPU per delivery: {} of all {delivered} ({} from stat ticks); {} per delivery \
+             to its own {own} members | RSS {} (peak {}), threads {}",
+            per(used(c0, c1), delivered),
+            per(used_ticks(c0, c1), delivered),
+            per(used(c0, c1), own),
+            mib(c1.rss_kib),
+            mib(c1.hwm_kib),
+            c1.threads
+        );
+    }
+    if let (Some(r0), Some(r1)) = (redis0, redis1) {
+        println!("{}", cpu_line("redis-server", &r0, &r1, wall));
+        total += used(&r0, &r1);
+        println!(
+            "redis-server CPU per delivery: {} ({} from stat ticks) | RSS {} (peak {})",
+            per(used(&r0, &r1), delivered),
+            per(used_ticks(&r0, &r1), delivered),
+            mib(r1.rss_kib),
+            mib(r1.hwm_kib)
+        );
+    } else {
+        println!("redis-server: CPU unreadable");
+        complete = false;
+    }
+    let all = total.as_nanos() as f64 / delivered.max(1) as f64;
+    println!(
+        "cluster CPU (both nodes + redis-server): {} in {} wall ({:.1}% of one core), {} per delivery",
+        fmt_dur(total),
+        fmt_dur(wall),
+        100.0 * total.as_secs_f64() / wall.as_secs_f64().max(1e-9),
+        fmt_ns(all as u64)
+    );
+    complete.then_some(all)
+}
+
 struct SendPlan {
     id: u64,
-    room: String,
+    /// The room's index, and its id.
+    room: usize,
+    room_id: String,
     members: u64,
     first: Instant,
     interval: Duration,
@@ -996,6 +1448,7 @@ async fn send_loop(
     sh: Arc<Shared>,
 ) -> SenderStats {
     let mut sent = 0;
+    let mut window_sent = 0;
     let mut lag = Vec::new();
     let mut error = None;
     let mut buf = Vec::with_capacity(p.msg_bytes + 64);
@@ -1014,8 +1467,10 @@ async fn send_loop(
                 }
             }
             None => {
+                // Never past the end: a slow sender would otherwise stretch
+                // the measured wall (and CPU) by up to one interval.
                 if next > Instant::now() {
-                    tokio::time::sleep_until(next.into()).await;
+                    tokio::time::sleep_until(next.min(p.end).into()).await;
                 }
             }
         }
@@ -1028,9 +1483,10 @@ async fn send_loop(
             next += p.interval;
         }
         let sent_ns = sh.ns(now);
-        wire::send_message(&mut buf, &p.room, sent_ns, p.id, sent, p.msg_bytes);
+        wire::send_message(&mut buf, &p.room_id, sent_ns, p.id, sent, p.msg_bytes);
         if sh.in_window(sent_ns) {
             sh.window_expected.fetch_add(p.members, Ordering::Relaxed);
+            window_sent += 1;
         }
         if let Err(e) = tx
             .write_frame(Frame::text(Payload::BorrowedMut(&mut buf)))
@@ -1043,6 +1499,8 @@ async fn send_loop(
     }
     SenderStats {
         sent,
+        window_sent,
+        room: p.room,
         lag,
         error,
         tx,
