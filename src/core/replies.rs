@@ -22,9 +22,28 @@ impl Hub {
         let Some(p) = self.pending.remove(&id) else {
             return;
         };
-        let blocked = p.blocks.then_some(p.conn).flatten();
+        let blocked = self.unblock(&p);
         self.finish(p, reply);
-        if let Some(conn) = blocked {
+        self.resume_unless_busy(blocked);
+    }
+
+    /// The connection `p` blocked, free again until what finishes `p` asks
+    /// the store for more on its behalf.
+    fn unblock(&mut self, p: &Pending) -> Option<ConnId> {
+        let conn = p.blocks.then_some(p.conn).flatten()?;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.busy = false;
+        }
+        Some(conn)
+    }
+
+    /// Goes on with the connection's waiting messages, unless finishing
+    /// its request asked the store for more (a created room's creator
+    /// joining it): they wait for that too.
+    fn resume_unless_busy(&mut self, conn: Option<ConnId>) {
+        if let Some(conn) = conn
+            && self.conns.get(&conn).is_some_and(|c| !c.busy)
+        {
             self.resume(conn);
         }
     }
@@ -228,7 +247,7 @@ impl Hub {
         let Some(p) = self.pending.remove(&id) else {
             return;
         };
-        let blocked = p.blocks.then_some(p.conn).flatten();
+        let blocked = self.unblock(&p);
         let rid = p.rid.as_deref();
         let live = p.conn.filter(|c| self.conns.contains_key(c));
         let answer = match p.wait {
@@ -274,9 +293,7 @@ impl Hub {
                 rid,
             );
         }
-        if let Some(conn) = blocked {
-            self.resume(conn);
-        }
+        self.resume_unless_busy(blocked);
     }
 
     /// The events of `room` (of every room this node holds, with `None`)

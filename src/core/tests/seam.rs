@@ -545,3 +545,23 @@ fn after_a_resubscription_what_was_published_meanwhile_is_read_back() {
     assert_eq!(c.take(0, alice), Vec::<Value>::new());
     assert_eq!(c.closes.get(&(0, alice)), None);
 }
+
+#[test]
+fn a_request_waiting_behind_a_room_creation_waits_for_the_creators_join_too() {
+    let mut c = Cluster::new();
+    let alice = c.user(0, 1, "alice");
+    c.handle(
+        0,
+        alice,
+        json!({"type": "CREATE_ROOM", "payload": {"name": "Ours"}, "requestId": "c"}),
+    );
+    c.handle(0, alice, json!({"type": "PING", "requestId": "p"}));
+    // The room is created; its creator's join goes to the store, and the
+    // ping still waits (it was sent after the creation).
+    c.execute(0, None, false);
+    assert_eq!(c.ops[0].len(), 1, "{:?}", c.ops[0]);
+    assert!(matches!(c.ops[0][0].1, Op::Join { .. }), "{:?}", c.ops[0]);
+    assert_eq!(c.types(0, alice), Vec::<String>::new());
+    c.settle();
+    assert_eq!(c.types(0, alice), ["ROOM_CREATED", "PONG"]);
+}
