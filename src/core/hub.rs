@@ -74,6 +74,12 @@ pub struct Hub {
     pub(super) authenticated: u64,
     pub(super) memberships: u64,
     pub(super) stats: Stats,
+    /// Connections whose last `SEND_MESSAGE` is stored but whose
+    /// acknowledgement waits for its turn in the room: their next messages
+    /// wait for it, so that replies keep the order of requests.
+    pub(super) awaiting_ack: BTreeSet<ConnId>,
+    /// Of those, the ones whose acknowledgement went out: to go on with.
+    pub(super) acked: Vec<ConnId>,
 }
 
 impl Hub {
@@ -104,6 +110,8 @@ impl Hub {
             authenticated: 0,
             memberships: 0,
             stats: Stats::default(),
+            awaiting_ack: BTreeSet::new(),
+            acked: Vec::new(),
         };
         let mut seen = BTreeSet::new();
         for room in default_rooms {
@@ -354,6 +362,7 @@ impl Hub {
     /// every room it had joined.
     pub fn disconnect(&mut self, now: Timestamp, conn: ConnId) {
         self.tick(now);
+        self.awaiting_ack.remove(&conn);
         self.forget(conn);
     }
 

@@ -25,6 +25,17 @@ impl Hub {
         let blocked = self.unblock(&p);
         self.finish(p, reply);
         self.resume_unless_busy(blocked);
+        self.resume_acked();
+    }
+
+    /// Goes on with the connections whose awaited acknowledgement went out.
+    fn resume_acked(&mut self) {
+        while let Some(conn) = self.acked.pop() {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.busy = false;
+            }
+            self.resume_unless_busy(Some(conn));
+        }
     }
 
     /// The connection `p` blocked, free again until what finishes `p` asks
@@ -294,6 +305,7 @@ impl Hub {
             );
         }
         self.resume_unless_busy(blocked);
+        self.resume_acked();
     }
 
     /// The events of `room` (of every room this node holds, with `None`)
@@ -315,6 +327,7 @@ impl Hub {
         for room in &rooms {
             self.backfill(room);
         }
+        self.resume_acked();
     }
 
     /// The store put a connection that is gone in a room: take it out.
@@ -356,7 +369,21 @@ impl Hub {
                     sender,
                     ack: conn.map(|c| (c, rid.map(str::to_owned))),
                 };
-                self.arrive(room, message.seq, arrival);
+                let seq = message.seq;
+                self.arrive(room, seq, arrival);
+                // Its turn has not come (earlier messages of the room are
+                // still on their way here): the sender's next request waits
+                // for this acknowledgement, or it could be answered first.
+                if let Some(c) = conn
+                    && self
+                        .rooms
+                        .get(room)
+                        .is_some_and(|r| r.ahead.contains_key(&seq))
+                    && let Some(cs) = self.conns.get_mut(&c)
+                {
+                    cs.busy = true;
+                    self.awaiting_ack.insert(c);
+                }
             }
             Reply::Duplicate(message) => {
                 if let Some(c) = conn {
@@ -402,6 +429,11 @@ impl Hub {
     /// What the store published about a room this node may hold.
     pub fn store_event(&mut self, now: Timestamp, event: Event) {
         self.tick(now);
+        self.apply_event(event);
+        self.resume_acked();
+    }
+
+    fn apply_event(&mut self, event: Event) {
         // The room's own id (shared, not allocated), if it is held here.
         let Some((room_id, room)) = self.rooms.get_key_value(event.room()) else {
             return;
@@ -628,6 +660,11 @@ impl Hub {
     }
 
     fn deliver(&mut self, room_id: &RoomId, seq: u64, arrival: Arrival) {
+        if let Some((sender, _)) = &arrival.ack
+            && self.awaiting_ack.remove(sender)
+        {
+            self.acked.push(*sender);
+        }
         let room = &self.rooms[room_id];
         let broadcast = arrival.frame.broadcast();
         let sender = arrival.ack.as_ref().map(|(c, _)| *c);
@@ -725,6 +762,13 @@ impl Hub {
         let Some(room) = self.rooms.get(room_id) else {
             return;
         };
+        // Acknowledgements that will not come: their senders go on (a
+        // client retries an unacknowledged send by its clientMessageId).
+        for (sender, _) in room.ahead.values().filter_map(|a| a.ack.as_ref()) {
+            if self.awaiting_ack.remove(sender) {
+                self.acked.push(*sender);
+            }
+        }
         let conns: Vec<ConnId> = room.local.values().flatten().copied().collect();
         for conn in conns {
             self.close(conn, CloseCode::TryAgainLater, "missed messages");

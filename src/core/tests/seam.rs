@@ -565,3 +565,46 @@ fn a_request_waiting_behind_a_room_creation_waits_for_the_creators_join_too() {
     c.settle();
     assert_eq!(c.types(0, alice), ["ROOM_CREATED", "PONG"]);
 }
+
+#[test]
+fn a_senders_acknowledgements_keep_the_order_of_its_requests_across_rooms() {
+    let (mut c, alice, bob) = alice_and_bob();
+    c.handle(
+        0,
+        alice,
+        json!({"type": "CREATE_ROOM", "payload": {"name": "Side"}, "requestId": "c"}),
+    );
+    c.settle();
+    let created = c.take(0, alice);
+    let side = created[0]["payload"]["room"]["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    // `general` is held on alice's node: seq 1's event was lost, seq 2's
+    // came, and the read of the gap is not answered yet.
+    c.handle(1, bob, say("general", "m1", "b1"));
+    c.execute(1, Some(0), false);
+    c.handle(1, bob, say("general", "m2", "b2"));
+    c.execute(1, None, false);
+    assert!(matches!(c.ops[0].front(), Some((_, Op::Since { .. }))));
+    let since = c.ops[0].pop_front().expect("the read");
+    // Alice's message in `general` is stored (seq 3) but waits its turn;
+    // her next one, in the other room, must not be answered before it.
+    c.handle(0, alice, say("general", "a3", "s1"));
+    c.execute(0, None, false);
+    c.handle(0, alice, say(&side, "side", "s2"));
+    assert!(
+        c.ops[0].is_empty(),
+        "sent before the first was acknowledged: {:?}",
+        c.ops[0]
+    );
+    assert_eq!(messages(&c.take(0, alice)), []);
+    c.ops[0].push_front(since);
+    c.settle();
+    let acks: Vec<Option<String>> = messages(&c.take(0, alice))
+        .into_iter()
+        .map(|(_, rid)| rid)
+        .filter(Option::is_some)
+        .collect();
+    assert_eq!(acks, [Some("s1".to_owned()), Some("s2".to_owned())]);
+}
