@@ -191,7 +191,12 @@ pub const HANG_LIMIT: Duration = Duration::from_secs(5);
 
 /// The command that replays `seed` with its full trace.
 pub fn replay_command(seed: u64) -> String {
-    format!("cargo run -p sim --release -- --seed {seed} --trace")
+    let cluster = if scenario::cluster_requested() {
+        "SIM_CLUSTER=1 "
+    } else {
+        ""
+    };
+    format!("{cluster}cargo run -p sim --release -- --seed {seed} --trace")
 }
 
 /// What the oracles need of `scenario`.

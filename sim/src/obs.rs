@@ -117,6 +117,16 @@ pub enum Obs {
         /// The `RuntimeEnv::instance` it was given.
         instance: u64,
     },
+    /// A node of a cluster (re)started; the store host's start is the
+    /// `ServerStart` of a cluster run (the service's state lives there).
+    NodeStart {
+        /// Which node (0 is the host `server`).
+        node: u32,
+        /// 0 for its first start, then 1, 2, … per restart.
+        run: u32,
+        /// The `RuntimeEnv::instance` it was given.
+        instance: u64,
+    },
     /// A fault was injected or healed.
     Fault {
         /// What, in words.
@@ -222,6 +232,11 @@ pub fn trace_line(record: &Record, out: &mut String) {
         Obs::ServerStart { run, instance } => {
             write!(out, "SERVER START run {run} instance {instance:x}")
         }
+        Obs::NodeStart {
+            node,
+            run,
+            instance,
+        } => write!(out, "NODE {node} START run {run} instance {instance:x}"),
         Obs::Fault { what } => write!(out, "FAULT {what}"),
     };
 }

@@ -20,7 +20,8 @@ use crate::obs::{Obs, Record, Recorder};
 use crate::raw::{self, RawCtx, sleep_until_ms};
 use crate::rng::{SimRng, mix};
 use crate::scenario::{Action, ClientSpec, EPOCH_UNIX_S, Fault, Scenario};
-use crate::tap::{ConnCounter, SERVER, TapConnector};
+use crate::store_host::STORE;
+use crate::tap::{ConnCounter, SERVER, TapConnector, node_host};
 
 /// The server's listener over turmoil's TCP: the only thing swapped out of
 /// the production server.
@@ -95,6 +96,12 @@ pub fn mint_claiming(user: &str, ttl_s: u64, rooms: &[String]) -> String {
     mint_hs256(DEV_JWT_SECRET.as_bytes(), &spec).expect("a valid token spec")
 }
 
+/// `NODE_TTL_MS` of a simulated cluster: a crashed node's users leave
+/// within it (well inside the settle time).
+pub const CLUSTER_NODE_TTL_MS: u64 = 1_500;
+/// `REDIS_TIMEOUT_MS` of a simulated cluster.
+pub const CLUSTER_STORE_TIMEOUT_MS: u64 = 300;
+
 /// Runs `scenario` and returns what was observed.
 pub fn simulate(scenario: &Scenario) -> RunOutput {
     install_panic_hook();
@@ -112,32 +119,77 @@ pub fn simulate(scenario: &Scenario) -> RunOutput {
         .build();
 
     // The server: the production `server::run`, restarted with a new
-    // instance number (hence new room epochs) after every crash.
-    let runs = Rc::new(Cell::new(0u32));
-    {
+    // instance number (hence new room epochs) after every crash. A cluster:
+    // the simulated store on its own host (its start is the run's
+    // `ServerStart`: the service's state lives there), and each node the
+    // production `server::run_node` on it, restarted after a crash as a new
+    // node of the same service.
+    crate::store_host::reset();
+    let cluster = scenario.nodes > 1;
+    if cluster {
         let rec = rec.clone();
-        let config = k.config(&scenario.rooms);
         let seed = scenario.seed;
-        sim.host(SERVER.0, move || {
+        sim.host(STORE.0, move || {
+            rec.push(Obs::ServerStart {
+                run: 0,
+                instance: mix(seed, 0x5702e) >> 16,
+            });
+            crate::store_host::serve()
+        });
+    }
+    for node in 0..scenario.nodes {
+        let runs = Rc::new(Cell::new(0u32));
+        let rec = rec.clone();
+        let mut config = k.config(&scenario.rooms);
+        if cluster {
+            config.node_ttl_ms = CLUSTER_NODE_TTL_MS;
+            config.redis_timeout_ms = CLUSTER_STORE_TIMEOUT_MS;
+        }
+        let seed = scenario.seed;
+        sim.host(node_host(node), move || {
             let run = runs.get();
             runs.set(run + 1);
             let rec = rec.clone();
             let config = config.clone();
             async move {
-                let instance = mix(seed, u64::from(run) + 1) >> 16;
+                let instance = if cluster {
+                    mix(seed ^ (node as u64 + 1) << 40, u64::from(run) + 1) >> 16
+                } else {
+                    mix(seed, u64::from(run) + 1) >> 16
+                };
                 let start_unix_ms =
                     turmoil::since_epoch().map_or(EPOCH_UNIX_S * 1000, |d| d.as_millis() as u64);
-                rec.push(Obs::ServerStart { run, instance });
+                if cluster {
+                    rec.push(Obs::NodeStart {
+                        node: node as u32,
+                        run,
+                        instance,
+                    });
+                } else {
+                    rec.push(Obs::ServerStart { run, instance });
+                }
                 let listener =
                     turmoil::net::TcpListener::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), SERVER.1))
                         .await?;
                 let env = RuntimeEnv {
                     start_unix_ms,
                     instance,
-                    secret: mix(seed ^ 0x5ec2e7, u64::from(run) + 1),
+                    secret: mix(seed ^ 0x5ec2e7 ^ (node as u64) << 32, u64::from(run) + 1),
                     http_date_header: false,
                 };
-                server::run(SimListener(listener), config, env, std::future::pending()).await?;
+                let store = cluster.then(|| {
+                    crate::store_host::backend(Duration::from_millis(config.redis_timeout_ms))
+                });
+                let (_keep_open, reloads) = tokio::sync::mpsc::channel(1);
+                server::run_node(
+                    SimListener(listener),
+                    config,
+                    env,
+                    std::future::pending(),
+                    reloads,
+                    store,
+                )
+                .await?;
                 Ok(())
             }
         });
@@ -153,6 +205,7 @@ pub fn simulate(scenario: &Scenario) -> RunOutput {
             spec.clone(),
             rec.clone(),
             conns.clone(),
+            scenario.nodes,
             scenario.quiet_ms,
             scenario.end_ms,
         );
@@ -206,7 +259,7 @@ pub fn simulate(scenario: &Scenario) -> RunOutput {
             if *at > now_ms {
                 break;
             }
-            apply_fault(&mut sim, fault, k.max_latency_ms);
+            apply_fault(&mut sim, fault, k.max_latency_ms, scenario.nodes);
             rec.push_at(
                 now_ms,
                 Obs::Fault {
@@ -253,32 +306,45 @@ pub fn simulate(scenario: &Scenario) -> RunOutput {
     }
 }
 
-fn apply_fault(sim: &mut turmoil::Sim<'_>, fault: &Fault, base_latency_ms: u64) {
-    match fault {
-        Fault::Partition(h) => sim.partition(h.as_str(), SERVER.0),
-        Fault::Repair(h) => sim.repair(h.as_str(), SERVER.0),
-        Fault::Hold(h) => sim.hold(h.as_str(), SERVER.0),
-        Fault::Release(h) => sim.release(h.as_str(), SERVER.0),
-        Fault::Latency(h, ms) => {
-            sim.set_link_max_message_latency(h.as_str(), SERVER.0, Duration::from_millis(*ms))
+fn apply_fault(sim: &mut turmoil::Sim<'_>, fault: &Fault, base_latency_ms: u64, nodes: usize) {
+    // A client site's link faults are its links to every node.
+    for node in 0..nodes {
+        let server = node_host(node);
+        let server = server.as_str();
+        match fault {
+            Fault::Partition(h) => sim.partition(h.as_str(), server),
+            Fault::Repair(h) => sim.repair(h.as_str(), server),
+            Fault::Hold(h) => sim.hold(h.as_str(), server),
+            Fault::Release(h) => sim.release(h.as_str(), server),
+            Fault::Latency(h, ms) => {
+                sim.set_link_max_message_latency(h.as_str(), server, Duration::from_millis(*ms))
+            }
+            Fault::LatencyRestore(h) => sim.set_link_max_message_latency(
+                h.as_str(),
+                server,
+                Duration::from_millis(base_latency_ms),
+            ),
+            Fault::Crash(_) | Fault::Restart(_) | Fault::StoreCut(_) | Fault::StoreHeal(_) => {}
         }
-        Fault::LatencyRestore(h) => sim.set_link_max_message_latency(
-            h.as_str(),
-            SERVER.0,
-            Duration::from_millis(base_latency_ms),
-        ),
-        Fault::Crash => sim.crash(SERVER.0),
-        Fault::Restart => sim.bounce(SERVER.0),
+    }
+    match fault {
+        Fault::Crash(n) => sim.crash(node_host(*n)),
+        Fault::Restart(n) => sim.bounce(node_host(*n)),
+        Fault::StoreCut(n) => sim.partition(node_host(*n), STORE.0),
+        Fault::StoreHeal(n) => sim.repair(node_host(*n), STORE.0),
+        _ => {}
     }
 }
 
 /// A library client driven by its schedule: it issues the commands on time,
 /// records every event it drains, and stops draining while stalled.
+#[allow(clippy::too_many_arguments)]
 async fn client_actor(
     id: u32,
     spec: ClientSpec,
     rec: Recorder,
     conns: ConnCounter,
+    nodes: usize,
     quiet_ms: u64,
     end_ms: u64,
 ) -> turmoil::Result {
@@ -286,6 +352,8 @@ async fn client_actor(
         client: id,
         rec: rec.clone(),
         conns,
+        nodes,
+        attempts: 0,
     };
     let user = spec.user.clone();
     let ttl_s = spec.token_ttl_s;

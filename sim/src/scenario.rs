@@ -305,10 +305,16 @@ pub enum Fault {
     Latency(String, u64),
     /// Back to the normal latency.
     LatencyRestore(String),
-    /// Crash the server (all state lost).
-    Crash,
+    /// Crash the server, or node `n` of a cluster (all its state lost; a
+    /// cluster's shared state is the store's).
+    Crash(usize),
     /// Start it again.
-    Restart,
+    Restart(usize),
+    /// Cut node `n` of a cluster from the store (its calls time out, its
+    /// events are lost).
+    StoreCut(usize),
+    /// Heal it.
+    StoreHeal(usize),
 }
 
 impl fmt::Display for Fault {
@@ -320,8 +326,10 @@ impl fmt::Display for Fault {
             Fault::Release(h) => write!(f, "release {h}"),
             Fault::Latency(h, ms) => write!(f, "latency {h} {ms}ms"),
             Fault::LatencyRestore(h) => write!(f, "latency-restore {h}"),
-            Fault::Crash => write!(f, "crash server"),
-            Fault::Restart => write!(f, "restart server"),
+            Fault::Crash(n) => write!(f, "crash {}", crate::tap::node_host(*n)),
+            Fault::Restart(n) => write!(f, "restart {}", crate::tap::node_host(*n)),
+            Fault::StoreCut(n) => write!(f, "cut {} from the store", crate::tap::node_host(*n)),
+            Fault::StoreHeal(n) => write!(f, "heal {} to the store", crate::tap::node_host(*n)),
         }
     }
 }
@@ -354,6 +362,17 @@ pub struct Scenario {
     pub fault_delay_max_ms: u64,
     /// Library client `i` runs on host `h{i % client_hosts}`.
     pub client_hosts: usize,
+    /// Nodes of the service: 1, the one server; 2–4, a cluster on the
+    /// simulated store (`store_host`), node `n` on host
+    /// [`node_host`](crate::tap::node_host)`(n)`.
+    pub nodes: usize,
+}
+
+/// Whether seeds are run as clusters: 2–4 nodes of the production server
+/// on the simulated store (`SIM_CLUSTER` set in the environment, which the
+/// sweep's worker processes inherit).
+pub fn cluster_requested() -> bool {
+    std::env::var_os("SIM_CLUSTER").is_some_and(|v| !v.is_empty() && v != "0")
 }
 
 /// Time after the quiet point for every client to reconnect, re-authenticate
@@ -364,6 +383,14 @@ impl Scenario {
     /// The scenario of `seed`.
     pub fn generate(seed: u64) -> Scenario {
         let mut r = SimRng::stream(seed, 1);
+        // A cluster (with `SIM_CLUSTER` set) from a stream of its own, so
+        // that every other draw stays as it was.
+        let mut cr = SimRng::stream(seed, 12);
+        let nodes = if cluster_requested() {
+            cr.range(2, 4) as usize
+        } else {
+            1
+        };
         let features = Features {
             churn: r.chance(50),
             typing: r.chance(60),
@@ -569,16 +596,37 @@ impl Scenario {
                 }
                 let crash = fr.range(t, latest);
                 let restart = crash + fr.range(0, 3_000);
-                faults.push((crash, Fault::Crash));
-                faults.push((restart, Fault::Restart));
+                let node = if nodes > 1 {
+                    cr.range(0, nodes as u64 - 1) as usize
+                } else {
+                    0
+                };
+                faults.push((crash, Fault::Crash(node)));
+                faults.push((restart, Fault::Restart(node)));
                 t = restart + 1_000;
+            }
+        }
+        if nodes > 1 {
+            // Nodes cut from the store: their calls time out, their events
+            // of the time are lost and read back.
+            for _ in 0..cr.range(0, 2) {
+                let latest = quiet_ms.saturating_sub(3_000);
+                if latest <= 1_500 {
+                    break;
+                }
+                let cut = cr.range(1_500, latest);
+                let node = cr.range(0, nodes as u64 - 1) as usize;
+                faults.push((cut, Fault::StoreCut(node)));
+                faults.push((cut + cr.range(200, 2_500), Fault::StoreHeal(node)));
             }
         }
         faults.sort_by_key(|(t, _)| *t);
         // turmoil panics when more connection attempts wait for `accept`
         // than a socket holds (a real kernel would drop the SYN); every
         // client has at most one attempt in flight.
-        knobs.tcp_capacity = knobs.tcp_capacity.max(n_clients + raws.len() + 2);
+        knobs.tcp_capacity = knobs
+            .tcp_capacity
+            .max(n_clients + raws.len() + 2 + 2 * nodes);
 
         Scenario {
             seed,
@@ -593,6 +641,7 @@ impl Scenario {
             end_ms: quiet_ms + SETTLE_MS,
             fault_delay_max_ms,
             client_hosts,
+            nodes,
         }
     }
 

@@ -291,7 +291,26 @@ impl ConnCounter {
 
 /// Connects to the simulated server and taps the stream.
 pub async fn dial(client: u32, rec: &Recorder, conns: &ConnCounter) -> io::Result<TapIo> {
-    match turmoil::net::TcpStream::connect(SERVER).await {
+    dial_host(client, rec, conns, SERVER.0).await
+}
+
+/// The host name of node `node` of a cluster (node 0 is [`SERVER`]).
+pub fn node_host(node: usize) -> String {
+    if node == 0 {
+        SERVER.0.to_owned()
+    } else {
+        format!("{}{node}", SERVER.0)
+    }
+}
+
+/// [`dial`] to the node on `host`.
+pub async fn dial_host(
+    client: u32,
+    rec: &Recorder,
+    conns: &ConnCounter,
+    host: &str,
+) -> io::Result<TapIo> {
+    match turmoil::net::TcpStream::connect((host, SERVER.1)).await {
         Ok(stream) => {
             let conn = conns.next();
             rec.push(Obs::Dial { conn, client });
@@ -313,13 +332,21 @@ pub struct TapConnector {
     pub rec: Recorder,
     /// Connection numbering.
     pub conns: ConnCounter,
+    /// The nodes of the service (1: the one server).
+    pub nodes: usize,
+    /// Connections attempted so far: attempt `n` goes to node
+    /// `(client + n) % nodes`, so that a client whose node is gone tries
+    /// another one.
+    pub attempts: usize,
 }
 
 impl Connector for TapConnector {
     type Io = TapIo;
 
     async fn connect(&mut self) -> io::Result<TapIo> {
-        dial(self.client, &self.rec, &self.conns).await
+        let node = (self.client as usize + self.attempts) % self.nodes.max(1);
+        self.attempts += 1;
+        dial_host(self.client, &self.rec, &self.conns, &node_host(node)).await
     }
 }
 

@@ -90,6 +90,7 @@ fn scenario() -> Scenario {
         quiet_ms: 14_000,
         end_ms: 30_000,
         fault_delay_max_ms: 0,
+        nodes: 1,
         client_hosts: 1,
     }
 }

@@ -67,6 +67,7 @@ fn scenario(send_at_ms: u64) -> Scenario {
         quiet_ms: 3_000,
         end_ms: 12_000,
         fault_delay_max_ms: 0,
+        nodes: 1,
         client_hosts: 1,
     }
 }

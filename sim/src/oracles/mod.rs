@@ -358,7 +358,7 @@ impl Checker {
                     );
                 }
             }
-            Obs::DialFailed { .. } | Obs::Fault { .. } => {}
+            Obs::DialFailed { .. } | Obs::Fault { .. } | Obs::NodeStart { .. } => {}
         }
     }
 
