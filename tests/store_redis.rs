@@ -188,12 +188,13 @@ fn found_gone(nodes: &[&str]) -> Reply {
     Reply::Swept(nodes.iter().map(|n| NodeId((*n).into())).collect())
 }
 
-fn presence(room: &str, user: &str, joined: bool, member_count: u64) -> Event {
+fn presence(room: &str, user: &str, joined: bool, member_count: u64, pseq: u64) -> Event {
     Event::Presence {
         room: room.into(),
         who: present(user),
         joined,
         member_count,
+        pseq,
     }
 }
 
@@ -649,7 +650,10 @@ async fn presence_is_per_user_across_nodes() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(next_event(&mut sub).await, presence("r", "alice", true, 1));
+    assert_eq!(
+        next_event(&mut sub).await,
+        presence("r", "alice", true, 1, 1)
+    );
     // alice on node B: already present (her first name kept), no event.
     let op = Op::Join {
         room: "r".into(),
@@ -694,7 +698,7 @@ async fn presence_is_per_user_across_nodes() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(next_event(&mut sub).await, presence("r", "bob", true, 2));
+    assert_eq!(next_event(&mut sub).await, presence("r", "bob", true, 2, 2));
     no_event(&mut sub).await;
     // alice leaves on A: still present through B.
     assert_eq!(
@@ -712,7 +716,10 @@ async fn presence_is_per_user_across_nodes() {
             member_count: 1
         }
     );
-    assert_eq!(next_event(&mut sub).await, presence("r", "alice", false, 1));
+    assert_eq!(
+        next_event(&mut sub).await,
+        presence("r", "alice", false, 1, 3)
+    );
     // Leaving again changes nothing.
     assert_eq!(
         apply(&b, leave("r", "alice", holder("B", 1), 22)).await,
@@ -728,7 +735,10 @@ async fn presence_is_per_user_across_nodes() {
             member_count: 0
         }
     );
-    assert_eq!(next_event(&mut sub).await, presence("r", "bob", false, 0));
+    assert_eq!(
+        next_event(&mut sub).await,
+        presence("r", "bob", false, 0, 4)
+    );
     no_event(&mut sub).await;
     assert_eq!(
         apply(&a, leave("nowhere", "bob", holder("B", 2), 23)).await,
@@ -858,10 +868,10 @@ async fn a_heartbeat_sweeps_the_holders_of_dead_nodes() {
     // USER_JOINED for each user's first connection in a room, in the order
     // of the joins (alice's second connection in r1 is none).
     for expected in [
-        presence("r1", "alice", true, 1),
-        presence("r2", "alice", true, 1),
-        presence("r1", "bob", true, 2),
-        presence("r2", "carol", true, 2),
+        presence("r1", "alice", true, 1, 1),
+        presence("r2", "alice", true, 1, 1),
+        presence("r1", "bob", true, 2, 2),
+        presence("r2", "carol", true, 2, 2),
     ] {
         assert_eq!(next_event(&mut sub).await, expected);
     }
@@ -879,8 +889,8 @@ async fn a_heartbeat_sweeps_the_holders_of_dead_nodes() {
     assert_eq!(
         swept,
         [
-            presence("r1", "bob", false, 1),
-            presence("r2", "alice", false, 1)
+            presence("r1", "bob", false, 1, 3),
+            presence("r2", "alice", false, 1, 3)
         ]
     );
     no_event(&mut sub).await;
@@ -905,8 +915,8 @@ async fn a_heartbeat_sweeps_the_holders_of_dead_nodes() {
     assert_eq!(
         swept,
         [
-            presence("r1", "alice", false, 0),
-            presence("r2", "carol", false, 0)
+            presence("r1", "alice", false, 0, 4),
+            presence("r2", "carol", false, 0, 4)
         ]
     );
     let idle = |room: &str, now| Op::DeleteIfIdle {

@@ -22,6 +22,7 @@ impl Hub {
         record: &RoomRecord,
         users: &[Present],
         last_seq: u64,
+        presence_seq: u64,
     ) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -36,15 +37,26 @@ impl Hub {
             self.memberships += 1;
         }
         self.not_emptied(&room_id);
+        let created = !self.rooms.contains_key(&room_id);
         let room = self.rooms.entry(room_id.clone()).or_insert_with(|| {
             self.outputs.push_back(Output::Subscribe {
                 room: record.id.clone(),
             });
             Room::new(record.clone(), last_seq)
         });
-        // The store's list is the truth; entries this node has are kept (the
-        // joiner's shares its session's strings), so a join allocates for
-        // users it did not know only.
+        // A room this node already holds keeps its presence: it follows the
+        // room's changes in their order, and the ones up to this join's
+        // list are not shown to the joiner again.
+        if !created {
+            if presence_seq > room.presence_seen {
+                room.presence_after.insert(conn, presence_seq);
+            }
+            room.local.entry(user).or_default().insert(conn);
+            return self.deliveries_from(conn, &room_id, last_seq);
+        }
+        room.presence_seen = presence_seq;
+        // The store's list is the truth; the joiner's entry shares its
+        // session's strings.
         let known = room.present.len() == users.len()
             && users
                 .iter()
@@ -72,6 +84,15 @@ impl Hub {
             }
         }
         room.local.entry(user).or_default().insert(conn);
+        self.deliveries_from(conn, &room_id, last_seq);
+    }
+
+    /// Where `conn`'s deliveries of a room start: its `ROOM_JOINED` carried
+    /// the messages up to `last_seq`.
+    fn deliveries_from(&mut self, conn: ConnId, room_id: &RoomId, last_seq: u64) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
         // Messages up to `last_seq` are in its ROOM_JOINED; only when this
         // node has not delivered them all yet must it skip them for it.
         if last_seq > room.delivered {
@@ -89,7 +110,7 @@ impl Hub {
                 }
             }
             room.delivered = last_seq;
-            self.backfill(&room_id);
+            self.backfill(room_id);
         }
     }
 

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use super::emit::Except;
 use super::hub::{Hub, Timer};
 use super::pending::{Pending, Wait};
 use super::room::{Arrival, info, may_join};
@@ -130,6 +129,7 @@ impl Hub {
                     messages,
                     recovered,
                     last_seq,
+                    presence_seq,
                 },
             ) => {
                 let Some(conn) = live(self) else {
@@ -139,8 +139,25 @@ impl Hub {
                     }
                     return;
                 };
-                self.add_member(conn, &room.record, &users, last_seq);
-                let shown = info(&room.record, room.member_count);
+                self.add_member(conn, &room.record, &users, last_seq, presence_seq);
+                // The users as of the later of the join's list and what
+                // this node has shown its members already.
+                let (users, member_count) = match self.rooms.get(room.record.id.as_str()) {
+                    Some(r) if r.presence_seen > presence_seq => {
+                        let present: Vec<Present> = r
+                            .present
+                            .iter()
+                            .map(|(u, name)| Present {
+                                user: u.0.to_string(),
+                                username: name.to_string(),
+                            })
+                            .collect();
+                        let count = present.len() as u64;
+                        (present, count)
+                    }
+                    _ => (users, room.member_count),
+                };
+                let shown = info(&room.record, member_count);
                 let epoch = room.record.epoch.clone();
                 if creating {
                     self.reply(
@@ -226,6 +243,7 @@ impl Hub {
                     users,
                     messages,
                     recovered,
+                    presence_seq,
                     ..
                 },
             ) => {
@@ -234,7 +252,7 @@ impl Hub {
                     .get(&room)
                     .is_some_and(|r| r.record.epoch == epoch)
                 {
-                    self.reconcile_presence(&room, &users);
+                    self.reconcile_presence(&room, &users, presence_seq);
                 }
                 self.backfilled(&room, &epoch, messages, recovered);
             }
@@ -461,39 +479,88 @@ impl Hub {
                 };
                 self.arrive(&room_id, message.seq, arrival);
             }
-            Event::Presence { who, joined, .. } => self.presence(&room_id, who, joined),
-            Event::Typing {
-                user, is_typing, ..
-            } => {
-                let user = UserId(Arc::from(user.as_str()));
-                self.typing(&room_id, &user, is_typing);
+            Event::Presence { .. } | Event::Typing { .. } => {
+                // After the messages that came before it: while some of
+                // those wait their turn here, it waits behind them.
+                let received = room
+                    .ahead
+                    .last_key_value()
+                    .map_or(room.delivered, |(seq, _)| (*seq).max(room.delivered));
+                if received > room.delivered || !room.held_notices.is_empty() {
+                    let room = self.rooms.get_mut(&room_id).expect("held");
+                    room.held_notices.push_back((received, event));
+                    return;
+                }
+                self.notice(&room_id, event);
             }
             Event::RoomDeleted { .. } => {}
         }
     }
 
-    /// A user became present in a room held here, or absent: the replica
-    /// follows, and the local members other than the user are told.
-    fn presence(&mut self, room_id: &RoomId, who: Present, joined: bool) {
+    /// A presence or typing event of a room held here, in its turn.
+    fn notice(&mut self, room_id: &RoomId, event: Event) {
+        match event {
+            Event::Presence {
+                who, joined, pseq, ..
+            } => {
+                // A change this node's members were all shown (by a list
+                // that came after it) is not shown again.
+                let Some(room) = self.rooms.get(room_id) else {
+                    return;
+                };
+                if pseq <= room.presence_seen {
+                    return;
+                }
+                self.presence(room_id, who, joined, pseq);
+                self.presence_shown(room_id, pseq);
+            }
+            Event::Typing {
+                user, is_typing, ..
+            } => {
+                let user = UserId(Arc::from(user.as_str()));
+                self.typing(room_id, &user, is_typing);
+            }
+            Event::Message { .. } | Event::RoomDeleted { .. } => {}
+        }
+    }
+
+    /// The held presence and typing events whose messages have all been
+    /// delivered here.
+    fn release_notices(&mut self, room_id: &RoomId) {
+        loop {
+            let Some(room) = self.rooms.get_mut(room_id) else {
+                return;
+            };
+            match room.held_notices.front() {
+                Some((after, _)) if *after <= room.delivered => {
+                    let (_, event) = room.held_notices.pop_front().expect("a front");
+                    self.notice(room_id, event);
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// A user became present in a room held here, or absent (the room's
+    /// presence change `pseq`): the replica follows, and the local members
+    /// other than the user are told, but those whose `ROOM_JOINED` already
+    /// showed the room as of this change or later.
+    fn presence(&mut self, room_id: &RoomId, who: Present, joined: bool, pseq: u64) {
         let user = UserId(Arc::from(who.user.as_str()));
-        if joined {
+        let message = if joined {
             let Some(room) = self.rooms.get_mut(room_id) else {
                 return;
             };
             room.present
                 .entry(user.clone())
                 .or_insert_with(|| Arc::from(who.username.as_str()));
-            let frame = server::encode(
-                &ServerMessage::UserJoined {
-                    room_id: room_id.0.to_string(),
-                    user: UserRef {
-                        user_id: who.user,
-                        username: who.username,
-                    },
+            ServerMessage::UserJoined {
+                room_id: room_id.0.to_string(),
+                user: UserRef {
+                    user_id: who.user,
+                    username: who.username,
                 },
-                None,
-            );
-            self.broadcast(room_id, &frame, Except::User(&user));
+            }
         } else {
             // Typing ends first, while the user is still listed.
             self.end_typing(room_id, &user);
@@ -504,26 +571,58 @@ impl Hub {
                 .present
                 .remove(&user)
                 .map_or(who.username, |n| n.to_string());
-            let frame = server::encode(
-                &ServerMessage::UserLeft {
-                    room_id: room_id.0.to_string(),
-                    user_id: who.user,
-                    username,
-                },
-                None,
-            );
-            self.broadcast(room_id, &frame, Except::User(&user));
+            ServerMessage::UserLeft {
+                room_id: room_id.0.to_string(),
+                user_id: who.user,
+                username,
+            }
+        };
+        let frame = server::encode(&message, None);
+        let room = &self.rooms[room_id];
+        for (u, conns) in &room.local {
+            if *u == user {
+                continue;
+            }
+            for &c in conns {
+                if room
+                    .presence_after
+                    .get(&c)
+                    .is_some_and(|after| *after >= pseq)
+                {
+                    continue;
+                }
+                self.outputs.push_back(super::Output::Frame {
+                    conn: c,
+                    frame: frame.clone(),
+                    notice: true,
+                });
+            }
         }
     }
 
-    /// The users present in a room held here, as the store listed them
-    /// after this node's events may have been cut: what the replica missed
-    /// is applied as the events would have been (a user with a connection
-    /// of this node's in the room stays).
-    fn reconcile_presence(&mut self, room_id: &RoomId, users: &[Present]) {
+    /// Every local member of the room has been shown its presence up to
+    /// change `pseq`.
+    fn presence_shown(&mut self, room_id: &RoomId, pseq: u64) {
+        if let Some(room) = self.rooms.get_mut(room_id) {
+            room.presence_seen = room.presence_seen.max(pseq);
+            if !room.presence_after.is_empty() {
+                let seen = room.presence_seen;
+                room.presence_after.retain(|_, after| *after > seen);
+            }
+        }
+    }
+
+    /// The users present in a room held here as of its presence change
+    /// `presence_seq`, read back after this node's events may have been cut:
+    /// what the replica missed is shown as the events would have shown it
+    /// (a user with a connection of this node's in the room stays).
+    fn reconcile_presence(&mut self, room_id: &RoomId, users: &[Present], presence_seq: u64) {
         let Some(room) = self.rooms.get(room_id) else {
             return;
         };
+        if presence_seq <= room.presence_seen {
+            return;
+        }
         let came: Vec<Present> = users
             .iter()
             .filter(|p| !room.present.contains_key(p.user.as_str()))
@@ -540,11 +639,12 @@ impl Hub {
             })
             .collect();
         for who in came {
-            self.presence(room_id, who, true);
+            self.presence(room_id, who, true, presence_seq);
         }
         for who in went {
-            self.presence(room_id, who, false);
+            self.presence(room_id, who, false, presence_seq);
         }
+        self.presence_shown(room_id, presence_seq);
     }
 
     /// Ends `user`'s typing indicator in a room held here, if it is on:
@@ -712,6 +812,7 @@ impl Hub {
         if let Some(sender) = &arrival.sender {
             self.end_typing(room_id, sender);
         }
+        self.release_notices(room_id);
     }
 
     /// The messages a gap hid, read back.
@@ -759,6 +860,13 @@ impl Hub {
     /// its connections there cannot get them in order, so they are closed
     /// to resume (and be told `recovered: false`).
     fn lost_track(&mut self, room_id: &RoomId) {
+        // What waited behind the missed messages is shown now.
+        if let Some(room) = self.rooms.get_mut(room_id) {
+            let held = std::mem::take(&mut room.held_notices);
+            for (_, event) in held {
+                self.notice(room_id, event);
+            }
+        }
         let Some(room) = self.rooms.get(room_id) else {
             return;
         };

@@ -5,7 +5,7 @@
 //! A node holds a room only while it has connections in it; the store holds
 //! everything else (see `crate::store`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use super::session::Session;
@@ -13,7 +13,7 @@ use super::sorted_set::SortedSet;
 use super::types::{ConnId, Timestamp, UserId};
 use crate::protocol::RoomKind;
 use crate::protocol::server::{MessageFrame, RoomInfo};
-use crate::store::RoomRecord;
+use crate::store::{Event, RoomRecord};
 
 /// What `createdBy` says of a default room.
 pub(super) const SYSTEM: &str = "system";
@@ -54,6 +54,16 @@ pub(super) struct Room {
     /// Reads of missed messages (`Since`) under way: deliveries wait for
     /// the last of them.
     pub(super) backfilling: u32,
+    /// The number of the room's last presence change that `present`
+    /// reflects and every local member has been shown.
+    pub(super) presence_seen: u64,
+    /// Connections whose `ROOM_JOINED` showed the room's users as of a
+    /// later change than `presence_seen`: the changes up to it are not
+    /// shown to them again.
+    pub(super) presence_after: BTreeMap<ConnId, u64>,
+    /// Presence and typing events that came after messages still waiting
+    /// their turn here, with the `seq` they wait for.
+    pub(super) held_notices: VecDeque<(u64, Event)>,
 }
 
 impl Room {
@@ -68,6 +78,9 @@ impl Room {
             ahead: BTreeMap::new(),
             publishing: 0,
             backfilling: 0,
+            presence_seen: 0,
+            presence_after: BTreeMap::new(),
+            held_notices: VecDeque::new(),
         }
     }
 

@@ -93,6 +93,8 @@ struct Room {
     log: VecDeque<Entry>,
     retry: BTreeMap<RetryKey, u64>,
     present: BTreeMap<String, Presence>,
+    /// The number of its last presence change.
+    pseq: u64,
     /// Since when nobody is in it (set at creation and by the last leave).
     empty_since_ms: Option<u64>,
 }
@@ -106,6 +108,7 @@ impl Room {
             log: VecDeque::new(),
             retry: BTreeMap::new(),
             present: BTreeMap::new(),
+            pseq: 0,
             empty_since_ms,
         }
     }
@@ -348,6 +351,7 @@ impl MemoryStore {
                     messages,
                     recovered,
                     last_seq: r.last_seq,
+                    presence_seq: r.pseq,
                 }
             }
             Op::Charge {
@@ -505,6 +509,7 @@ impl MemoryStore {
         };
         let view = r.view();
         if first_of_user {
+            r.pseq += 1;
             events.push(Event::Presence {
                 room: room.to_owned(),
                 who: Present {
@@ -513,6 +518,7 @@ impl MemoryStore {
                 },
                 joined: true,
                 member_count: view.member_count,
+                pseq: r.pseq,
             });
         }
         Reply::Joined {
@@ -522,6 +528,7 @@ impl MemoryStore {
             messages,
             recovered,
             last_seq: r.last_seq,
+            presence_seq: r.pseq,
         }
     }
 
@@ -538,11 +545,13 @@ impl MemoryStore {
         };
         let last_of_user = match r.remove_holder(user, holder) {
             Some((true, who)) => {
+                r.pseq += 1;
                 events.push(Event::Presence {
                     room: room.to_owned(),
                     who,
                     joined: false,
                     member_count: r.present.len() as u64,
+                    pseq: r.pseq,
                 });
                 true
             }

@@ -390,6 +390,9 @@ pub enum Reply {
         /// The `seq` of the room's last message (0 before the first): where
         /// the joining node's deliveries of this room start from.
         last_seq: u64,
+        /// The number of the room's last presence change (0 before the
+        /// first): `users` is the room after it.
+        presence_seq: u64,
     },
     /// `Since`.
     Recovery {
@@ -404,6 +407,8 @@ pub enum Reply {
         recovered: bool,
         /// As in `Joined`.
         last_seq: u64,
+        /// As in `Joined`.
+        presence_seq: u64,
     },
     /// `Join`: a private room the user may not join.
     Forbidden,
@@ -467,6 +472,10 @@ pub enum Event {
         joined: bool,
         /// Users present after the change.
         member_count: u64,
+        /// The change's number in the room: 1, 2, … in the order of the
+        /// room's presence changes (the `presence_seq` a join or a read
+        /// back reflects).
+        pseq: u64,
     },
     /// A user started or stopped typing.
     Typing {

@@ -419,6 +419,7 @@ fn a_read_back_that_cannot_close_the_gap_is_not_asked_again() {
         epoch,
         last_seq,
         users,
+        presence_seq,
         ..
     } = c.store.apply(&op).0
     else {
@@ -434,6 +435,7 @@ fn a_read_back_that_cannot_close_the_gap_is_not_asked_again() {
         messages: vec![damaged],
         recovered: true,
         last_seq,
+        presence_seq,
     };
     c.nodes[0].store_reply(Timestamp(c.now), id, reply);
     c.collect();

@@ -98,7 +98,7 @@ fn publish(
 }
 
 /// `u1` (shown as `u1-name`) no longer present in `r`.
-fn u1_left_r(member_count: u64) -> Event {
+fn u1_left_r(member_count: u64, pseq: u64) -> Event {
     Event::Presence {
         room: "r".into(),
         who: Present {
@@ -107,6 +107,7 @@ fn u1_left_r(member_count: u64) -> Event {
         },
         joined: false,
         member_count,
+        pseq,
     }
 }
 
@@ -200,7 +201,7 @@ fn presence_counts_users_not_connections_across_nodes() {
         holder: holder("n2", 7),
         now_ms: 3_000,
     });
-    assert_eq!(events, [u1_left_r(0)]);
+    assert_eq!(events, [u1_left_r(0, 2)]);
     // A holder that is not in leaves nothing.
     assert_eq!(
         leave(&mut s, "r", "u1", holder("n2", 7), 3_000),
@@ -378,6 +379,7 @@ fn recovery_is_complete_only_in_the_same_epoch_with_nothing_evicted() {
         messages,
         recovered,
         last_seq,
+        presence_seq,
     } = backfill.0
     else {
         panic!("Since answers Recovery");
@@ -388,6 +390,10 @@ fn recovery_is_complete_only_in_the_same_epoch_with_nothing_evicted() {
     );
     let present: Vec<&str> = users.iter().map(|p| p.user.as_str()).collect();
     assert_eq!(present, ["u1"], "the users present come with it");
+    assert_eq!(
+        presence_seq, 1,
+        "u1's arrival is the room's one presence change"
+    );
     let gone = s.apply(&Op::Since {
         room: "gone".into(),
         since: Since {
@@ -484,7 +490,7 @@ fn a_dead_nodes_users_leave_when_a_live_node_heartbeats_past_its_lease() {
     let (reply, events) = beat(&mut s, "n2", 1_001);
     assert_eq!(reply, Reply::Swept(vec![NodeId("n1".into())]));
     // u1 is gone; u2 is still on n2.
-    assert_eq!(events, [u1_left_r(1)]);
+    assert_eq!(events, [u1_left_r(1, 3)]);
     let Reply::Rooms(rooms) = s.apply(&Op::ListRooms).0 else {
         panic!("rooms");
     };

@@ -123,12 +123,15 @@ local function presence(v)
     return int(n, 'holder count'), username
 end
 
-local function presence_event(joined, members, user, username)
+-- Numbers the room's presence change and says it:
+-- 'J'|'L' <members> ':' <pseq> ':' <#user> ':' <user> <username>.
+local function presence_event(room, joined, members, user, username)
     local tag = 'L'
     if joined then
         tag = 'J'
     end
-    return tag .. fmt(members) .. ':' .. #user .. ':' .. user .. username
+    local pseq = redis.call('HINCRBY', room, 'pseq', 1)
+    return tag .. fmt(members) .. ':' .. fmt(pseq) .. ':' .. #user .. ':' .. user .. username
 end
 
 -- Takes holder field `h` of `user` out of a room (keys given); publishes
@@ -158,7 +161,7 @@ local function take_out(room, users, holders, channel, user, h, now)
     if members == 0 then
         redis.call('HSET', room, 'empty_since', now)
     end
-    redis.call('PUBLISH', channel, presence_event(false, members, user, username))
+    redis.call('PUBLISH', channel, presence_event(room, false, members, user, username))
     return true, members
 end
 

@@ -8,7 +8,7 @@
 -- Returns {'N'}, {'F'}, or {'J', first_of_user 1|0, recovered -1|0|1,
 -- {name, description, kind, created_at, created_by, epoch},
 -- member_count, {user, '<holders>:<username>', ...}, {entries...},
--- last_seq}.
+-- last_seq, presence seq}.
 
 local room, log, users, holders = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local user, username, h = ARGV[1], ARGV[2], ARGV[3]
@@ -48,7 +48,7 @@ end
 redis.call('HDEL', room, 'empty_since')
 local members = redis.call('HLEN', users)
 if first == 1 then
-    redis.call('PUBLISH', ARGV[10], presence_event(true, members, user, username))
+    redis.call('PUBLISH', ARGV[10], presence_event(room, true, members, user, username))
 end
 
 local entries
@@ -62,4 +62,5 @@ else
 end
 
 return { 'J', first, recovered, record_of(f), members,
-    redis.call('HGETALL', users), entries, last }
+    redis.call('HGETALL', users), entries, last,
+    int(redis.call('HGET', room, 'pseq') or '0', 'presence seq') }

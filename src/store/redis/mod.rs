@@ -277,6 +277,7 @@ impl RedisStore {
                         messages: codec::entries(codec::next(&mut rest)?)?,
                         last_seq: codec::uint(codec::next(&mut rest)?)?,
                         users: codec::users(codec::next(&mut rest)?)?,
+                        presence_seq: codec::uint(codec::next(&mut rest)?)?,
                     }),
                     t => Err(unexpected("Since", t)),
                 }
@@ -510,6 +511,7 @@ impl RedisStore {
         let users = codec::users(codec::next(&mut rest)?)?;
         let messages = codec::entries(codec::next(&mut rest)?)?;
         let last_seq = codec::uint(codec::next(&mut rest)?)?;
+        let presence_seq = codec::uint(codec::next(&mut rest)?)?;
         Ok(Reply::Joined {
             room: RoomView {
                 record,
@@ -520,6 +522,7 @@ impl RedisStore {
             messages,
             recovered,
             last_seq,
+            presence_seq,
         })
     }
 

@@ -3,7 +3,7 @@
 -- ARGV: 1 since seq, 2 '1' with since epoch | '0', 3 since epoch,
 --       4 history_limit
 -- Returns {'N'} or {'R', epoch, recovered 1|0, {entries...}, last_seq,
--- {users hash...}}.
+-- {users hash...}, presence seq}.
 
 local f = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
 if not f[1] then
@@ -17,4 +17,5 @@ if ARGV[2] == '1' then
 end
 trim(KEYS[2], KEYS[3], int(ARGV[4], 'history_limit'))
 local ok, entries = recovery(KEYS[2], last, f[1], since, since_epoch)
-return { 'R', f[1], flag(ok), entries, last, redis.call('HGETALL', KEYS[4]) }
+return { 'R', f[1], flag(ok), entries, last, redis.call('HGETALL', KEYS[4]),
+    int(redis.call('HGET', KEYS[1], 'pseq') or '0', 'presence seq') }
