@@ -610,3 +610,46 @@ fn a_senders_acknowledgements_keep_the_order_of_its_requests_across_rooms() {
         .collect();
     assert_eq!(acks, [Some("s1".to_owned()), Some("s2".to_owned())]);
 }
+
+#[test]
+fn a_presence_change_a_joiners_list_already_shows_is_not_shown_to_it_again() {
+    let mut c = Cluster::new();
+    let alice = c.user(0, 1, "alice");
+    c.handle(0, alice, join("general", "j"));
+    c.settle();
+    c.take(0, alice);
+    let bob = c.user(1, 1, "bob");
+    let carol = c.user(0, 2, "carol");
+    // Bob joins on node 1; node 0 gets that change late.
+    c.handle(1, bob, join("general", "j"));
+    let (id, op) = c.ops[1].pop_front().expect("bob's join");
+    let (reply, bob_joined) = c.store.apply(&op);
+    c.nodes[1].store_reply(Timestamp(c.now), id, reply);
+    // Carol joins on node 0 after it, and her reply comes before the
+    // room's events of both joins (which come in their order).
+    c.handle(0, carol, join("general", "j"));
+    let (id, op) = c.ops[0].pop_front().expect("carol's join");
+    let (reply, carol_joined) = c.store.apply(&op);
+    c.nodes[0].store_reply(Timestamp(c.now), id, reply);
+    c.settle();
+    let joined = c.take(0, carol);
+    let users: Vec<&str> = joined[0]["payload"]["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .map(|u| u["userId"].as_str().expect("userId"))
+        .collect();
+    assert_eq!(users, ["alice", "bob", "carol"]);
+    assert_eq!(c.types(0, alice), Vec::<String>::new());
+    c.publish(bob_joined, Some(1));
+    c.publish(carol_joined, None);
+    c.collect();
+    // Alice is told of both; carol's list already had them.
+    let told: Vec<Value> = c
+        .take(0, alice)
+        .iter()
+        .map(|v| v["payload"]["user"]["userId"].clone())
+        .collect();
+    assert_eq!(told, [json!("bob"), json!("carol")]);
+    assert_eq!(c.take(0, carol), Vec::<Value>::new());
+}
