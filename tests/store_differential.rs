@@ -387,7 +387,7 @@ fn reply_kind(r: &chat_flow::store::Reply) -> &'static str {
         Forbidden => "Forbidden",
         Left { .. } => "Left",
         History { .. } => "History",
-        Published(_) => "Published",
+        Published(..) => "Published",
         Duplicate(_) => "Duplicate",
         RateLimited { .. } => "RateLimited",
         Charged => "Charged",

@@ -129,7 +129,7 @@ async fn apply(store: &RedisStore, op: Op) -> Reply {
 
 async fn seq_of(store: &RedisStore, op: Op) -> u64 {
     match apply(store, op).await {
-        Reply::Published(m) => m.seq,
+        Reply::Published(m, _) => m.seq,
         other => panic!("not published: {other:?}"),
     }
 }
@@ -195,6 +195,7 @@ fn presence(room: &str, user: &str, joined: bool, member_count: u64, pseq: u64) 
         joined,
         member_count,
         pseq,
+        last_seq: 0,
     }
 }
 
@@ -413,10 +414,13 @@ async fn retries_match_retained_messages_only() {
     let first = apply(&s, publish("r", "alice", Some("m1"), "one", 2, 1)).await;
     assert_eq!(
         first,
-        Reply::Published(StoredMessage {
-            seq: 1,
-            frame: frame("one", 1)
-        })
+        Reply::Published(
+            StoredMessage {
+                seq: 1,
+                frame: frame("one", 1)
+            },
+            0
+        )
     );
     next_event(&mut sub).await;
     // The retry (even with other content) is the stored message; nothing
@@ -1009,10 +1013,13 @@ async fn idle_user_rooms_are_deleted() {
     );
     assert_eq!(
         apply(&s, publish("r", "alice", None, "x", 5, T0 + 4000)).await,
-        Reply::Published(StoredMessage {
-            seq: 1,
-            frame: frame("x", 1)
-        })
+        Reply::Published(
+            StoredMessage {
+                seq: 1,
+                frame: frame("x", 1)
+            },
+            0
+        )
     );
     // The channel is the id's: a node still subscribed hears the new room.
     assert!(matches!(

@@ -366,7 +366,7 @@ impl Hub {
         }
         let conn = conn.filter(|c| self.conns.contains_key(c));
         match reply {
-            Reply::Published(message) => {
+            Reply::Published(message, presence_seq) => {
                 self.stats.messages_accepted += 1;
                 // With a constant HISTORY_LIMIT, every message past the
                 // limit evicts one.
@@ -386,6 +386,7 @@ impl Hub {
                     frame,
                     sender,
                     ack: conn.map(|c| (c, rid.map(str::to_owned))),
+                    presence_seq,
                 };
                 let seq = message.seq;
                 self.arrive(room, seq, arrival);
@@ -476,22 +477,32 @@ impl Hub {
                     frame,
                     sender: Some(UserId(Arc::from(user.as_str()))),
                     ack: None,
+                    presence_seq: 0,
                 };
                 self.arrive(&room_id, message.seq, arrival);
             }
             Event::Presence { .. } | Event::Typing { .. } => {
-                // After the messages that came before it: while some of
-                // those wait their turn here, it waits behind them.
-                let received = room
-                    .ahead
-                    .last_key_value()
-                    .map_or(room.delivered, |(seq, _)| (*seq).max(room.delivered));
-                if received > room.delivered || !room.held_notices.is_empty() {
+                // After the messages that came before it: a presence change
+                // names the last; typing, not stored, comes after those
+                // that reached this node before it. While some of those
+                // wait their turn here, it waits behind them.
+                let after = match &event {
+                    Event::Presence { last_seq, .. } => *last_seq,
+                    _ => room
+                        .ahead
+                        .last_key_value()
+                        .map_or(room.delivered, |(seq, _)| (*seq).max(room.delivered)),
+                };
+                // A read back under way may bring the room's presence as of
+                // an earlier change: changes wait for it to apply in order.
+                if after > room.delivered || !room.held_notices.is_empty() || room.backfilling > 0 {
                     let room = self.rooms.get_mut(&room_id).expect("held");
-                    room.held_notices.push_back((received, event));
+                    room.held_notices.push_back((after, event));
                     return;
                 }
                 self.notice(&room_id, event);
+                // Messages that waited for this change go on.
+                self.flush(&room_id);
             }
             Event::RoomDeleted { .. } => {}
         }
@@ -531,6 +542,9 @@ impl Hub {
             let Some(room) = self.rooms.get_mut(room_id) else {
                 return;
             };
+            if room.backfilling > 0 {
+                return;
+            }
             match room.held_notices.front() {
                 Some((after, _)) if *after <= room.delivered => {
                     let (_, event) = room.held_notices.pop_front().expect("a front");
@@ -704,6 +718,7 @@ impl Hub {
             && room.ahead.is_empty()
             && room.publishing == 0
             && room.backfilling == 0
+            && arrival.presence_seq <= room.presence_seen
         {
             room.delivered = seq;
             return self.deliver(room_id, seq, arrival);
@@ -730,6 +745,14 @@ impl Hub {
                 return;
             }
             let next = room.delivered + 1;
+            // Its presence change not shown here yet: it waits for it.
+            if room
+                .ahead
+                .get(&next)
+                .is_some_and(|a| a.presence_seq > room.presence_seen)
+            {
+                return;
+            }
             let Some(arrival) = room.ahead.remove(&next) else {
                 if !room.ahead.is_empty() {
                     self.backfill(room_id);
@@ -841,6 +864,7 @@ impl Hub {
                         frame,
                         sender: None,
                         ack: None,
+                        presence_seq: 0,
                     },
                 );
             }
@@ -853,6 +877,9 @@ impl Hub {
         if !room.ahead.is_empty() && !room.ahead.contains_key(&(room.delivered + 1)) {
             return self.lost_track(room_id);
         }
+        self.flush(room_id);
+        // What waited for the read back, and no message, goes now.
+        self.release_notices(room_id);
         self.flush(room_id);
     }
 

@@ -28,6 +28,10 @@ pub(super) struct Arrival {
     /// The sender's connection here and its `requestId`: it gets the
     /// acknowledgement instead of the broadcast.
     pub(super) ack: Option<(ConnId, Option<String>)>,
+    /// The room's presence change it came after (known from the reply to
+    /// this node's own publish; one that came as an event is in the
+    /// events' order already: 0): it is not shown before that change.
+    pub(super) presence_seq: u64,
 }
 
 /// One room this node has connections in.

@@ -333,7 +333,7 @@ impl MemoryStore {
                     user: user.clone(),
                     message: message.clone(),
                 });
-                Reply::Published(message)
+                Reply::Published(message, r.pseq)
             }
             Op::Since {
                 room,
@@ -519,6 +519,7 @@ impl MemoryStore {
                 joined: true,
                 member_count: view.member_count,
                 pseq: r.pseq,
+                last_seq: r.last_seq,
             });
         }
         Reply::Joined {
@@ -552,6 +553,7 @@ impl MemoryStore {
                     joined: false,
                     member_count: r.present.len() as u64,
                     pseq: r.pseq,
+                    last_seq: r.last_seq,
                 });
                 true
             }

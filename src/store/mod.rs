@@ -426,8 +426,9 @@ pub enum Reply {
         /// Whether a retained message is older than the first one.
         has_more: bool,
     },
-    /// `Publish`: stored and published.
-    Published(StoredMessage),
+    /// `Publish`: stored and published; and the number of the room's last
+    /// presence change before it (a node shows the message after it).
+    Published(StoredMessage, u64),
     /// `Publish`: the retry of a retained message, which is this one.
     Duplicate(StoredMessage),
     /// `Publish`, `Charge`: the bucket is empty; a token is there after
@@ -476,6 +477,9 @@ pub enum Event {
         /// room's presence changes (the `presence_seq` a join or a read
         /// back reflects).
         pseq: u64,
+        /// The `seq` of the room's last message before the change (a node
+        /// shows the change after it).
+        last_seq: u64,
     },
     /// A user started or stopped typing.
     Typing {

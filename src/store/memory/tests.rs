@@ -99,6 +99,11 @@ fn publish(
 
 /// `u1` (shown as `u1-name`) no longer present in `r`.
 fn u1_left_r(member_count: u64, pseq: u64) -> Event {
+    u1_left_r_after(member_count, pseq, 0)
+}
+
+/// The same, after message `last_seq`.
+fn u1_left_r_after(member_count: u64, pseq: u64, last_seq: u64) -> Event {
     Event::Presence {
         room: "r".into(),
         who: Present {
@@ -108,6 +113,7 @@ fn u1_left_r(member_count: u64, pseq: u64) -> Event {
         joined: false,
         member_count,
         pseq,
+        last_seq,
     }
 }
 
@@ -255,7 +261,7 @@ fn publish_numbers_without_gaps_evicts_and_forgets_evicted_retry_keys() {
     create(&mut s, "r", "u1", 9, 9);
     for (i, text) in ["a", "b", "c"].iter().enumerate() {
         let (reply, events) = publish(&mut s, "r", "u1", Some(text), text, 2, 5_000);
-        let Reply::Published(m) = reply else {
+        let Reply::Published(m, _) = reply else {
             panic!("published");
         };
         assert_eq!(m.seq, i as u64 + 1);
@@ -279,11 +285,11 @@ fn publish_numbers_without_gaps_evicts_and_forgets_evicted_retry_keys() {
     assert!(events.is_empty());
     // The same id from another user is another message.
     assert!(
-        matches!(publish(&mut s, "r", "u2", Some("c"), "x", 2, 5_000).0, Reply::Published(m) if m.seq == 4)
+        matches!(publish(&mut s, "r", "u2", Some("c"), "x", 2, 5_000).0, Reply::Published(m, _) if m.seq == 4)
     );
     // "a" was evicted: sent again, it is new.
     assert!(
-        matches!(publish(&mut s, "r", "u1", Some("a"), "a", 2, 5_000).0, Reply::Published(m) if m.seq == 5)
+        matches!(publish(&mut s, "r", "u1", Some("a"), "a", 2, 5_000).0, Reply::Published(m, _) if m.seq == 5)
     );
     let Reply::History { messages, has_more } = s
         .apply(&Op::History {

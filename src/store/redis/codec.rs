@@ -240,6 +240,7 @@ pub fn event(room: &str, payload: &[u8]) -> Result<Event, StoreError> {
         b'J' | b'L' => {
             let (member_count, rest) = number_then(rest)?;
             let (pseq, rest) = number_then(rest)?;
+            let (last_seq, rest) = number_then(rest)?;
             let (user, username) = sized_then(rest)?;
             Ok(Event::Presence {
                 room,
@@ -250,6 +251,7 @@ pub fn event(room: &str, payload: &[u8]) -> Result<Event, StoreError> {
                 joined: tag == b'J',
                 member_count,
                 pseq,
+                last_seq,
             })
         }
         b'T' | b't' => {
@@ -288,9 +290,9 @@ mod tests {
                 }
             }
         );
-        let e = event("r", b"L0:7:2:u1Ann:a").unwrap();
+        let e = event("r", b"L0:7:3:2:u1Ann:a").unwrap();
         assert!(
-            matches!(e, Event::Presence { joined: false, member_count: 0, pseq: 7, ref who, .. }
+            matches!(e, Event::Presence { joined: false, member_count: 0, pseq: 7, last_seq: 3, ref who, .. }
             if who.user == "u1" && who.username == "Ann:a")
         );
         assert_eq!(

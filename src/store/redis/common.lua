@@ -124,14 +124,17 @@ local function presence(v)
 end
 
 -- Numbers the room's presence change and says it:
--- 'J'|'L' <members> ':' <pseq> ':' <#user> ':' <user> <username>.
+-- 'J'|'L' <members> ':' <pseq> ':' <last seq> ':' <#user> ':' <user>
+-- <username>.
 local function presence_event(room, joined, members, user, username)
     local tag = 'L'
     if joined then
         tag = 'J'
     end
     local pseq = redis.call('HINCRBY', room, 'pseq', 1)
-    return tag .. fmt(members) .. ':' .. fmt(pseq) .. ':' .. #user .. ':' .. user .. username
+    local last = redis.call('HGET', room, 'seq') or '0'
+    return tag .. fmt(members) .. ':' .. fmt(pseq) .. ':' .. last .. ':' .. #user .. ':'
+        .. user .. username
 end
 
 -- Takes holder field `h` of `user` out of a room (keys given); publishes

@@ -330,10 +330,14 @@ impl RedisStore {
                     b'D' => Ok(Reply::Duplicate(codec::entry(codec::next(&mut rest)?)?)),
                     b'P' => {
                         let seq = codec::uint(codec::next(&mut rest)?)?;
-                        Ok(Reply::Published(crate::store::StoredMessage {
-                            seq,
-                            frame: draft.frame(seq),
-                        }))
+                        let presence_seq = codec::uint(codec::next(&mut rest)?)?;
+                        Ok(Reply::Published(
+                            crate::store::StoredMessage {
+                                seq,
+                                frame: draft.frame(seq),
+                            },
+                            presence_seq,
+                        ))
                     }
                     t => Err(unexpected("Publish", t)),
                 }

@@ -5,7 +5,8 @@
 -- ARGV: 1 capacity, 2 window_ms, 3 now_ms, 4 bucket ttl ms, 5 retry key
 --       ('' without clientMessageId; else '<user>\0<id>'), 6 draft head,
 --       7 draft tail, 8 history_limit, 9 channel, 10 user
--- Returns {'R', missing units}, {'N'}, {'D', entry} or {'P', seq}.
+-- Returns {'R', missing units}, {'N'}, {'D', entry} or {'P', seq, the
+-- room's presence change number}.
 
 local room, log, retry = KEYS[2], KEYS[3], KEYS[4]
 local missing = charge(KEYS[1], int(ARGV[1], 'capacity'), int(ARGV[2], 'window'), int(ARGV[3], 'now'), ARGV[4])
@@ -42,4 +43,4 @@ trim(log, retry, int(ARGV[8], 'history_limit'), len)
 
 local user = ARGV[10]
 redis.call('PUBLISH', ARGV[9], 'M' .. digits .. ':' .. #epoch .. ':' .. epoch .. #user .. ':' .. user .. frame)
-return { 'P', seq }
+return { 'P', seq, int(redis.call('HGET', room, 'pseq') or '0', 'presence seq') }
