@@ -328,6 +328,7 @@ pub fn oracle_config(setup: &Setup) -> OracleConfig {
         notice_delay_ms: 0,
         room_idle_ttl_ms: limits.room_idle_ttl_ms,
         max_content_chars: chat_flow::config::DEFAULT_MAX_CONTENT_LENGTH,
+        timestamp_slack_ms: 0,
     }
 }
 

@@ -218,6 +218,11 @@ pub fn oracle_config(scenario: &Scenario) -> OracleConfig {
         notice_delay_ms: k.presence_delay_ms,
         room_idle_ttl_ms: k.room_idle_ttl_ms,
         max_content_chars: chat_flow::config::DEFAULT_MAX_CONTENT_LENGTH,
+        timestamp_slack_ms: if scenario.nodes > 1 {
+            run::CLUSTER_STORE_TIMEOUT_MS + 2 * k.max_latency_ms
+        } else {
+            0
+        },
     }
 }
 

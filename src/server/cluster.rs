@@ -251,12 +251,23 @@ impl Task {
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut probe = tokio::time::interval(PROBE_EVERY);
         let mut probing = false;
+        let mut renewing = false;
         loop {
             tokio::select! {
                 biased;
                 job = self.jobs.recv() => {
                     let Some(job) = job else { return };
                     match job {
+                        // A node whose lease ran out by its own clock does not
+                        // act for its connections until it has renewed it
+                        // (and learnt whether the others cleared it).
+                        Job::Op(id, op) if self.fenced(&op) => {
+                            self.send(Back::Failed(id));
+                            if !renewing {
+                                renewing = true;
+                                calls.push(started(self.renewal()));
+                            }
+                        }
                         Job::Op(id, op) => calls.push(started(self.op(id, op))),
                         Job::Subscribe(room) => {
                             // Nothing after it starts before Redis confirmed
@@ -286,7 +297,10 @@ impl Task {
                             self.send(Back::Failed(id));
                         }
                     },
-                    Done::Heartbeat(at_ms, result) => self.renewed(at_ms, result),
+                    Done::Heartbeat(at_ms, result) => {
+                        renewing = false;
+                        self.renewed(at_ms, result);
+                    }
                     Done::Probe(result) => {
                         probing = false;
                         match result {
@@ -307,15 +321,9 @@ impl Task {
                     }
                     None => return,
                 },
-                _ = heartbeat.tick() => {
-                    let at_ms = self.clock.now().0;
-                    let op = Op::Heartbeat {
-                        node: self.node.clone(),
-                        now_ms: at_ms,
-                        ttl_ms: self.node_ttl_ms,
-                    };
-                    let call = self.timed(op);
-                    calls.push(started(Box::pin(async move { Done::Heartbeat(at_ms, call.await) })));
+                _ = heartbeat.tick(), if !renewing => {
+                    renewing = true;
+                    calls.push(started(self.renewal()));
                 }
                 _ = probe.tick(), if !self.healthy && !probing => {
                     probing = true;
@@ -330,6 +338,28 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// A renewal of this node's lease.
+    fn renewal(&self) -> Call {
+        let at_ms = self.clock.now().0;
+        let op = Op::Heartbeat {
+            node: self.node.clone(),
+            now_ms: at_ms,
+            ttl_ms: self.node_ttl_ms,
+        };
+        let call = self.timed(op);
+        Box::pin(async move { Done::Heartbeat(at_ms, call.await) })
+    }
+
+    /// Whether `op` acts for a connection while this node's lease has run
+    /// out by its clock: the other nodes may have cleared its users, and a
+    /// message or a presence of theirs now would contradict that.
+    fn fenced(&self, op: &Op) -> bool {
+        matches!(op, Op::Publish { .. } | Op::Join { .. } | Op::Typing { .. })
+            && self
+                .lease_until
+                .is_some_and(|until| self.clock.now().0 > until)
     }
 
     fn send(&self, back: Back) {

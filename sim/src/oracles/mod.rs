@@ -74,6 +74,12 @@ pub struct OracleConfig {
     pub room_idle_ttl_ms: u64,
     /// `MAX_CONTENT_LENGTH` (characters).
     pub max_content_chars: usize,
+    /// How far a message's timestamp may be behind the one before it in
+    /// `seq` order: 0 on one node; in a cluster each node stamps a message
+    /// when it takes it, and another node's later message may reach the
+    /// store first (by at most the store's timeout and the network's
+    /// latency).
+    pub timestamp_slack_ms: u64,
 }
 
 /// Where a violation happened.

@@ -25,6 +25,7 @@ pub fn register(
     msg: &ChatMessage,
 ) {
     let place = m.place_room(conn, &msg.room_id, Some(msg.seq));
+    let slack = m.cfg.timestamp_slack_ms;
     let run = m.conns.get(&conn).map_or(0, |c| c.run);
     let ts = match m.sim_ms(&msg.timestamp) {
         Some(ts) => ts,
@@ -93,7 +94,7 @@ pub fn register(
     let before = log.msgs.range(..msg.seq).next_back();
     let after = log.msgs.range(msg.seq + 1..).next();
     for (seq, other) in before.into_iter().chain(after) {
-        if (*seq < msg.seq && other.ts > ts) || (*seq > msg.seq && other.ts < ts) {
+        if (*seq < msg.seq && other.ts > ts + slack) || (*seq > msg.seq && other.ts + slack < ts) {
             out.fail(
                 "seq-order",
                 at,
