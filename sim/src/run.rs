@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chat_flow::auth::{TokenSpec, mint_hs256};
 use chat_flow::client::{self, ClientOptions, Command};
-use chat_flow::config::DEV_JWT_SECRET;
+use chat_flow::config::{Config, DEV_JWT_SECRET};
 use chat_flow::protocol::MessageKind;
 use chat_flow::server::{self, Listener, RuntimeEnv};
 use tokio::time::Instant;
@@ -33,6 +33,26 @@ impl Listener for SimListener {
     async fn accept(&mut self) -> std::io::Result<(Self::Io, SocketAddr)> {
         self.0.accept().await
     }
+}
+
+/// One node on this host (`SERVER.1`): the production `server::run_node`,
+/// alone or (`cluster`) on the simulated store; until the host crashes.
+pub async fn serve_node(config: Config, env: RuntimeEnv, cluster: bool) -> turmoil::Result {
+    let listener =
+        turmoil::net::TcpListener::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), SERVER.1)).await?;
+    let store =
+        cluster.then(|| crate::store_host::backend(Duration::from_millis(config.redis_timeout_ms)));
+    let (_keep_open, reloads) = tokio::sync::mpsc::channel(1);
+    server::run_node(
+        SimListener(listener),
+        config,
+        env,
+        std::future::pending(),
+        reloads,
+        store,
+    )
+    .await?;
+    Ok(())
 }
 
 /// What a run produced.
@@ -168,29 +188,13 @@ pub fn simulate(scenario: &Scenario) -> RunOutput {
                 } else {
                     rec.push(Obs::ServerStart { run, instance });
                 }
-                let listener =
-                    turmoil::net::TcpListener::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), SERVER.1))
-                        .await?;
                 let env = RuntimeEnv {
                     start_unix_ms,
                     instance,
                     secret: mix(seed ^ 0x5ec2e7 ^ (node as u64) << 32, u64::from(run) + 1),
                     http_date_header: false,
                 };
-                let store = cluster.then(|| {
-                    crate::store_host::backend(Duration::from_millis(config.redis_timeout_ms))
-                });
-                let (_keep_open, reloads) = tokio::sync::mpsc::channel(1);
-                server::run_node(
-                    SimListener(listener),
-                    config,
-                    env,
-                    std::future::pending(),
-                    reloads,
-                    store,
-                )
-                .await?;
-                Ok(())
+                serve_node(config, env, cluster).await
             }
         });
     }

@@ -13,22 +13,13 @@ use std::time::Duration;
 use chat_flow::auth::{TokenSpec, mint_hs256};
 use chat_flow::client::{self, ClientOptions, Connector, Event};
 use chat_flow::config::{Config, DEV_JWT_SECRET};
-use chat_flow::server::{self, Listener, RuntimeEnv};
+use chat_flow::server::RuntimeEnv;
+use sim::run::serve_node;
 use sim::store_host::{self, STORE};
 
 const NODES: [&str; 2] = ["node0", "node1"];
 const PORT: u16 = 3001;
 const EPOCH_S: u64 = 1_790_000_000;
-
-struct SimListener(turmoil::net::TcpListener);
-
-impl Listener for SimListener {
-    type Io = turmoil::net::TcpStream;
-
-    async fn accept(&mut self) -> io::Result<(Self::Io, std::net::SocketAddr)> {
-        self.0.accept().await
-    }
-}
 
 /// Connects to `nodes[attempt % len]`: a client whose node is gone tries
 /// the next one.
@@ -50,7 +41,7 @@ impl Connector for Nodes {
 fn config() -> Config {
     Config {
         host: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        port: PORT,
+        port: sim::tap::SERVER.1,
         presence_delay_ms: 0,
         node_ttl_ms: 1_500,
         redis_timeout_ms: 300,
@@ -87,9 +78,6 @@ fn run(seed: u64) -> (Seen, Seen) {
                     *r += 1;
                     *r
                 };
-                let listener =
-                    turmoil::net::TcpListener::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), PORT))
-                        .await?;
                 let env = RuntimeEnv {
                     start_unix_ms: turmoil::since_epoch()
                         .map_or(EPOCH_S * 1000, |d| d.as_millis() as u64),
@@ -97,19 +85,7 @@ fn run(seed: u64) -> (Seen, Seen) {
                     secret: seed ^ (n as u64) ^ run,
                     http_date_header: false,
                 };
-                let config = config();
-                let store = store_host::backend(Duration::from_millis(config.redis_timeout_ms));
-                let (_keep, reloads) = tokio::sync::mpsc::channel(1);
-                server::run_node(
-                    SimListener(listener),
-                    config,
-                    env,
-                    std::future::pending(),
-                    reloads,
-                    Some(store),
-                )
-                .await?;
-                Ok(())
+                serve_node(config(), env, true).await
             }
         });
     }
