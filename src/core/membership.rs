@@ -54,34 +54,24 @@ impl Hub {
             room.local.entry(user).or_default().insert(conn);
             return self.deliveries_from(conn, &room_id, last_seq);
         }
+        // A room new here takes the store's list as it is; the joiner's
+        // entry shares its session's strings.
         room.presence_seen = presence_seq;
-        // The store's list is the truth; the joiner's entry shares its
-        // session's strings.
-        let known = room.present.len() == users.len()
-            && users
-                .iter()
-                .all(|p| room.present.contains_key(p.user.as_str()));
-        if !known {
-            room.present
-                .retain(|u, _| users.iter().any(|p| p.user == *u.0));
-            for p in users {
-                if room.present.contains_key(p.user.as_str()) {
-                    continue;
-                }
-                if p.user == *user.0 {
-                    let name = if p.username == *username {
-                        username.clone()
-                    } else {
-                        Arc::from(p.username.as_str())
-                    };
-                    room.present.insert(user.clone(), name);
+        for p in users {
+            let (id, name) = if p.user == *user.0 {
+                let name = if p.username == *username {
+                    username.clone()
                 } else {
-                    room.present.insert(
-                        UserId(Arc::from(p.user.as_str())),
-                        Arc::from(p.username.as_str()),
-                    );
-                }
-            }
+                    Arc::from(p.username.as_str())
+                };
+                (user.clone(), name)
+            } else {
+                (
+                    UserId(Arc::from(p.user.as_str())),
+                    Arc::from(p.username.as_str()),
+                )
+            };
+            room.present.insert(id, name);
         }
         room.local.entry(user).or_default().insert(conn);
         self.deliveries_from(conn, &room_id, last_seq);

@@ -144,14 +144,7 @@ impl Hub {
                 // this node has shown its members already.
                 let (users, member_count) = match self.rooms.get(room.record.id.as_str()) {
                     Some(r) if r.presence_seen > presence_seq => {
-                        let present: Vec<Present> = r
-                            .present
-                            .iter()
-                            .map(|(u, name)| Present {
-                                user: u.0.to_string(),
-                                username: name.to_string(),
-                            })
-                            .collect();
+                        let present = r.present_list();
                         let count = present.len() as u64;
                         (present, count)
                     }
@@ -282,13 +275,13 @@ impl Hub {
         let answer = match p.wait {
             Wait::Nothing | Wait::Leave { .. } | Wait::Delete => false,
             Wait::Backfill { room } => {
-                // Read again when the store is back (the driver retries
-                // reads no request waits for; this is for one that gives
-                // up): until then the room's deliveries wait.
+                // The driver retries a read while the store does not
+                // answer; one that fails all the same (data it cannot read)
+                // would fail again: the room's connections resume instead.
                 if let Some(r) = self.rooms.get_mut(&room) {
                     r.backfilling = r.backfilling.saturating_sub(1);
                 }
-                self.backfill(&room);
+                self.lost_track(&room);
                 false
             }
             Wait::Publish { room } => {
@@ -643,14 +636,10 @@ impl Hub {
             .cloned()
             .collect();
         let went: Vec<Present> = room
-            .present
-            .iter()
-            .filter(|(u, _)| !room.local.contains_key(*u))
-            .filter(|(u, _)| !users.iter().any(|p| p.user == *u.0))
-            .map(|(u, name)| Present {
-                user: u.0.to_string(),
-                username: name.to_string(),
-            })
+            .present_list()
+            .into_iter()
+            .filter(|p| !room.local.contains_key(p.user.as_str()))
+            .filter(|p| !users.iter().any(|u| u.user == p.user))
             .collect();
         for who in came {
             self.presence(room_id, who, true, presence_seq);
@@ -789,6 +778,7 @@ impl Hub {
             self.acked.push(*sender);
         }
         let room = &self.rooms[room_id];
+        let notices_held = !room.held_notices.is_empty();
         let broadcast = arrival.frame.broadcast();
         let sender = arrival.ack.as_ref().map(|(c, _)| *c);
         let mut acked = false;
@@ -835,7 +825,9 @@ impl Hub {
         if let Some(sender) = &arrival.sender {
             self.end_typing(room_id, sender);
         }
-        self.release_notices(room_id);
+        if notices_held {
+            self.release_notices(room_id);
+        }
     }
 
     /// The messages a gap hid, read back.

@@ -13,7 +13,7 @@ use super::sorted_set::SortedSet;
 use super::types::{ConnId, Timestamp, UserId};
 use crate::protocol::RoomKind;
 use crate::protocol::server::{MessageFrame, RoomInfo};
-use crate::store::{Event, RoomRecord};
+use crate::store::{Event, Present, RoomRecord};
 
 /// What `createdBy` says of a default room.
 pub(super) const SYSTEM: &str = "system";
@@ -86,6 +86,17 @@ impl Room {
             presence_after: BTreeMap::new(),
             held_notices: VecDeque::new(),
         }
+    }
+
+    /// The users present as this node has shown them, in user id order.
+    pub(super) fn present_list(&self) -> Vec<Present> {
+        self.present
+            .iter()
+            .map(|(u, name)| Present {
+                user: u.0.to_string(),
+                username: name.to_string(),
+            })
+            .collect()
     }
 
     /// Whether this node has no connection left in it.

@@ -653,3 +653,26 @@ fn a_presence_change_a_joiners_list_already_shows_is_not_shown_to_it_again() {
     assert_eq!(told, [json!("bob"), json!("carol")]);
     assert_eq!(c.take(0, carol), Vec::<Value>::new());
 }
+
+#[test]
+fn a_read_back_the_store_fails_for_good_is_not_asked_again() {
+    let (mut c, alice, bob) = alice_and_bob();
+    c.handle(1, bob, say("general", "m1", "s1"));
+    c.execute(1, Some(0), false);
+    c.handle(1, bob, say("general", "m2", "s2"));
+    c.execute(1, None, false);
+    let (id, op) = c.ops[0].pop_front().expect("the read of the gap");
+    assert!(matches!(op, Op::Since { .. }), "{op:?}");
+    // The driver retries while the store does not answer; what reaches the
+    // node is a read that cannot succeed: its connections resume instead.
+    c.nodes[0].store_failed(Timestamp(c.now), id, 1000);
+    c.collect();
+    assert!(
+        !c.ops[0]
+            .iter()
+            .any(|(_, op)| matches!(op, Op::Since { .. })),
+        "asked again: {:?}",
+        c.ops[0]
+    );
+    assert_eq!(c.closes.get(&(0, alice)), Some(&1013));
+}
