@@ -25,12 +25,20 @@ const NODE_TTL_MS: u64 = 1_500;
 const REDIS_TIMEOUT_MS: u64 = 500;
 
 async fn node(redis: &RedisServer) -> RunningServer {
+    node_with(redis, |c| c.rate_limit_messages = 1_000).await
+}
+
+/// A node of the cluster on `redis`, its configuration changed by `f`.
+async fn node_with(
+    redis: &RedisServer,
+    f: impl FnOnce(&mut chat_flow::config::Config),
+) -> RunningServer {
     let url = redis.url();
     start_with(move |c| {
         c.redis_url = Some(url);
         c.node_ttl_ms = NODE_TTL_MS;
         c.redis_timeout_ms = REDIS_TIMEOUT_MS;
-        c.rate_limit_messages = 1_000;
+        f(c);
     })
     .await
 }
@@ -85,6 +93,12 @@ async fn reply_to(client: &mut Client, kind: &str, payload: Value) -> (Value, Ve
         }
         before.push(v);
     }
+}
+
+/// The reply to `SEND_MESSAGE` of `m<n>` in `general`.
+async fn send_text(client: &mut Client, n: u32) -> Value {
+    let payload = json!({"roomId": "general", "content": format!("m{n}")});
+    reply_to(client, "SEND_MESSAGE", payload).await.0
 }
 
 fn user_ids(joined: &Value) -> Vec<String> {
@@ -469,4 +483,43 @@ async fn a_redis_stall_is_server_error_with_retry_after_and_drops_nobody() {
             panic!("closed with {code:?}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_send_bucket_is_the_users_across_nodes() {
+    let redis = RedisServer::start();
+    let limit = |c: &mut chat_flow::config::Config| {
+        c.rate_limit_messages = 3;
+        c.rate_limit_window_ms = 60_000;
+    };
+    let a = node_with(&redis, limit).await;
+    let b = node_with(&redis, limit).await;
+    let mut on_a = authed(&a, "alice").await;
+    let mut on_b = authed(&b, "alice").await;
+    on_a.join("general").await;
+    on_b.join("general").await;
+    for n in 0..2 {
+        let ack = send_text(&mut on_a, n).await;
+        assert_eq!(ack["type"], "NEW_MESSAGE", "{ack}");
+    }
+    let third = send_text(&mut on_b, 2).await;
+    assert_eq!(third["type"], "NEW_MESSAGE", "{third}");
+    // Three from one user on two nodes: the fourth is over the user's one
+    // bucket, whichever node it reaches.
+    let refused = send_text(&mut on_b, 3).await;
+    assert_eq!(
+        refused["payload"]["code"], "RATE_LIMIT_EXCEEDED",
+        "{refused}"
+    );
+    assert!(
+        refused["payload"]["retryAfterMs"]
+            .as_u64()
+            .is_some_and(|ms| ms >= 1),
+        "{refused}"
+    );
+    let refused = send_text(&mut on_a, 4).await;
+    assert_eq!(
+        refused["payload"]["code"], "RATE_LIMIT_EXCEEDED",
+        "{refused}"
+    );
 }
