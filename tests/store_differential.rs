@@ -11,9 +11,13 @@
 //! again. Redis is emptied (`FLUSHDB`) before each seed; two `RedisStore`s
 //! (two nodes' connections) take the operations in turn.
 //!
+//! Sends and typing come mostly from connections the sequence joined to
+//! the room (the store refuses the others: `Unheld`), sometimes from any.
+//!
 //! Events: one subscriber connection is subscribed to every room first.
 //! After each operation a `Typing` on a room of its own (`~sync`, unknown
-//! to the model) is published through the same Redis; Redis delivers the
+//! to the model; its one holder is written into Redis directly, so that no
+//! room of that name is listed) is published through the same Redis; Redis delivers the
 //! messages of one connection's channels in the order it published them, so
 //! what arrives before that marker is exactly what the operation published.
 //!
@@ -76,6 +80,9 @@ struct Gen {
     now: u64,
     epochs: u64,
     texts: u64,
+    /// The connections each room was joined from (the join may have been
+    /// refused, or the holder swept since: the store decides).
+    joined: BTreeMap<String, Vec<(Holder, &'static str)>>,
 }
 
 impl Gen {
@@ -85,6 +92,7 @@ impl Gen {
             now: 1_700_000_000_000,
             epochs: 0,
             texts: 0,
+            joined: BTreeMap::new(),
         }
     }
 
@@ -105,6 +113,17 @@ impl Gen {
         };
         let username = format!("{user} on {}{conn}", NODES[n]);
         (holder, user, username)
+    }
+
+    /// A connection that joined `room`, mostly; else any.
+    fn sender(&mut self, room: &str) -> (Holder, &'static str) {
+        let joined = self.joined.get(room).map_or(&[][..], Vec::as_slice);
+        if !joined.is_empty() && self.rng.chance(85) {
+            let i = self.rng.below(joined.len() as u64) as usize;
+            return joined[i].clone();
+        }
+        let (holder, user, _) = self.holder();
+        (holder, user)
     }
 
     fn history_limit(&mut self) -> u32 {
@@ -172,6 +191,10 @@ impl Gen {
                 } else {
                     None
                 };
+                let joined = self.joined.entry(room.clone()).or_default();
+                if !joined.iter().any(|(h, _)| *h == holder) {
+                    joined.push((holder.clone(), user));
+                }
                 Op::Join {
                     room,
                     user: user.into(),
@@ -185,6 +208,9 @@ impl Gen {
             }
             33..=44 => {
                 let (holder, user, _) = self.holder();
+                if let Some(joined) = self.joined.get_mut(&room) {
+                    joined.retain(|(h, _)| *h != holder);
+                }
                 Op::Leave {
                     room,
                     user: user.into(),
@@ -205,9 +231,11 @@ impl Gen {
             49..=72 => {
                 self.texts += 1;
                 let text = format!("m{} \"quoted\" é", self.texts);
+                let (holder, user) = self.sender(&room);
                 Op::Publish {
                     room,
-                    user: self.rng.pick(&USERS).into(),
+                    user: user.into(),
+                    holder,
                     client_message_id: if self.rng.chance(60) {
                         Some(self.rng.pick(&CMIDS).into())
                     } else {
@@ -236,12 +264,16 @@ impl Gen {
                 bucket: BUCKET,
                 now_ms: now,
             },
-            83..=86 => Op::Typing {
-                room,
-                user: self.rng.pick(&USERS).into(),
-                username: "typist".into(),
-                is_typing: self.rng.chance(50),
-            },
+            83..=86 => {
+                let (holder, user) = self.sender(&room);
+                Op::Typing {
+                    room,
+                    user: user.into(),
+                    username: "typist".into(),
+                    is_typing: self.rng.chance(50),
+                    holder,
+                }
+            }
             87..=93 => Op::Heartbeat {
                 // Node C beats rarely: it is the one found dead most.
                 node: NodeId(
@@ -314,10 +346,21 @@ async fn redis_answers_as_the_memory_store_does() {
         user: "sync".into(),
         username: "sync".into(),
         is_typing: true,
+        holder: Holder {
+            node: NodeId("sync".into()),
+            conn: 0,
+        },
     };
     let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
     for seed in 0..seeds {
         assert_eq!(server.command(&["FLUSHDB"]).as_deref(), Some("+OK\r\n"));
+        // The marker's connection, in a room no listing shows.
+        assert_eq!(
+            server
+                .command(&["HSET", "chatflow:room:{~sync}:holders", "0:sync", "sync"])
+                .as_deref(),
+            Some(":1\r\n")
+        );
         let mut model = MemoryStore::new();
         let mut generator = Gen::new(seed);
         for index in 0..ops {
@@ -362,6 +405,7 @@ async fn redis_answers_as_the_memory_store_does() {
         "Refused",
         "Created",
         "Swept(some)",
+        "Unheld",
         "Deleted(true)",
         "Joined",
         "Recovery",
@@ -392,8 +436,9 @@ fn reply_kind(r: &chat_flow::store::Reply) -> &'static str {
         RateLimited { .. } => "RateLimited",
         Charged => "Charged",
         Done => "Done",
-        Swept(n) if n.is_empty() => "Swept(none)",
-        Swept(_) => "Swept(some)",
+        Swept { gone, .. } if gone.is_empty() => "Swept(none)",
+        Swept { .. } => "Swept(some)",
+        Unheld => "Unheld",
         Deleted(true) => "Deleted(true)",
         Deleted(false) => "Deleted(false)",
         Recovery { .. } => "Recovery",

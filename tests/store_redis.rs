@@ -86,6 +86,7 @@ fn publish(room: &str, user: &str, cmid: Option<&str>, text: &str, limit: u32, n
     Op::Publish {
         room: room.into(),
         user: user.into(),
+        holder: holder_of(user),
         client_message_id: cmid.map(str::to_owned),
         draft: draft(text),
         bucket: BUCKET,
@@ -120,6 +121,26 @@ fn present(user: &str) -> Present {
     Present {
         user: user.into(),
         username: format!("name of {user}"),
+    }
+}
+
+/// The connection a test's sends and typing of `user` come from.
+fn holder_of(user: &str) -> Holder {
+    // FNV-1a: one number per user.
+    let conn = user.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    holder("pub", conn >> 12)
+}
+
+/// `users` in `room`, from the connections their sends come from (the
+/// store refuses a send from a connection not in the room).
+async fn seat(store: &RedisStore, room: &str, users: &[&str], now: u64) {
+    for user in users {
+        match apply(store, join(room, user, holder_of(user), None, now)).await {
+            Reply::Joined { .. } => {}
+            other => panic!("{user} not seated in {room}: {other:?}"),
+        }
     }
 }
 
@@ -184,8 +205,19 @@ fn heartbeat(node: &str, now_ms: u64, ttl_ms: u64) -> Op {
     }
 }
 
+/// The first renewal of a node: it had no lease to keep.
+fn first_beat(nodes: &[&str]) -> Reply {
+    Reply::Swept {
+        gone: nodes.iter().map(|n| NodeId((*n).into())).collect(),
+        lapsed: true,
+    }
+}
+
 fn found_gone(nodes: &[&str]) -> Reply {
-    Reply::Swept(nodes.iter().map(|n| NodeId((*n).into())).collect())
+    Reply::Swept {
+        gone: nodes.iter().map(|n| NodeId((*n).into())).collect(),
+        lapsed: false,
+    }
 }
 
 fn presence(room: &str, user: &str, joined: bool, member_count: u64, pseq: u64) -> Event {
@@ -268,6 +300,7 @@ async fn the_epoch_stays_until_the_data_is_lost() {
     let server = RedisServer::start();
     let s = store(&server).await;
     apply(&s, create("r", "alice", "e1", 10, 10)).await;
+    seat(&s, "r", &["alice"], 0).await;
     for i in 1..=3 {
         assert_eq!(
             seq_of(&s, publish("r", "alice", None, "hi", 10, i)).await,
@@ -335,6 +368,7 @@ async fn the_epoch_stays_until_the_data_is_lost() {
         }
         other => panic!("{other:?}"),
     }
+    seat(&s, "r", &["alice"], 7).await;
     assert_eq!(
         seq_of(&s, publish("r", "alice", None, "again", 10, 7)).await,
         1
@@ -349,6 +383,7 @@ async fn the_epoch_stays_until_the_data_is_lost() {
         apply(&s, create("r", "alice", "e4", 10, 10)).await,
         Reply::Created(record("r", Some("alice"), "e4"))
     );
+    seat(&s, "r", &["alice"], 9).await;
     assert_eq!(seq_of(&s, publish("r", "alice", None, "x", 10, 9)).await, 1);
 }
 
@@ -358,8 +393,11 @@ async fn seq_is_gap_free_across_two_nodes_and_events_come_in_seq_order() {
     let a = store(&server).await;
     let b = store(&server).await;
     ensure(&a, "r", "e").await;
-    let mut sub = subscriber(&b, &["r"]).await;
     let senders = 8;
+    for k in 0..senders {
+        seat(&a, "r", &[&format!("u{k}")], 1).await;
+    }
+    let mut sub = subscriber(&b, &["r"]).await;
     let each = 50;
     let mut tasks = Vec::new();
     for k in 0..senders {
@@ -410,6 +448,7 @@ async fn retries_match_retained_messages_only() {
     let server = RedisServer::start();
     let s = store(&server).await;
     ensure(&s, "r", "e").await;
+    seat(&s, "r", &["alice", "bob", "carol"], 1).await;
     let mut sub = subscriber(&s, &["r"]).await;
     let first = apply(&s, publish("r", "alice", Some("m1"), "one", 2, 1)).await;
     assert_eq!(
@@ -419,7 +458,8 @@ async fn retries_match_retained_messages_only() {
                 seq: 1,
                 frame: frame("one", 1)
             },
-            0
+            // After the three users came.
+            3
         )
     );
     next_event(&mut sub).await;
@@ -485,6 +525,7 @@ async fn history_pages_backwards() {
     let server = RedisServer::start();
     let s = store(&server).await;
     ensure(&s, "r", "e").await;
+    seat(&s, "r", &["u"], 1).await;
     for i in 1..=10 {
         seq_of(&s, publish("r", "u", None, &i.to_string(), 8, i)).await;
     }
@@ -556,6 +597,7 @@ async fn the_send_bucket_is_core_bucket_arithmetic() {
     let p = |now: u64| Op::Publish {
         room: "missing".into(),
         user: "u".into(),
+        holder: holder_of("u"),
         client_message_id: None,
         draft: draft("x"),
         bucket: shape,
@@ -790,6 +832,7 @@ async fn recovery_says_whether_nothing_is_missing() {
     let server = RedisServer::start();
     let s = store(&server).await;
     ensure(&s, "r", "e").await;
+    seat(&s, "r", &["u"], 1).await;
     for i in 1..=7 {
         seq_of(&s, publish("r", "u", None, "m", 5, i)).await;
     }
@@ -855,8 +898,8 @@ async fn a_heartbeat_sweeps_the_holders_of_dead_nodes() {
     }
     let mut sub = subscriber(&b, &["r1", "r2"]).await;
     let ttl = 1000;
-    assert_eq!(apply(&a, heartbeat("A", 0, ttl)).await, found_gone(&[]));
-    assert_eq!(apply(&b, heartbeat("B", 0, ttl)).await, found_gone(&[]));
+    assert_eq!(apply(&a, heartbeat("A", 0, ttl)).await, first_beat(&[]));
+    assert_eq!(apply(&b, heartbeat("B", 0, ttl)).await, first_beat(&[]));
     // alice: on A in r1 and r2, on B in r1. bob: twice on A in r1.
     // carol: on B in r2.
     for (s, room, user, h) in [
@@ -912,7 +955,7 @@ async fn a_heartbeat_sweeps_the_holders_of_dead_nodes() {
     // B dies too, swept by a third node: r1 and r2 are empty since then.
     assert_eq!(
         apply(&a, heartbeat("C", 5000, ttl)).await,
-        found_gone(&["B"])
+        first_beat(&["B"])
     );
     let mut swept = vec![next_event(&mut sub).await, next_event(&mut sub).await];
     swept.sort_by(|x, y| x.room().cmp(y.room()));
@@ -930,6 +973,72 @@ async fn a_heartbeat_sweeps_the_holders_of_dead_nodes() {
     };
     assert_eq!(apply(&a, idle("r1", 5099)).await, Reply::Deleted(false));
     assert_eq!(apply(&a, idle("r1", 5100)).await, Reply::Deleted(true));
+}
+
+/// A node swept while it could not renew (cut off, paused) is fenced by the
+/// store: its connections' sends and typing are refused, nothing is
+/// published, and its next renewal tells it; one that renews too late
+/// sweeps itself.
+#[tokio::test]
+async fn a_swept_nodes_connections_can_neither_send_nor_type() {
+    let server = RedisServer::start();
+    let s = store(&server).await;
+    ensure(&s, "r", "e").await;
+    let ttl = 1000;
+    apply(&s, heartbeat("A", 0, ttl)).await;
+    apply(&s, heartbeat("B", 600, ttl)).await;
+    let alice = holder("A", 1);
+    apply(&s, join("r", "alice", alice.clone(), None, 1)).await;
+    let send = |now| {
+        let mut op = publish("r", "alice", Some("m"), "hi", 10, now);
+        if let Op::Publish { holder, .. } = &mut op {
+            *holder = alice.clone();
+        }
+        op
+    };
+    assert_eq!(seq_of(&s, send(2)).await, 1);
+    assert_eq!(
+        apply(&s, heartbeat("B", 1001, ttl)).await,
+        found_gone(&["A"])
+    );
+    let mut sub = subscriber(&s, &["r"]).await;
+    assert_eq!(apply(&s, send(1002)).await, Reply::Unheld);
+    let typing = Op::Typing {
+        room: "r".into(),
+        user: "alice".into(),
+        username: "alice".into(),
+        is_typing: true,
+        holder: alice.clone(),
+    };
+    assert_eq!(apply(&s, typing).await, Reply::Unheld);
+    // Nothing stored, nothing published.
+    no_event(&mut sub).await;
+    assert_eq!(
+        apply(&s, newest("r", 10)).await,
+        Reply::History {
+            messages: vec![StoredMessage {
+                seq: 1,
+                frame: frame("hi", 1)
+            }],
+            has_more: false
+        }
+    );
+    // A's renewal: its lease had lapsed.
+    assert_eq!(apply(&s, heartbeat("A", 1003, ttl)).await, first_beat(&[]));
+    // A renews too late and nobody swept it: it sweeps itself.
+    apply(&s, join("r", "alice", alice.clone(), None, 1004)).await;
+    assert!(matches!(
+        next_event(&mut sub).await,
+        Event::Presence { joined: true, .. }
+    ));
+    assert_eq!(
+        apply(&s, heartbeat("A", 2004, ttl)).await,
+        first_beat(&["A", "B"])
+    );
+    assert!(matches!(
+        next_event(&mut sub).await,
+        Event::Presence { joined: false, ref who, .. } if who.user == "alice"
+    ));
 }
 
 #[tokio::test]
@@ -1011,6 +1120,11 @@ async fn idle_user_rooms_are_deleted() {
         apply(&s, create("r3", "alice", "e4", 2, 10)).await,
         Reply::Refused(Refusal::UserLimit)
     );
+    seat(&s, "r", &["alice"], T0 + 4000).await;
+    assert!(matches!(
+        next_event(&mut sub).await,
+        Event::Presence { joined: true, .. }
+    ));
     assert_eq!(
         apply(&s, publish("r", "alice", None, "x", 5, T0 + 4000)).await,
         Reply::Published(
@@ -1018,7 +1132,7 @@ async fn idle_user_rooms_are_deleted() {
                 seq: 1,
                 frame: frame("x", 1)
             },
-            0
+            1
         )
     );
     // The channel is the id's: a node still subscribed hears the new room.
@@ -1038,6 +1152,7 @@ async fn reads_cut_history_to_the_limit_they_carry_and_since_reads_a_gap() {
         apply(&s, Op::Lookup { room: "r".into() }).await,
         Reply::Room(record("r", None, "e"))
     );
+    seat(&s, "r", &["u"], 1).await;
     for i in 1..=6 {
         let id = i.to_string();
         seq_of(&s, publish("r", "u", Some(&id), &id, 10, i)).await;
@@ -1155,6 +1270,7 @@ async fn typing_is_published_not_stored() {
     let server = RedisServer::start();
     let s = store(&server).await;
     ensure(&s, "r", "e").await;
+    seat(&s, "r", &["u:1", "u"], 1).await;
     let mut sub = subscriber(&s, &["r"]).await;
     for is_typing in [true, false] {
         let op = Op::Typing {
@@ -1162,6 +1278,7 @@ async fn typing_is_published_not_stored() {
             user: "u:1".into(),
             username: "Ünïcode: \"quoted\"".into(),
             is_typing,
+            holder: holder_of("u:1"),
         };
         assert_eq!(apply(&s, op).await, Reply::Done);
         assert_eq!(
@@ -1185,6 +1302,7 @@ async fn data_it_did_not_write_is_an_error_not_a_panic() {
     let server = RedisServer::start();
     let s = store(&server).await;
     ensure(&s, "r", "e").await;
+    seat(&s, "r", &["u"], 1).await;
     server
         .command(&["HSET", "chatflow:room:{r}", "kind", "weird"])
         .unwrap();
@@ -1233,6 +1351,7 @@ async fn data_it_did_not_write_is_an_error_not_a_panic() {
             user: "u".into(),
             username: "U".into(),
             is_typing: true,
+            holder: holder_of("u"),
         },
     )
     .await;
@@ -1282,6 +1401,11 @@ async fn no_redis_is_an_error_within_the_timeout_and_the_store_recovers() {
         other => panic!("{other:?}"),
     }
     ensure(&s, "r", "e2").await;
+    seat(&s, "r", &["u"], 1).await;
+    assert!(matches!(
+        next_event(&mut sub).await,
+        Event::Presence { joined: true, .. }
+    ));
     assert_eq!(seq_of(&s, publish("r", "u", None, "x", 5, 1)).await, 1);
     assert!(matches!(
         next_event(&mut sub).await,
@@ -1305,6 +1429,10 @@ async fn figures() {
     let server = RedisServer::start();
     let s = store(&server).await;
     ensure(&s, "r", "e").await;
+    seat(&s, "r", &["u"], 1).await;
+    for k in 0..32 {
+        seat(&s, "r", &[&format!("u{k}")], 1).await;
+    }
     // A bucket that never runs dry at one instant.
     let publish = |room: &str, user: &str, cmid: Option<&str>, text: &str, limit, now| {
         let mut op = publish(room, user, cmid, text, limit, now);
@@ -1408,6 +1536,7 @@ async fn an_idle_subscriber_stays_connected() {
     .await
     .unwrap();
     ensure(&s, "r", "e").await;
+    seat(&s, "r", &["u"], 1).await;
     let mut sub = subscriber(&s, &["r"]).await;
     no_event(&mut sub).await;
     no_event(&mut sub).await;
@@ -1426,6 +1555,7 @@ async fn a_send_bucket_key_expires_a_minute_after_its_window() {
     let server = RedisServer::start();
     let s = store(&server).await;
     ensure(&s, "r", "e").await;
+    seat(&s, "r", &["v"], 1).await;
     let charge = Op::Charge {
         user: "u".into(),
         bucket: BUCKET,
@@ -1451,6 +1581,7 @@ async fn numbers_beyond_a_double_are_refused_or_clamped() {
     let server = RedisServer::start();
     let s = store(&server).await;
     ensure(&s, "r", "e").await;
+    seat(&s, "r", &["u"], 1).await;
     for now in 1..=3 {
         seq_of(&s, publish("r", "u", None, "m", 10, now)).await;
     }
@@ -1495,11 +1626,11 @@ async fn numbers_beyond_a_double_are_refused_or_clamped() {
     ));
     assert_eq!(
         apply(&s, heartbeat("A", 1, u64::MAX)).await,
-        found_gone(&[])
+        first_beat(&[])
     );
     assert_eq!(
         apply(&s, heartbeat("B", beyond - 1, 1)).await,
-        found_gone(&[])
+        first_beat(&[])
     );
 }
 
@@ -1525,7 +1656,7 @@ async fn lists_come_in_id_order() {
     }
     assert_eq!(
         apply(&s, heartbeat("live", 100, 10)).await,
-        found_gone(&["A", "M", "Z"])
+        first_beat(&["A", "M", "Z"])
     );
 }
 
@@ -1545,7 +1676,7 @@ async fn a_leave_for_another_user_leaves_the_holder_to_the_sweep() {
             member_count: 1
         }
     );
-    assert_eq!(apply(&s, heartbeat("m", 100, 10)).await, found_gone(&["n"]));
+    assert_eq!(apply(&s, heartbeat("m", 100, 10)).await, first_beat(&["n"]));
     assert!(matches!(
         apply(&s, join("r", "carol", holder("m", 1), None, 101)).await,
         Reply::Joined { ref users, .. } if users == &[present("carol")]
@@ -1573,6 +1704,11 @@ async fn sizing() {
         ensure(&s, &format!("room-{r}"), &format!("e-{r}")).await;
     }
     let with_rooms = used(&server);
+    // The sender is in every room (its presence is not a message's cost).
+    for r in 0..rooms {
+        seat(&s, &format!("room-{r}"), &["user_4711"], 1).await;
+    }
+    let seated = used(&server);
     let content = "x".repeat(100);
     let mut frame_bytes = 0;
     for r in 0..rooms {
@@ -1592,6 +1728,7 @@ async fn sizing() {
             let op = Op::Publish {
                 room: room.clone(),
                 user: "user_4711".into(),
+                holder: holder_of("user_4711"),
                 client_message_id: Some(format!("c-{r}-{i}-5f1e")),
                 draft,
                 bucket: BucketShape {
@@ -1606,7 +1743,7 @@ async fn sizing() {
     }
     let with_messages = used(&server);
     let room_bytes = (with_rooms - before) / rooms;
-    let message_bytes = (with_messages - with_rooms) / (rooms * per_room);
+    let message_bytes = (with_messages - seated) / (rooms * per_room);
     assert!(
         room_bytes > 0 && message_bytes > frame_bytes as u64,
         "{room_bytes} {message_bytes}"

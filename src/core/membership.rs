@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::hub::{Hub, Timer};
 use super::output::Output;
 use super::pending::{Pending, Wait};
-use super::room::Room;
+use super::room::{Room, Shown};
 use super::session::ConnState;
 use super::types::{ConnId, RoomId, UserId};
 use crate::store::{Op, Present, RoomRecord};
@@ -49,7 +49,13 @@ impl Hub {
         // list are not shown to the joiner again.
         if !created {
             if presence_seq > room.presence_seen {
-                room.presence_after.insert(conn, presence_seq);
+                room.presence_after.insert(
+                    conn,
+                    Shown {
+                        pseq: presence_seq,
+                        users: users.to_vec(),
+                    },
+                );
             }
             room.local.entry(user).or_default().insert(conn);
             return self.deliveries_from(conn, &room_id, last_seq);
@@ -129,6 +135,7 @@ impl Hub {
             return;
         };
         if room.typing.contains_key(&user) {
+            let holder = self.holder(conn);
             self.store(
                 Pending::quiet(),
                 Op::Typing {
@@ -136,6 +143,7 @@ impl Hub {
                     user: user.0.to_string(),
                     username,
                     is_typing: false,
+                    holder,
                 },
             );
         }

@@ -2,11 +2,12 @@
 //! handed out (finishing the request it was for), and the events of the
 //! rooms this node has connections in, delivered in `seq` order.
 
+use bytes::Bytes;
 use std::sync::Arc;
 
 use super::hub::{Hub, Timer};
 use super::pending::{Pending, Wait};
-use super::room::{Arrival, info, may_join};
+use super::room::{Arrival, Held, info, may_join};
 use super::types::{ConnId, OpId, RoomId, Timestamp, UserId};
 use crate::protocol::server::{self, MessageFrame, ServerMessage, UserRef};
 use crate::protocol::{CloseCode, ErrorCode};
@@ -237,7 +238,7 @@ impl Hub {
                     messages,
                     recovered,
                     presence_seq,
-                    ..
+                    last_seq,
                 },
             ) => {
                 if self
@@ -245,7 +246,15 @@ impl Hub {
                     .get(&room)
                     .is_some_and(|r| r.record.epoch == epoch)
                 {
-                    self.reconcile_presence(&room, &users, presence_seq);
+                    let departures = self.reconcile_presence(&room, &users, presence_seq);
+                    // Shown after the messages read back with the list,
+                    // before the changes that came after it.
+                    if !departures.is_empty()
+                        && let Some(r) = self.rooms.get_mut(&room)
+                    {
+                        r.held_notices
+                            .push_front((last_seq, Held::Frames(departures)));
+                    }
                 }
                 self.backfilled(&room, &epoch, messages, recovered);
             }
@@ -423,6 +432,15 @@ impl Hub {
                 }
                 self.flush(room);
             }
+            Reply::Unheld => {
+                // The store took the connection out of the room (this
+                // node's lease ran out): nothing was stored, and the
+                // connection resumes to join again and retry the send.
+                if let Some(c) = conn {
+                    self.close(c, CloseCode::TryAgainLater, "no longer in the room");
+                }
+                self.flush(room);
+            }
             _ => {
                 self.unexpected(conn, rid);
                 self.flush(room);
@@ -490,7 +508,7 @@ impl Hub {
                 // an earlier change: changes wait for it to apply in order.
                 if after > room.delivered || !room.held_notices.is_empty() || room.backfilling > 0 {
                     let room = self.rooms.get_mut(&room_id).expect("held");
-                    room.held_notices.push_back((after, event));
+                    room.held_notices.push_back((after, Held::Event(event)));
                     return;
                 }
                 self.notice(&room_id, event);
@@ -540,10 +558,31 @@ impl Hub {
             }
             match room.held_notices.front() {
                 Some((after, _)) if *after <= room.delivered => {
-                    let (_, event) = room.held_notices.pop_front().expect("a front");
-                    self.notice(room_id, event);
+                    let (_, held) = room.held_notices.pop_front().expect("a front");
+                    self.release(room_id, held);
                 }
                 _ => return,
+            }
+        }
+    }
+
+    /// A held notice whose turn came.
+    fn release(&mut self, room_id: &RoomId, held: Held) {
+        match held {
+            Held::Event(event) => self.notice(room_id, event),
+            Held::Frames(outputs) => {
+                // To the members still there.
+                for output in outputs {
+                    if let super::Output::Frame { conn, .. } = &output
+                        && !self
+                            .conns
+                            .get(conn)
+                            .is_some_and(|c| c.rooms.contains(room_id))
+                    {
+                        continue;
+                    }
+                    self.outputs.push_back(output);
+                }
             }
         }
     }
@@ -554,20 +593,14 @@ impl Hub {
     /// showed the room as of this change or later.
     fn presence(&mut self, room_id: &RoomId, who: Present, joined: bool, pseq: u64) {
         let user = UserId(Arc::from(who.user.as_str()));
-        let message = if joined {
+        let who = if joined {
             let Some(room) = self.rooms.get_mut(room_id) else {
                 return;
             };
             room.present
                 .entry(user.clone())
                 .or_insert_with(|| Arc::from(who.username.as_str()));
-            ServerMessage::UserJoined {
-                room_id: room_id.0.to_string(),
-                user: UserRef {
-                    user_id: who.user,
-                    username: who.username,
-                },
-            }
+            who
         } else {
             // Typing ends first, while the user is still listed.
             self.end_typing(room_id, &user);
@@ -578,13 +611,12 @@ impl Hub {
                 .present
                 .remove(&user)
                 .map_or(who.username, |n| n.to_string());
-            ServerMessage::UserLeft {
-                room_id: room_id.0.to_string(),
-                user_id: who.user,
+            Present {
+                user: who.user,
                 username,
             }
         };
-        let frame = server::encode(&message, None);
+        let frame = presence_frame(room_id, who, joined);
         let room = &self.rooms[room_id];
         for (u, conns) in &room.local {
             if *u == user {
@@ -594,7 +626,7 @@ impl Hub {
                 if room
                     .presence_after
                     .get(&c)
-                    .is_some_and(|after| *after >= pseq)
+                    .is_some_and(|after| after.pseq >= pseq)
                 {
                     continue;
                 }
@@ -614,7 +646,7 @@ impl Hub {
             room.presence_seen = room.presence_seen.max(pseq);
             if !room.presence_after.is_empty() {
                 let seen = room.presence_seen;
-                room.presence_after.retain(|_, after| *after > seen);
+                room.presence_after.retain(|_, after| after.pseq > seen);
             }
         }
     }
@@ -622,32 +654,87 @@ impl Hub {
     /// The users present in a room held here as of its presence change
     /// `presence_seq`, read back after this node's events may have been cut:
     /// what the replica missed is shown as the events would have shown it
-    /// (a user with a connection of this node's in the room stays).
-    fn reconcile_presence(&mut self, room_id: &RoomId, users: &[Present], presence_seq: u64) {
-        let Some(room) = self.rooms.get(room_id) else {
-            return;
+    /// (a user with a connection of this node's in the room stays). A
+    /// member whose `ROOM_JOINED` listed the users as of a change between
+    /// the replica's and this one is told what differs from its own list.
+    /// Arrivals are shown at once; departures are returned, to be shown
+    /// after the messages read back with the list (a user's messages come
+    /// before it left).
+    fn reconcile_presence(
+        &mut self,
+        room_id: &RoomId,
+        users: &[Present],
+        presence_seq: u64,
+    ) -> Vec<super::Output> {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return Vec::new();
         };
         if presence_seq <= room.presence_seen {
-            return;
+            return Vec::new();
         }
-        let came: Vec<Present> = users
-            .iter()
-            .filter(|p| !room.present.contains_key(p.user.as_str()))
-            .cloned()
-            .collect();
-        let went: Vec<Present> = room
-            .present_list()
-            .into_iter()
-            .filter(|p| !room.local.contains_key(p.user.as_str()))
-            .filter(|p| !users.iter().any(|u| u.user == p.user))
-            .collect();
+        // What every member is shown from now on.
+        let mut target: Vec<Present> = users.to_vec();
+        for p in room.present_list() {
+            if room.local.contains_key(p.user.as_str()) && !users.iter().any(|u| u.user == p.user) {
+                target.push(p);
+            }
+        }
+        let diff = |from: &[Present]| -> (Vec<Present>, Vec<Present>) {
+            let came = target
+                .iter()
+                .filter(|t| !from.iter().any(|f| f.user == t.user))
+                .cloned()
+                .collect();
+            let went = from
+                .iter()
+                .filter(|f| !target.iter().any(|t| t.user == f.user))
+                .cloned()
+                .collect();
+            (came, went)
+        };
+        // Members listed between the replica's change and this one: told
+        // from their own lists, and no longer by the replica's changes.
+        let mut own = Vec::new();
+        for (conn, shown) in &mut room.presence_after {
+            if shown.pseq < presence_seq {
+                own.push((*conn, diff(&shown.users)));
+                shown.pseq = presence_seq;
+            }
+        }
+        let (came, went) = diff(&room.present_list());
         for who in came {
             self.presence(room_id, who, true, presence_seq);
         }
+        for (conn, (came, _)) in &mut own {
+            self.presence_to(*conn, room_id, std::mem::take(came), true);
+        }
+        let later = self.outputs.len();
         for who in went {
             self.presence(room_id, who, false, presence_seq);
         }
+        for (conn, (_, went)) in own {
+            self.presence_to(conn, room_id, went, false);
+        }
         self.presence_shown(room_id, presence_seq);
+        self.outputs.drain(later..).collect()
+    }
+
+    /// `USER_JOINED` (or `USER_LEFT`) of `users` to one member of a room,
+    /// but of its own user.
+    fn presence_to(&mut self, conn: ConnId, room_id: &RoomId, users: Vec<Present>, joined: bool) {
+        let Some(user) = self.user_of(conn) else {
+            return;
+        };
+        for who in users {
+            if who.user != *user.0 {
+                let frame = presence_frame(room_id, who, joined);
+                self.outputs.push_back(super::Output::Frame {
+                    conn,
+                    frame,
+                    notice: true,
+                });
+            }
+        }
     }
 
     /// Ends `user`'s typing indicator in a room held here, if it is on:
@@ -882,8 +969,8 @@ impl Hub {
         // What waited behind the missed messages is shown now.
         if let Some(room) = self.rooms.get_mut(room_id) {
             let held = std::mem::take(&mut room.held_notices);
-            for (_, event) in held {
-                self.notice(room_id, event);
+            for (_, held) in held {
+                self.release(room_id, held);
             }
         }
         let Some(room) = self.rooms.get(room_id) else {
@@ -910,4 +997,24 @@ fn stored_frames(messages: &[StoredMessage]) -> Vec<MessageFrame> {
         .iter()
         .filter_map(|m| MessageFrame::from_stored(m.frame.clone()))
         .collect()
+}
+
+/// A `USER_JOINED` or `USER_LEFT` frame of a room.
+fn presence_frame(room_id: &RoomId, who: Present, joined: bool) -> Bytes {
+    let message = if joined {
+        ServerMessage::UserJoined {
+            room_id: room_id.0.to_string(),
+            user: UserRef {
+                user_id: who.user,
+                username: who.username,
+            },
+        }
+    } else {
+        ServerMessage::UserLeft {
+            room_id: room_id.0.to_string(),
+            user_id: who.user,
+            username: who.username,
+        }
+    };
+    server::encode(&message, None)
 }

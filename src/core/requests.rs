@@ -328,6 +328,7 @@ impl Hub {
         let op = Op::Publish {
             room: room_id,
             user: user.0.to_string(),
+            holder: self.holder(conn),
             client_message_id,
             draft: Draft { head, tail },
             bucket,
@@ -357,6 +358,7 @@ impl Hub {
             user: user.0.to_string(),
             username,
             is_typing: request.is_typing,
+            holder: self.holder(conn),
         };
         self.store(Pending::quiet(), op);
     }

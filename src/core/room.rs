@@ -34,6 +34,23 @@ pub(super) struct Arrival {
     pub(super) presence_seq: u64,
 }
 
+/// A notice waiting for the messages before it.
+#[derive(Debug)]
+pub(super) enum Held {
+    /// A presence or typing event of the store's.
+    Event(Event),
+    /// Departures a read-back found, as their frames to members.
+    Frames(Vec<super::output::Output>),
+}
+
+/// The users a connection's `ROOM_JOINED` listed, as of the room's
+/// presence change `pseq`.
+#[derive(Debug)]
+pub(super) struct Shown {
+    pub(super) pseq: u64,
+    pub(super) users: Vec<Present>,
+}
+
 /// One room this node has connections in.
 #[derive(Debug)]
 pub(super) struct Room {
@@ -62,12 +79,13 @@ pub(super) struct Room {
     /// reflects and every local member has been shown.
     pub(super) presence_seen: u64,
     /// Connections whose `ROOM_JOINED` showed the room's users as of a
-    /// later change than `presence_seen`: the changes up to it are not
-    /// shown to them again.
-    pub(super) presence_after: BTreeMap<ConnId, u64>,
+    /// later change than `presence_seen`, with that list: the changes up to
+    /// it are not shown to them again, and a read-back of a later change
+    /// tells them what differs from their list.
+    pub(super) presence_after: BTreeMap<ConnId, Shown>,
     /// Presence and typing events that came after messages still waiting
     /// their turn here, with the `seq` they wait for.
-    pub(super) held_notices: VecDeque<(u64, Event)>,
+    pub(super) held_notices: VecDeque<(u64, Held)>,
 }
 
 impl Room {

@@ -441,20 +441,27 @@ impl Task {
         match result {
             Ok(reply) => {
                 self.answered();
+                let Reply::Swept { gone, lapsed } = reply else {
+                    return self.failed(&StoreError::decode(
+                        "a heartbeat answered with another reply",
+                    ));
+                };
+                // Not renewed in time: the store took this node's
+                // connections out of their rooms, or may have (the lease ran
+                // out by this node's clock, and the renewal that found it
+                // lapsed may have been the one whose answer was lost). A
+                // first renewal has nothing to lose.
                 if let Some(until) = self.lease_until
-                    && at_ms > until
+                    && (lapsed || at_ms > until)
                 {
                     warn!(
-                        lapsed_ms = at_ms - until,
-                        "this node's lease ran out: the other nodes took its users out of their \
-                         rooms; closing its connections with 1013 so that they join again"
+                        "this node's lease ran out: its users were taken out of their rooms; \
+                         closing its connections with 1013 so that they join again"
                     );
                     self.send(Back::LeaseLost);
                 }
                 self.lease_until = Some(at_ms + self.node_ttl_ms);
-                if let Reply::Swept(gone) = reply
-                    && !gone.is_empty()
-                {
+                if !gone.is_empty() {
                     let gone: Vec<&str> = gone.iter().map(|n| &*n.0).collect();
                     info!(
                         ?gone,

@@ -120,6 +120,13 @@ impl Room {
         }
     }
 
+    /// Whether `holder` is `user`'s connection in the room.
+    fn holds(&self, user: &str, holder: &Holder) -> bool {
+        self.present
+            .get(user)
+            .is_some_and(|p| p.holders().any(|h| h == holder))
+    }
+
     fn users(&self) -> Vec<Present> {
         self.present
             .iter()
@@ -288,12 +295,16 @@ impl MemoryStore {
             Op::Publish {
                 room,
                 user,
+                holder,
                 client_message_id,
                 draft,
                 bucket,
                 history_limit,
                 now_ms,
             } => {
+                if self.rooms.get(room).is_some_and(|r| !r.holds(user, holder)) {
+                    return Reply::Unheld;
+                }
                 if let Err(retry_after_ms) = self.charge(user, *bucket, *now_ms) {
                     return Reply::RateLimited { retry_after_ms };
                 }
@@ -367,7 +378,11 @@ impl MemoryStore {
                 user,
                 username,
                 is_typing,
+                holder,
             } => {
+                if !self.rooms.get(room).is_some_and(|r| r.holds(user, holder)) {
+                    return Reply::Unheld;
+                }
                 events.push(Event::Typing {
                     room: room.clone(),
                     user: user.clone(),
@@ -381,8 +396,9 @@ impl MemoryStore {
                 now_ms,
                 ttl_ms,
             } => {
-                self.leases
-                    .insert(node.clone(), now_ms.saturating_add(*ttl_ms));
+                // Its own lease too may have run out (not renewed in time):
+                // then it is swept with the others before it is renewed.
+                let lapsed = self.leases.get(node).is_none_or(|until| *until < *now_ms);
                 let gone: Vec<NodeId> = self
                     .leases
                     .iter()
@@ -415,7 +431,9 @@ impl MemoryStore {
                         self.leave(&room, &user, &holder, *now_ms, events);
                     }
                 }
-                Reply::Swept(gone)
+                self.leases
+                    .insert(node.clone(), now_ms.saturating_add(*ttl_ms));
+                Reply::Swept { gone, lapsed }
             }
             Op::DeleteIfIdle {
                 room,

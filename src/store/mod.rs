@@ -270,8 +270,10 @@ pub enum Op {
         /// `HISTORY_LIMIT` now: the room's history is first cut to it.
         history_limit: u32,
     },
-    /// A `SEND_MESSAGE`, in this order: charge `user`'s send bucket (refused:
-    /// [`Reply::RateLimited`], nothing else happens); if `(user,
+    /// A `SEND_MESSAGE`, in this order: if the room exists but `holder` is
+    /// not in it (its node's lease ran out and the other nodes took it out),
+    /// [`Reply::Unheld`] and nothing else happens; charge `user`'s send
+    /// bucket (refused: [`Reply::RateLimited`], nothing else happens); if `(user,
     /// client_message_id)` matches a retained message, [`Reply::Duplicate`]
     /// with it (nothing stored or published); else give it the next `seq`,
     /// append it, evict past `history_limit`, publish [`Event::Message`],
@@ -282,6 +284,8 @@ pub enum Op {
         room: String,
         /// The sender.
         user: String,
+        /// The sender's connection.
+        holder: Holder,
         /// The sender's retry key, if it gave one.
         client_message_id: Option<String>,
         /// The frame to store.
@@ -333,11 +337,16 @@ pub enum Op {
         username: String,
         /// Started (or renewed) or stopped.
         is_typing: bool,
+        /// The typer's connection: one not in the room is [`Reply::Unheld`],
+        /// and nothing is published.
+        holder: Holder,
     },
     /// `node` is alive until `now_ms + ttl_ms`. Every node whose lease ran
-    /// out before `now_ms` is gone: its holders leave their rooms (with the
+    /// out before `now_ms` is gone — `node` itself too, when its own lease
+    /// ran out before this renewal: its holders leave their rooms (with the
     /// events and `empty_since` of a `Leave`). → [`Reply::Swept`] with the
-    /// nodes found gone.
+    /// nodes found gone, and whether `node`'s lease had lapsed (ran out, or
+    /// was not there: swept by another node, or never renewed before).
     Heartbeat {
         /// The node.
         node: NodeId,
@@ -441,8 +450,17 @@ pub enum Reply {
     Charged,
     /// `Typing`.
     Done,
-    /// `Heartbeat`: the nodes found gone, in id order.
-    Swept(Vec<NodeId>),
+    /// `Heartbeat`.
+    Swept {
+        /// The nodes found gone, in id order.
+        gone: Vec<NodeId>,
+        /// Whether the renewing node's own lease had lapsed: its holders are
+        /// out of their rooms, and its connections must join again.
+        lapsed: bool,
+    },
+    /// `Publish`, `Typing`: the connection is not in the room as the store
+    /// knows it (its node's lease ran out and the other nodes took it out).
+    Unheld,
     /// `DeleteIfIdle`: whether the room was deleted.
     Deleted(bool),
     /// The room does not exist.

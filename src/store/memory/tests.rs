@@ -67,6 +67,11 @@ fn leave(store: &mut MemoryStore, room: &str, user: &str, h: Holder, now_ms: u64
         .0
 }
 
+/// The connection a test's user `u<n>` publishes from: `n` on node `n`.
+fn holder_of(user: &str) -> Holder {
+    holder("n", user.trim_start_matches('u').parse().unwrap_or(0))
+}
+
 fn draft(text: &str) -> Draft {
     Draft {
         head: Bytes::from(format!("{{\"text\":\"{text}\",\"seq\":")),
@@ -86,6 +91,7 @@ fn publish(
     store.apply(&Op::Publish {
         room: room.into(),
         user: user.into(),
+        holder: holder_of(user),
         client_message_id: cmid.map(Into::into),
         draft: draft(text),
         bucket: BucketShape {
@@ -259,6 +265,8 @@ fn a_private_room_is_joined_only_when_granted_or_by_its_creator() {
 fn publish_numbers_without_gaps_evicts_and_forgets_evicted_retry_keys() {
     let mut s = MemoryStore::new();
     create(&mut s, "r", "u1", 9, 9);
+    join(&mut s, "r", "u1", holder_of("u1"));
+    join(&mut s, "r", "u2", holder_of("u2"));
     for (i, text) in ["a", "b", "c"].iter().enumerate() {
         let (reply, events) = publish(&mut s, "r", "u1", Some(text), text, 2, 5_000);
         let Reply::Published(m, _) = reply else {
@@ -313,6 +321,7 @@ fn publish_numbers_without_gaps_evicts_and_forgets_evicted_retry_keys() {
 fn history_pages_backwards() {
     let mut s = MemoryStore::new();
     create(&mut s, "r", "u1", 9, 9);
+    join(&mut s, "r", "u1", holder_of("u1"));
     for n in 0..10 {
         publish(&mut s, "r", "u1", None, &n.to_string(), 8, 5_000);
     }
@@ -338,6 +347,7 @@ fn history_pages_backwards() {
 fn recovery_is_complete_only_in_the_same_epoch_with_nothing_evicted() {
     let mut s = MemoryStore::new();
     create(&mut s, "r", "u1", 9, 9);
+    join(&mut s, "r", "u1", holder_of("u1"));
     for n in 0..7 {
         publish(&mut s, "r", "u1", None, &n.to_string(), 5, 5_000);
     }
@@ -457,9 +467,11 @@ fn the_send_bucket_refills_by_the_cores_arithmetic() {
     assert_eq!(charge(&mut s, 1_000), Reply::Charged);
     // A refused publish stores nothing.
     create(&mut s, "r", "u", 9, 9);
+    join(&mut s, "r", "u", holder("n", 1));
     let (reply, events) = s.apply(&Op::Publish {
         room: "r".into(),
         user: "u".into(),
+        holder: holder("n", 1),
         client_message_id: None,
         draft: draft("x"),
         bucket: BUCKET,
@@ -492,9 +504,21 @@ fn a_dead_nodes_users_leave_when_a_live_node_heartbeats_past_its_lease() {
     join(&mut s, "r", "u2", holder("n1", 2));
     join(&mut s, "r", "u2", holder("n2", 1));
     // n1's lease runs to 1,000: still alive at 1,000.
-    assert_eq!(beat(&mut s, "n2", 1_000).0, Reply::Swept(vec![]));
+    assert_eq!(
+        beat(&mut s, "n2", 1_000).0,
+        Reply::Swept {
+            gone: vec![],
+            lapsed: false
+        }
+    );
     let (reply, events) = beat(&mut s, "n2", 1_001);
-    assert_eq!(reply, Reply::Swept(vec![NodeId("n1".into())]));
+    assert_eq!(
+        reply,
+        Reply::Swept {
+            gone: vec![NodeId("n1".into())],
+            lapsed: false
+        }
+    );
     // u1 is gone; u2 is still on n2.
     assert_eq!(events, [u1_left_r(1, 3)]);
     let Reply::Rooms(rooms) = s.apply(&Op::ListRooms).0 else {
@@ -542,11 +566,14 @@ fn only_a_users_room_empty_for_the_ttl_is_deleted() {
 #[test]
 fn typing_is_published_and_nothing_else() {
     let mut s = MemoryStore::new();
+    create(&mut s, "r", "u", 9, 9);
+    join(&mut s, "r", "u", holder("n", 1));
     let (reply, events) = s.apply(&Op::Typing {
         room: "r".into(),
         user: "u".into(),
         username: "U".into(),
         is_typing: true,
+        holder: holder("n", 1),
     });
     assert_eq!(reply, Reply::Done);
     assert_eq!(
@@ -581,5 +608,100 @@ fn a_room_ensured_with_a_creator_never_counts_against_it() {
     assert_eq!(
         create(&mut s, "more", "u1", 1, 9),
         Reply::Refused(Refusal::UserLimit)
+    );
+}
+
+#[test]
+fn a_connection_swept_with_its_node_can_neither_publish_nor_type() {
+    let mut s = MemoryStore::new();
+    create(&mut s, "r", "u1", 9, 9);
+    let beat = |s: &mut MemoryStore, node: &str, now_ms: u64| {
+        s.apply(&Op::Heartbeat {
+            node: NodeId(node.into()),
+            now_ms,
+            ttl_ms: 1_000,
+        })
+        .0
+    };
+    // A first renewal finds no lease of its own.
+    assert_eq!(
+        beat(&mut s, "n", 0),
+        Reply::Swept {
+            gone: vec![],
+            lapsed: true
+        }
+    );
+    beat(&mut s, "m", 0);
+    join(&mut s, "r", "u1", holder_of("u1"));
+    assert!(matches!(
+        publish(&mut s, "r", "u1", Some("a"), "a", 9, 500).0,
+        Reply::Published(m, _) if m.seq == 1
+    ));
+    beat(&mut s, "m", 600);
+    // Another node sweeps n, whose renewal came too late.
+    assert_eq!(
+        beat(&mut s, "m", 1_001),
+        Reply::Swept {
+            gone: vec![NodeId("n".into())],
+            lapsed: false
+        }
+    );
+    let (reply, events) = publish(&mut s, "r", "u1", Some("b"), "b", 9, 1_002);
+    assert_eq!((reply, events), (Reply::Unheld, vec![]));
+    let typing = Op::Typing {
+        room: "r".into(),
+        user: "u1".into(),
+        username: "u1".into(),
+        is_typing: true,
+        holder: holder_of("u1"),
+    };
+    assert_eq!(s.apply(&typing), (Reply::Unheld, vec![]));
+    // Another user's connection is not the sender's either.
+    join(&mut s, "r", "u2", holder_of("u2"));
+    let mut as_other = typing.clone();
+    as_other = match as_other {
+        Op::Typing {
+            room,
+            username,
+            is_typing,
+            holder,
+            ..
+        } => Op::Typing {
+            room,
+            user: "u2".into(),
+            username,
+            is_typing,
+            holder: Holder { conn: 1, ..holder },
+        },
+        other => other,
+    };
+    assert_eq!(s.apply(&as_other).0, Reply::Unheld);
+    // The renewal tells n that its lease had lapsed.
+    assert_eq!(
+        beat(&mut s, "n", 1_003),
+        Reply::Swept {
+            gone: vec![],
+            lapsed: true
+        }
+    );
+    // A node that renews too late sweeps itself with the others.
+    join(&mut s, "r", "u1", holder_of("u1"));
+    let (reply, events) = s.apply(&Op::Heartbeat {
+        node: NodeId("n".into()),
+        now_ms: 2_004,
+        ttl_ms: 1_000,
+    });
+    assert_eq!(
+        reply,
+        Reply::Swept {
+            gone: vec![NodeId("m".into()), NodeId("n".into())],
+            lapsed: true
+        }
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Presence { who, joined: false, .. } if who.user == "u1")),
+        "{events:?}"
     );
 }

@@ -1,15 +1,18 @@
--- Heartbeat: renew a node's lease, then sweep every node whose lease ran
--- out before now (in id order), each of its holders leaving its room as a
--- Leave would (by room, then user, then connection number: the order of
--- the memory store's index).
+-- Heartbeat: sweep every node whose lease ran out before now (in id
+-- order; the renewing node too, if its own ran out), each of its holders
+-- leaving its room as a Leave would (by room, then user, then connection
+-- number: the order of the memory store's index); then renew the node's
+-- lease.
 -- Touches the rooms of the swept holders, which are not in KEYS: this
 -- script assumes one Redis (or a primary with replicas), not a Cluster.
 -- KEYS: 1 nodes (sorted set node -> lease expiry)
 -- ARGV: 1 node, 2 now_ms, 3 lease expiry, 4 key prefix
--- Returns {'S', {node...}}.
+-- Returns {'S', {node...}, lapsed 1|0}: lapsed when the node's own lease
+-- ran out or was not there (swept by another node, or never renewed).
 
 local nodes, node, now, prefix = KEYS[1], ARGV[1], ARGV[2], ARGV[4]
-redis.call('ZADD', nodes, ARGV[3], node)
+local had = redis.call('ZSCORE', nodes, node)
+local lapsed = (not had) or int(had, 'lease') < int(now, 'now')
 local gone = redis.call('ZRANGEBYSCORE', nodes, '-inf', '(' .. now)
 table.sort(gone, bytes_lt)
 
@@ -42,4 +45,5 @@ for _, dead in ipairs(gone) do
     redis.call('DEL', index)
     redis.call('ZREM', nodes, dead)
 end
-return { 'S', gone }
+redis.call('ZADD', nodes, ARGV[3], node)
+return { 'S', gone, flag(lapsed) }

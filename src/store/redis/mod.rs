@@ -300,6 +300,7 @@ impl RedisStore {
             Op::Publish {
                 room,
                 user,
+                holder,
                 client_message_id,
                 draft,
                 bucket,
@@ -316,15 +317,18 @@ impl RedisStore {
                     .key(self.keys.room(room))
                     .key(self.keys.room_part(room, "log"))
                     .key(self.keys.room_part(room, "retry"))
+                    .key(self.keys.room_part(room, "holders"))
                     .arg(retry)
                     .arg(&draft.head[..])
                     .arg(&draft.tail[..])
                     .arg(*history_limit)
                     .arg(self.keys.channel(room))
-                    .arg(user);
+                    .arg(user)
+                    .arg(holder_field(holder));
                 let v = self.run(&script).await?;
                 let (tag, mut rest) = codec::tagged(v)?;
                 match tag {
+                    b'G' => Ok(Reply::Unheld),
                     b'R' => rate_limited(bucket, codec::next(&mut rest)?),
                     b'N' => Ok(Reply::NotFound),
                     b'D' => Ok(Reply::Duplicate(codec::entry(codec::next(&mut rest)?)?)),
@@ -362,16 +366,21 @@ impl RedisStore {
                 user,
                 username,
                 is_typing,
+                holder,
             } => {
                 let v = self
                     .run(
                         scripts::TYPING
+                            .key(self.keys.room_part(room, "holders"))
                             .arg(self.keys.channel(room))
-                            .arg(codec::typing_payload(user, username, *is_typing)),
+                            .arg(codec::typing_payload(user, username, *is_typing))
+                            .arg(user)
+                            .arg(holder_field(holder)),
                     )
                     .await?;
                 match codec::tagged(v)?.0 {
                     b'T' => Ok(Reply::Done),
+                    b'G' => Ok(Reply::Unheld),
                     t => Err(unexpected("Typing", t)),
                 }
             }
@@ -401,7 +410,8 @@ impl RedisStore {
                     .map(|n| codec::string(n).map(|s| NodeId(s.into())))
                     .collect::<Result<Vec<_>, _>>()?;
                 gone.sort();
-                Ok(Reply::Swept(gone))
+                let lapsed = codec::uint(codec::next(&mut rest)?)? == 1;
+                Ok(Reply::Swept { gone, lapsed })
             }
             Op::DeleteIfIdle {
                 room,
