@@ -484,6 +484,8 @@ impl Hub {
                 let Some(frame) = MessageFrame::from_stored(message.frame) else {
                     return;
                 };
+                let room = self.rooms.get_mut(&room_id).expect("held");
+                room.heard = room.heard.max(message.seq);
                 let arrival = Arrival {
                     frame,
                     sender: Some(UserId(Arc::from(user.as_str()))),
@@ -495,14 +497,14 @@ impl Hub {
             Event::Presence { .. } | Event::Typing { .. } => {
                 // After the messages that came before it: a presence change
                 // names the last; typing, not stored, comes after those
-                // that reached this node before it. While some of those
+                // whose events reached this node before it (not after a
+                // reply's message from later in the room's order: that one
+                // may wait for a presence change whose event is still on
+                // its way, and would wait behind this). While some of those
                 // wait their turn here, it waits behind them.
                 let after = match &event {
                     Event::Presence { last_seq, .. } => *last_seq,
-                    _ => room
-                        .ahead
-                        .last_key_value()
-                        .map_or(room.delivered, |(seq, _)| (*seq).max(room.delivered)),
+                    _ => room.heard.max(room.delivered),
                 };
                 // A read back under way may bring the room's presence as of
                 // an earlier change: changes wait for it to apply in order.

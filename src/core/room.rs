@@ -68,6 +68,10 @@ pub(super) struct Room {
     pub(super) joined_after: BTreeMap<ConnId, u64>,
     /// Messages that came before their turn, by `seq`.
     pub(super) ahead: BTreeMap<u64, Arrival>,
+    /// The last `seq` the room's events brought here (a reply to this
+    /// node's own publish may bring a later one before the events of the
+    /// changes it came after).
+    pub(super) heard: u64,
     /// `Publish`es of this node's connections in the room not answered
     /// yet: deliveries wait for them, so that each sender's acknowledgement
     /// keeps its place in `seq` order on its connection.
@@ -98,6 +102,7 @@ impl Room {
             delivered,
             joined_after: BTreeMap::new(),
             ahead: BTreeMap::new(),
+            heard: delivered,
             publishing: 0,
             backfilling: 0,
             presence_seen: 0,

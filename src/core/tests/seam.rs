@@ -676,3 +676,52 @@ fn a_read_back_the_store_fails_for_good_is_not_asked_again() {
     );
     assert_eq!(c.closes.get(&(0, alice)), Some(&1013));
 }
+
+#[test]
+fn typing_heard_before_a_presence_change_does_not_hold_it_behind_a_reply_from_after_it() {
+    let mut c = Cluster::new();
+    let alice = c.user(0, 1, "alice");
+    let bob = c.user(1, 1, "bob");
+    let dave = c.user(1, 2, "dave");
+    for (n, conn) in [(0, alice), (1, bob)] {
+        c.handle(n, conn, join("general", "j"));
+        c.settle();
+        c.take(n, conn);
+    }
+    c.take(0, alice);
+    // In the room's order: bob types, dave comes, alice sends. Node 0 gets
+    // the reply to alice's send first, then the events in their order.
+    let run = |c: &mut Cluster, n: usize, reply: bool| {
+        let (id, op) = c.ops[n].pop_front().expect("an operation");
+        let (r, events) = c.store.apply(&op);
+        if reply {
+            c.nodes[n].store_reply(Timestamp(c.now), id, r);
+        }
+        c.publish(events.clone(), Some(0));
+        events
+    };
+    c.handle(
+        1,
+        bob,
+        json!({"type": "TYPING_STATUS", "payload": {"roomId": "general", "isTyping": true}}),
+    );
+    let typing = run(&mut c, 1, false);
+    c.handle(1, dave, join("general", "j"));
+    let came = run(&mut c, 1, true);
+    c.handle(0, alice, say("general", "hi", "s"));
+    let sent = run(&mut c, 0, true);
+    c.collect();
+    assert_eq!(messages(&c.take(0, alice)), [], "waits for dave's arrival");
+    for events in [typing, came, sent] {
+        c.publish(events, None);
+    }
+    c.collect();
+    let frames = c.take(0, alice);
+    let types: Vec<&str> = frames.iter().map(|v| v["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        ["TYPING_UPDATE", "USER_JOINED", "NEW_MESSAGE"],
+        "{frames:?}"
+    );
+    assert_eq!(messages(&frames), [(1, Some("s".to_owned()))]);
+}
