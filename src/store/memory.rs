@@ -97,6 +97,9 @@ struct Room {
     pseq: u64,
     /// Since when nobody is in it (set at creation and by the last leave).
     empty_since_ms: Option<u64>,
+    /// A user's room its creator has not joined yet: to everyone else it is
+    /// not there (the creator is joined to it at once, as far as they see).
+    awaiting_creator: bool,
 }
 
 impl Room {
@@ -110,7 +113,13 @@ impl Room {
             present: BTreeMap::new(),
             pseq: 0,
             empty_since_ms,
+            awaiting_creator: false,
         }
+    }
+
+    /// Whether `user` sees the room (anyone, once its creator joined).
+    fn seen_by(&self, user: Option<&str>) -> bool {
+        !self.awaiting_creator || user.is_some_and(|u| self.record.created_by.as_deref() == Some(u))
     }
 
     fn view(&self) -> RoomView {
@@ -240,7 +249,13 @@ impl MemoryStore {
                 rooms_per_user_max,
                 max_rooms,
             } => self.create_room(record, *rooms_per_user_max, *max_rooms),
-            Op::ListRooms => Reply::Rooms(self.rooms.values().map(Room::view).collect()),
+            Op::ListRooms => Reply::Rooms(
+                self.rooms
+                    .values()
+                    .filter(|r| r.seen_by(None))
+                    .map(Room::view)
+                    .collect(),
+            ),
             Op::Join {
                 room,
                 user,
@@ -263,8 +278,8 @@ impl MemoryStore {
                 )
             }
             Op::Lookup { room } => match self.rooms.get(room) {
-                Some(r) => Reply::Room(r.record.clone()),
-                None => Reply::NotFound,
+                Some(r) if r.seen_by(None) => Reply::Room(r.record.clone()),
+                _ => Reply::NotFound,
             },
             Op::Leave {
                 room,
@@ -486,6 +501,9 @@ impl MemoryStore {
             .insert(record.id.clone());
         self.rooms
             .insert(record.id.clone(), Room::new(record.clone()));
+        if let Some(r) = self.rooms.get_mut(&record.id) {
+            r.awaiting_creator = true;
+        }
         Reply::Created(record.clone())
     }
 
@@ -500,9 +518,10 @@ impl MemoryStore {
         since: Option<&Since>,
         events: &mut Vec<Event>,
     ) -> Reply {
-        let Some(r) = self.rooms.get_mut(room) else {
+        let Some(r) = self.rooms.get_mut(room).filter(|r| r.seen_by(Some(user))) else {
             return Reply::NotFound;
         };
+        r.awaiting_creator = false;
         let private = r.record.kind == crate::protocol::RoomKind::Private;
         if private && !granted && r.record.created_by.as_deref() != Some(user) {
             return Reply::Forbidden;

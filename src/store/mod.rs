@@ -206,7 +206,10 @@ pub enum Op {
         record: RoomRecord,
     },
     /// Creates a user's room unless refused (see [`Refusal`]). Nobody joins
-    /// it: the creator's node sends a `Join` next. → [`Reply::Created`] or
+    /// it: the creator's node sends a `Join` next. Until that `Join`, the
+    /// room is not there to anyone else (`Join` and `Lookup` answer
+    /// [`Reply::NotFound`], `ListRooms` leaves it out): as users see it, its
+    /// creator was in it from the start. → [`Reply::Created`] or
     /// [`Reply::Refused`].
     CreateRoom {
         /// The room, with a fresh epoch; `created_by` is set.

@@ -163,7 +163,8 @@ fn creation_is_refused_for_the_user_limit_then_an_existing_id_then_the_room_limi
         panic!("ListRooms answers Rooms");
     };
     let ids: Vec<&str> = rooms.iter().map(|r| r.record.id.as_str()).collect();
-    assert_eq!(ids, ["a", "b", "general"]);
+    // a and b: their creators have not joined them yet.
+    assert_eq!(ids, ["general"]);
 }
 
 #[test]
@@ -236,6 +237,7 @@ fn a_private_room_is_joined_only_when_granted_or_by_its_creator() {
         rooms_per_user_max: 9,
         max_rooms: 9,
     });
+    join(&mut s, "p", "owner", holder("n", 9));
     assert_eq!(
         join(&mut s, "p", "guest", holder("n", 1)).0,
         Reply::Forbidden
@@ -704,4 +706,25 @@ fn a_connection_swept_with_its_node_can_neither_publish_nor_type() {
             .any(|e| matches!(e, Event::Presence { who, joined: false, .. } if who.user == "u1")),
         "{events:?}"
     );
+}
+
+#[test]
+fn a_created_room_is_not_there_to_others_until_its_creator_joined() {
+    let mut s = MemoryStore::new();
+    create(&mut s, "r", "u1", 9, 9);
+    assert_eq!(join(&mut s, "r", "u2", holder_of("u2")).0, Reply::NotFound);
+    assert_eq!(s.apply(&Op::Lookup { room: "r".into() }).0, Reply::NotFound);
+    assert_eq!(s.apply(&Op::ListRooms).0, Reply::Rooms(vec![]));
+    assert!(matches!(
+        join(&mut s, "r", "u1", holder_of("u1")).0,
+        Reply::Joined { ref room, .. } if room.member_count == 1
+    ));
+    assert!(matches!(
+        join(&mut s, "r", "u2", holder_of("u2")).0,
+        Reply::Joined { ref room, .. } if room.member_count == 2
+    ));
+    assert!(matches!(
+        s.apply(&Op::Lookup { room: "r".into() }).0,
+        Reply::Room(_)
+    ));
 }

@@ -69,6 +69,9 @@ if has_creator then
 end
 if mode == 'create' then
     redis.call('SADD', creator, id)
+    -- Not there to others until its creator joined it (the creator is
+    -- joined at once, as far as anyone sees).
+    redis.call('HSET', room, 'awaiting_creator', '1')
 end
 redis.call('ZADD', rooms, 0, id)
 return { 'C' }

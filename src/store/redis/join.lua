@@ -13,8 +13,9 @@
 local room, log, users, holders = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local user, username, h = ARGV[1], ARGV[2], ARGV[3]
 
-local f = room_fields(room, 'seq')
-if not f[6] then
+local f = room_fields(room, 'seq', 'awaiting_creator')
+-- A room whose creator has not joined it yet is not there to others.
+if not f[6] or (f[8] and f[5] ~= user) then
     return { 'N' }
 end
 local last = int(f[7] or '0', 'room seq')
@@ -45,7 +46,7 @@ if redis.call('HEXISTS', holders, h) == 0 then
         redis.call('HSET', users, user, '1:' .. username)
     end
 end
-redis.call('HDEL', room, 'empty_since')
+redis.call('HDEL', room, 'empty_since', 'awaiting_creator')
 local members = redis.call('HLEN', users)
 if first == 1 then
     redis.call('PUBLISH', ARGV[10], presence_event(room, true, members, user, username))

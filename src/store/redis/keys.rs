@@ -5,7 +5,7 @@
 //!
 //! | key | type | what |
 //! | --- | --- | --- |
-//! | `P:room:{id}` | hash | `name`, `description`, `kind`, `created_at`, `created_by` (absent for a default room), `epoch`, `seq` (last given), `empty_since` (since when nobody is in: set at creation and by the last leave, absent while someone is in) |
+//! | `P:room:{id}` | hash | `name`, `description`, `kind`, `created_at`, `created_by` (absent for a default room), `epoch`, `seq` (last given), `empty_since` (since when nobody is in: set at creation and by the last leave, absent while someone is in), `awaiting_creator` (`1` from a `CreateRoom` until its creator's `Join`: the room is not there to others) |
 //! | `P:room:{id}:log` | list | retained messages, oldest first: `<seq>:<n>:<retry key (n bytes)><frame>` |
 //! | `P:room:{id}:retry` | hash | retry key `<user>\0<clientMessageId>` → `seq` of a retained message |
 //! | `P:room:{id}:users` | hash | present user → `<holders>:<username>` |

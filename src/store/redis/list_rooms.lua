@@ -12,9 +12,12 @@ for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
     if redis.call('EXISTS', room) == 0 then
         redis.call('ZREM', KEYS[1], id)
     else
-        local f = room_fields(room)
-        local members = redis.call('HLEN', room .. ':users')
-        out[#out + 1] = { id, f[1], f[2], f[3], f[4], f[5], f[6], members }
+        -- Not listed before its creator joined it.
+        local f = room_fields(room, 'awaiting_creator')
+        if not f[7] then
+            local members = redis.call('HLEN', room .. ':users')
+            out[#out + 1] = { id, f[1], f[2], f[3], f[4], f[5], f[6], members }
+        end
     end
 end
 return { 'L', out }
