@@ -241,12 +241,22 @@ impl Hub {
                     last_seq,
                 },
             ) => {
-                if self
-                    .rooms
-                    .get(&room)
-                    .is_some_and(|r| r.record.epoch == epoch)
+                if let Some(r) = self.rooms.get(&room)
+                    && r.record.epoch == epoch
                 {
-                    let departures = self.reconcile_presence(&room, &users, presence_seq);
+                    // Who came, spoke and went while this node's events were
+                    // cut: shown as present for their messages, then gone.
+                    let passers = if presence_seq > r.presence_seen {
+                        passers(r, &users, &messages)
+                    } else {
+                        Vec::new()
+                    };
+                    let mut listed = users;
+                    listed.extend(passers.iter().cloned());
+                    let mut departures = self.reconcile_presence(&room, &listed, presence_seq);
+                    for who in passers {
+                        departures.extend(self.gone_unseen(&room, who));
+                    }
                     // Shown after the messages read back with the list,
                     // before the changes that came after it.
                     if !departures.is_empty()
@@ -721,6 +731,27 @@ impl Hub {
         self.outputs.drain(later..).collect()
     }
 
+    /// `who` left a room held here between two of its presence changes this
+    /// node saw: out of the replica, and the `USER_LEFT` frames for the
+    /// local members (but its own), to be shown in turn.
+    fn gone_unseen(&mut self, room_id: &RoomId, who: Present) -> Vec<super::Output> {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return Vec::new();
+        };
+        room.present.remove(who.user.as_str());
+        let frame = presence_frame(room_id, who.clone(), false);
+        room.local
+            .iter()
+            .filter(|(u, _)| *u.0 != *who.user)
+            .flat_map(|(_, conns)| conns)
+            .map(|&conn| super::Output::Frame {
+                conn,
+                frame: frame.clone(),
+                notice: true,
+            })
+            .collect()
+    }
+
     /// `USER_JOINED` (or `USER_LEFT`) of `users` to one member of a room,
     /// but of its own user.
     fn presence_to(&mut self, conn: ConnId, room_id: &RoomId, users: Vec<Present>, joined: bool) {
@@ -1019,4 +1050,40 @@ fn presence_frame(room_id: &RoomId, who: Present, joined: bool) -> Bytes {
         }
     };
     server::encode(&message, None)
+}
+
+/// The senders of messages read back that neither the replica nor the
+/// room's list now shows: they joined and left while this node's events
+/// were cut.
+fn passers(
+    room: &super::room::Room,
+    users: &[Present],
+    messages: &[StoredMessage],
+) -> Vec<Present> {
+    #[derive(serde::Deserialize)]
+    struct Frame {
+        payload: Sender,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Sender {
+        user_id: String,
+        username: String,
+    }
+    let mut out: Vec<Present> = Vec::new();
+    for m in messages {
+        let Ok(Frame { payload }) = serde_json::from_slice::<Frame>(&m.frame) else {
+            continue;
+        };
+        let known = room.present.contains_key(payload.user_id.as_str())
+            || users.iter().any(|u| u.user == payload.user_id)
+            || out.iter().any(|u| u.user == payload.user_id);
+        if !known {
+            out.push(Present {
+                user: payload.user_id,
+                username: payload.username,
+            });
+        }
+    }
+    out
 }
