@@ -725,3 +725,94 @@ fn typing_heard_before_a_presence_change_does_not_hold_it_behind_a_reply_from_af
     );
     assert_eq!(messages(&frames), [(1, Some("s".to_owned()))]);
 }
+
+/// `USER_JOINED`/`USER_LEFT` user ids and `NEW_MESSAGE` contents, in order.
+fn story(frames: &[Value]) -> Vec<String> {
+    frames
+        .iter()
+        .filter_map(|v| match v["type"].as_str()? {
+            "USER_JOINED" => Some(format!("+{}", v["payload"]["user"]["userId"].as_str()?)),
+            "USER_LEFT" => Some(format!("-{}", v["payload"]["userId"].as_str()?)),
+            "NEW_MESSAGE" => Some(v["payload"]["content"].as_str()?.to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_read_back_lists_each_member_what_its_own_list_did_not_show() {
+    let mut c = Cluster::new();
+    let alice = c.user(0, 1, "alice");
+    c.handle(0, alice, join("general", "j"));
+    c.settle();
+    c.take(0, alice);
+    let bob = c.user(1, 1, "bob");
+    let carol = c.user(0, 2, "carol");
+    let dave = c.user(1, 2, "dave");
+    // Bob's arrival reaches node 0 late; carol's list shows it already.
+    c.handle(1, bob, join("general", "j"));
+    let (id, op) = c.ops[1].pop_front().expect("bob's join");
+    let (reply, bob_came) = c.store.apply(&op);
+    c.nodes[1].store_reply(Timestamp(c.now), id, reply);
+    c.handle(0, carol, join("general", "j"));
+    c.execute(0, Some(0), false);
+    let users: Vec<String> = c.take(0, carol)[0]["payload"]["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .map(|u| u["userId"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(users, ["alice", "bob", "carol"]);
+    // Dave's arrival never reaches node 0: it reads the room back.
+    c.handle(1, dave, join("general", "j"));
+    c.execute(1, Some(0), false);
+    c.settle();
+    c.nodes[0].store_resync(Timestamp(c.now), Some("general"));
+    c.settle();
+    c.publish(bob_came, Some(1));
+    c.collect();
+    assert_eq!(story(&c.take(0, alice)), ["+bob", "+carol", "+dave"]);
+    assert_eq!(story(&c.take(0, carol)), ["+dave"]);
+}
+
+#[test]
+fn a_read_back_shows_arrivals_before_the_messages_and_departures_after() {
+    let mut c = Cluster::new();
+    let alice = c.user(0, 1, "alice");
+    let bob = c.user(1, 1, "bob");
+    let dave = c.user(1, 2, "dave");
+    for (n, conn) in [(0, alice), (1, bob)] {
+        c.handle(n, conn, join("general", "j"));
+        c.settle();
+        c.take(n, conn);
+    }
+    c.take(0, alice);
+    // While node 0's events are cut: dave comes, speaks and goes; bob
+    // speaks and goes.
+    c.handle(1, dave, join("general", "j"));
+    c.execute(1, Some(0), false);
+    c.handle(1, dave, say("general", "from dave", "s"));
+    c.execute(1, Some(0), false);
+    c.handle(
+        1,
+        dave,
+        json!({"type": "LEAVE_ROOM", "payload": {"roomId": "general"}}),
+    );
+    c.execute(1, Some(0), false);
+    c.handle(1, bob, say("general", "from bob", "s"));
+    c.execute(1, Some(0), false);
+    c.handle(
+        1,
+        bob,
+        json!({"type": "LEAVE_ROOM", "payload": {"roomId": "general"}}),
+    );
+    c.execute(1, Some(0), false);
+    c.settle();
+    assert_eq!(story(&c.take(0, alice)), Vec::<String>::new());
+    c.nodes[0].store_resync(Timestamp(c.now), Some("general"));
+    c.settle();
+    assert_eq!(
+        story(&c.take(0, alice)),
+        ["+dave", "from dave", "from bob", "-bob", "-dave"]
+    );
+}
