@@ -80,6 +80,10 @@ pub struct Hub {
     pub(super) awaiting_ack: BTreeSet<ConnId>,
     /// Of those, the ones whose acknowledgement went out: to go on with.
     pub(super) acked: Vec<ConnId>,
+    /// Joins whose outcome was unknown, being undone (their `Leave` not
+    /// answered yet): a join of the same connection to the same room would
+    /// be taken back by it, so it is answered `SERVER_ERROR` meanwhile.
+    pub(super) undoing: BTreeSet<(ConnId, String)>,
 }
 
 impl Hub {
@@ -112,6 +116,7 @@ impl Hub {
             stats: Stats::default(),
             awaiting_ack: BTreeSet::new(),
             acked: Vec::new(),
+            undoing: BTreeSet::new(),
         };
         let mut seen = BTreeSet::new();
         for room in default_rooms {

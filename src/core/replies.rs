@@ -22,6 +22,7 @@ impl Hub {
         let Some(p) = self.pending.remove(&id) else {
             return;
         };
+        self.undone(&p);
         let blocked = self.unblock(&p);
         self.finish(p, reply);
         self.resume_unless_busy(blocked);
@@ -60,6 +61,7 @@ impl Hub {
     }
 
     fn finish(&mut self, p: Pending, reply: Reply) {
+        self.undone(&p);
         let rid = p.rid.as_deref();
         let conn = p.conn;
         let live = |hub: &Hub| conn.filter(|c| hub.conns.contains_key(c));
@@ -360,8 +362,19 @@ impl Hub {
         self.resume_acked();
     }
 
-    /// The store put a connection that is gone in a room: take it out.
+    /// A `Leave` came back: a join it undid may be asked again.
+    fn undone(&mut self, p: &Pending) {
+        if let (Wait::Leave { room }, Some(conn)) = (&p.wait, p.conn)
+            && !self.undoing.is_empty()
+        {
+            self.undoing.remove(&(conn, room.0.to_string()));
+        }
+    }
+
+    /// The store put a connection that is gone in a room, or may have (its
+    /// join's outcome unknown): take it out.
     fn undo_join(&mut self, conn: ConnId, user: &UserId, room: &str) {
+        self.undoing.insert((conn, room.to_owned()));
         let op = Op::Leave {
             room: room.to_owned(),
             user: user.0.to_string(),

@@ -15,6 +15,9 @@ use crate::store::{Draft, Op, RoomRecord, Since};
 
 /// Why an `AUTHENTICATE` whose token the driver did not verify is refused.
 const UNVERIFIED_TOKEN: &str = "token was not verified";
+/// `retryAfterMs` of a join asked again while the store undoes the last one
+/// (a `Leave`, one round trip when the store answers).
+const UNDOING_RETRY_MS: u64 = 1000;
 
 /// Messages of one connection that may wait behind a request the store has
 /// not answered; past it, the connection is closed `1013` (it sends faster
@@ -252,6 +255,17 @@ impl Hub {
             epoch,
         } = request;
         let since = since_seq.map(|seq| Since { seq, epoch });
+        // Its last join's outcome was unknown and is being undone: this one
+        // would be undone with it.
+        if self.undoing.contains(&(conn, room_id.clone())) {
+            return self.error_with_retry(
+                conn,
+                ErrorCode::ServerError,
+                "the service is unavailable, try again",
+                Some(UNDOING_RETRY_MS),
+                rid,
+            );
+        }
         self.ask_join(conn, room_id, since, false, rid);
     }
 

@@ -816,3 +816,31 @@ fn a_read_back_shows_arrivals_before_the_messages_and_departures_after() {
         ["+dave", "from dave", "from bob", "-bob", "-dave"]
     );
 }
+
+#[test]
+fn a_join_asked_again_while_the_last_one_is_undone_waits_for_the_undo() {
+    let mut c = Cluster::new();
+    let alice = c.user(0, 1, "alice");
+    // The join reaches the store, but its answer is lost: it is undone.
+    c.handle(0, alice, join("general", "j1"));
+    let (id, op) = c.ops[0].pop_front().expect("the join");
+    c.store.apply(&op);
+    c.nodes[0].store_failed(Timestamp(c.now), id, 1000);
+    c.collect();
+    assert_eq!(c.types(0, alice), ["ERROR"]);
+    assert!(matches!(c.ops[0].front(), Some((_, Op::Leave { .. }))));
+    // Asked again before the undo is stored: it would be taken back by it.
+    c.handle(0, alice, join("general", "j2"));
+    let refused = c.take(0, alice);
+    assert_eq!(refused[0]["payload"]["code"], "SERVER_ERROR", "{refused:?}");
+    assert_eq!(refused[0]["payload"]["retryAfterMs"], 1000);
+    c.settle();
+    // Once undone, a join holds.
+    c.handle(0, alice, join("general", "j3"));
+    c.settle();
+    assert_eq!(c.types(0, alice), ["ROOM_JOINED"]);
+    let Reply::Rooms(rooms) = c.store.apply(&Op::ListRooms).0 else {
+        panic!("rooms");
+    };
+    assert_eq!(rooms[0].member_count, 1);
+}
