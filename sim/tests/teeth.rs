@@ -302,6 +302,10 @@ fn oracles_have_teeth() {
     assert_catches(&a, &r, "liveness", "a client that hears nothing");
 
     fields_have_teeth(&b);
+
+    // Last, so that the cluster run is the same in every test process (a
+    // seed's run depends on what ran before it in the process).
+    cluster_oracles_have_teeth();
 }
 
 /// Rewrites every received frame of type `kind` with `edit`.
@@ -368,4 +372,249 @@ fn fields_have_teeth(b: &Run) {
         v["payload"]["username"] = Value::from("mallory");
     });
     assert_catches(b, &r, "presence", "USER_LEFT under another name");
+}
+
+/// Seed `seed`, run as a cluster of two nodes (the scenario's crashes are
+/// of node 0, to which the raw clients dial; library clients alternate).
+fn cluster_run(seed: u64) -> Run {
+    let mut scenario = Scenario::generate(seed);
+    scenario.nodes = 2;
+    scenario.knobs.tcp_capacity = scenario
+        .knobs
+        .tcp_capacity
+        .max(scenario.clients.len() + scenario.raws.len() + 2 + 2 * scenario.nodes);
+    let out = run::simulate(&scenario);
+    assert!(out.sim_error.is_none(), "{:?}", out.sim_error);
+    Run {
+        scenario,
+        records: out.records,
+    }
+}
+
+/// The node of every connection: a library client's `n`-th attempt goes to
+/// node `(client + n) % nodes`, a raw client always dials node 0.
+fn nodes_of(run: &Run) -> std::collections::BTreeMap<u64, usize> {
+    let libs = run.scenario.clients.len();
+    let mut attempts = std::collections::BTreeMap::<u32, usize>::new();
+    let mut nodes = std::collections::BTreeMap::new();
+    for r in &run.records {
+        match &r.obs {
+            Obs::Dial { conn, client } => {
+                let n = attempts.entry(*client).or_insert(0);
+                let node = if (*client as usize) < libs {
+                    (*client as usize + *n) % run.scenario.nodes
+                } else {
+                    0
+                };
+                *n += 1;
+                nodes.insert(*conn, node);
+            }
+            Obs::DialFailed { client } => *attempts.entry(*client).or_insert(0) += 1,
+            _ => {}
+        }
+    }
+    nodes
+}
+
+fn recv_conn(r: &Record) -> Option<u64> {
+    match &r.obs {
+        Obs::Recv { conn, .. } => Some(*conn),
+        _ => None,
+    }
+}
+
+/// `acked-survives`, `presence-converges` and the cross-node part of
+/// `seq-order`, on a cluster run with a node crash.
+fn cluster_oracles_have_teeth() {
+    // Seed 56 (8 library clients; node 0 crashes at 10.9 s and 19.6 s).
+    acked_survives_has_teeth(&cluster_run(56));
+    // Seed 35 (restarts, owned rooms, two library clients, three raw
+    // ones): node 0 crashes at 21.3 s and restarts at 23.8 s, the run's
+    // last fault, taking down the raw clients (they dial node 0).
+    presence_converges_has_teeth(&cluster_run(35));
+}
+
+/// The first crash of `c` and the node of each connection; checks that
+/// the unbroken run passes.
+fn crash_and_nodes(c: &Run) -> (u64, std::collections::BTreeMap<u64, usize>) {
+    let names = fired(c, &c.records);
+    assert!(
+        names.is_empty(),
+        "cluster seed {} fails unbroken: {names:?}",
+        c.scenario.seed
+    );
+    let crash = c
+        .records
+        .iter()
+        .find(|r| matches!(&r.obs, Obs::Fault { what } if what.starts_with("crash")))
+        .map(|r| r.at_ms)
+        .expect("a crash");
+    (crash, nodes_of(c))
+}
+
+fn acked_survives_has_teeth(c: &Run) {
+    let (crash, node) = crash_and_nodes(c);
+
+    // An acknowledged message lost for a member on the other node: the
+    // last acknowledgement on node 0 before it crashed whose broadcast
+    // reached a connection on node 1 that sends nothing more in that room;
+    // that connection loses it, and every later broadcast of the room (so
+    // that no gap shows it), but goes on hearing other frames.
+    let sends_later = |i: usize, conn: u64, room: &Value| {
+        c.records[i..].iter().any(|x| match &x.obs {
+            Obs::Sent { conn: n, text } => {
+                *n == conn
+                    && serde_json::from_str::<Value>(text).is_ok_and(|v| {
+                        kind(&v) == "SEND_MESSAGE" && v["payload"]["roomId"] == *room
+                    })
+            }
+            _ => false,
+        })
+    };
+    // The connection is still there (hearing from the server) well after
+    // the time the server had to deliver (`NODE_TTL_MS` and more).
+    let hears_long_after = |i: usize, conn: u64| {
+        let from = c.records[i].at_ms + 6_000;
+        c.records[i..]
+            .iter()
+            .filter(|x| x.at_ms >= from)
+            .filter(|x| match &x.obs {
+                Obs::Recv { conn: n, .. } | Obs::Control { conn: n, .. } => *n == conn,
+                _ => false,
+            })
+            .count()
+            >= 4
+    };
+    let acks: Vec<(usize, Value)> = c
+        .records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.at_ms < crash)
+        .filter(|(_, r)| recv_conn(r).is_some_and(|n| node[&n] == 0))
+        .filter_map(|(i, r)| json(r).map(|v| (i, v)))
+        .filter(|(_, v)| kind(v) == "NEW_MESSAGE" && v.get("requestId").is_some())
+        .collect();
+    let find = |quiet: bool| {
+        acks.iter().rev().find_map(|(i, ack)| {
+            let id = &ack["payload"]["id"];
+            c.records[*i..].iter().enumerate().find_map(|(k, r)| {
+                let n = recv_conn(r).filter(|n| node[n] == 1)?;
+                let v = json(r)?;
+                (kind(&v) == "NEW_MESSAGE"
+                    && v["payload"]["id"] == *id
+                    && hears_long_after(i + k, n)
+                    && !(quiet && sends_later(i + k, n, &v["payload"]["roomId"])))
+                .then(|| {
+                    (
+                        n,
+                        ack["payload"]["roomId"].as_str().unwrap().to_owned(),
+                        ack["payload"]["seq"].as_u64().unwrap(),
+                    )
+                })
+            })
+        })
+    };
+    // Preferably a member whose own acknowledgements in the room (kept)
+    // will not show a gap to `seq-order`.
+    let (member, room, seq) = find(true)
+        .or_else(|| find(false))
+        .expect("an acknowledged message of node 0 delivered on node 1");
+    let mut r = c.records.clone();
+    r.retain(|x| {
+        !(recv_conn(x) == Some(member)
+            && json(x).is_some_and(|v| {
+                kind(&v) == "NEW_MESSAGE"
+                    && v.get("requestId").is_none()
+                    && v["payload"]["roomId"] == room.as_str()
+                    && v["payload"]["seq"].as_u64() >= Some(seq)
+            }))
+    });
+    assert_catches(
+        c,
+        &r,
+        "acked-survives",
+        "acknowledged message lost on the other node",
+    );
+}
+
+fn presence_converges_has_teeth(c: &Run) {
+    let (crash, node) = crash_and_nodes(c);
+
+    // A crashed node's user left in a view: the USER_LEFT that tells a
+    // connection on node 1 that a user of node 0 is gone comes 10 s late
+    // (still long before the end, so the end-of-run check is satisfied).
+    let mut r = c.records.clone();
+    // Users with a connection on node 1: not gone with node 0.
+    let on_node_1: Vec<String> = r
+        .iter()
+        .filter(|x| recv_conn(x).is_some_and(|n| node[&n] == 1))
+        .filter_map(json)
+        .filter(|v| kind(v) == "AUTH_SUCCESS")
+        .map(|v| v["payload"]["userId"].as_str().unwrap().to_owned())
+        .collect();
+    // The observer hears nothing more of the user in that room (no
+    // USER_JOINED back, no new ROOM_JOINED list).
+    let heard_again = |i: usize, observer: u64, v: &Value| {
+        r[i + 1..].iter().any(|x| {
+            recv_conn(x) == Some(observer)
+                && json(x).is_some_and(|w| {
+                    (kind(&w) == "USER_JOINED"
+                        && w["payload"]["user"]["userId"] == v["payload"]["userId"]
+                        && w["payload"]["roomId"] == v["payload"]["roomId"])
+                        || (kind(&w) == "ROOM_JOINED"
+                            && w["payload"]["room"]["id"] == v["payload"]["roomId"])
+                })
+        })
+    };
+    let (i, user) = r
+        .iter()
+        .enumerate()
+        .filter(|(_, x)| x.at_ms > crash)
+        .find_map(|(i, x)| {
+            let n = recv_conn(x).filter(|n| node[n] == 1)?;
+            let v = json(x)?;
+            let user = v["payload"]["userId"].as_str()?.to_owned();
+            (kind(&v) == "USER_LEFT" && !on_node_1.contains(&user) && !heard_again(i, n, &v))
+                .then_some((i, user))
+        })
+        .expect("a USER_LEFT on node 1 for a user of node 0, after the crash");
+    let mut late = r.remove(i);
+    late.at_ms += 10_000;
+    assert!(late.at_ms < c.scenario.end_ms);
+    let at = r.partition_point(|x| x.at_ms <= late.at_ms);
+    r.insert(at, late);
+    assert_catches(
+        c,
+        &r,
+        "presence-converges",
+        &format!("a crashed node's user ({user}) gone 10 s late"),
+    );
+
+    // One seq order across nodes: a connection on node 1 sees two
+    // consecutive messages of a room at each other's seq.
+    let mut r = c.records.clone();
+    let seen: Vec<(usize, Value)> = r
+        .iter()
+        .enumerate()
+        .filter(|(_, x)| recv_conn(x).is_some_and(|n| node[&n] == 1))
+        .filter_map(|(i, x)| json(x).map(|v| (i, v)))
+        .filter(|(_, v)| kind(v) == "NEW_MESSAGE" && v.get("requestId").is_none())
+        .collect();
+    let (i, j) = seen
+        .windows(2)
+        .find(|w| {
+            recv_conn(&r[w[0].0]) == recv_conn(&r[w[1].0])
+                && w[0].1["payload"]["roomId"] == w[1].1["payload"]["roomId"]
+                && w[1].1["payload"]["seq"].as_u64()
+                    == w[0].1["payload"]["seq"].as_u64().map(|s| s + 1)
+        })
+        .map(|w| (w[0].0, w[1].0))
+        .expect("two consecutive broadcasts on one node-1 connection");
+    let (mut a, mut b) = (json(&r[i]).unwrap(), json(&r[j]).unwrap());
+    let seq_a = a["payload"]["seq"].clone();
+    a["payload"]["seq"] = b["payload"]["seq"].clone();
+    b["payload"]["seq"] = seq_a;
+    set_text(&mut r[i], &b);
+    set_text(&mut r[j], &a);
+    assert_catches(c, &r, "seq-order", "two seqs swapped on one connection");
 }

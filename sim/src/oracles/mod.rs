@@ -20,11 +20,14 @@
 //! received frame is the one place that routes each server message to the
 //! oracles that care, in the order they must see it.
 
+pub mod acked;
 pub mod auth;
 pub mod client;
+pub mod converge;
 pub mod history;
 pub mod liveness;
 pub mod model;
+pub mod nodes;
 pub mod order;
 pub mod presence;
 pub mod rate;
@@ -246,6 +249,8 @@ pub struct Checker {
     rate: rate::Rate,
     requests: rate::RequestRate,
     clients: client::Clients,
+    acked: acked::Acked,
+    converge: converge::Converge,
     out: Out,
     last_at: u64,
 }
@@ -259,12 +264,14 @@ impl Checker {
         rate.configure(cfg.rate_limit_messages, cfg.rate_limit_window_ms);
         let requests = rate::RequestRate::new(cfg.rate_limit_requests, cfg.rate_limit_window_ms);
         Checker {
+            converge: converge::Converge::new(&roster),
             roster,
             model: Model::new(cfg),
             typing: typing::Typing::default(),
             rate,
             requests,
             clients: client::Clients::default(),
+            acked: acked::Acked::default(),
             out: Out::default(),
             last_at: 0,
         }
@@ -285,7 +292,14 @@ impl Checker {
         match &r.obs {
             Obs::Dial { conn, client } => {
                 let run = self.model.current_run();
-                self.model.conns.insert(*conn, Conn::new(*client, run, at));
+                let raw = self.is_raw(*client);
+                let mut c = Conn::new(*client, run, at);
+                c.node = self.model.topology.on_attempt(*client, raw);
+                self.model.conns.insert(*conn, c);
+            }
+            Obs::DialFailed { client } => {
+                let raw = self.is_raw(*client);
+                self.model.topology.on_attempt(*client, raw);
             }
             Obs::Open { conn } => {
                 if let Some(c) = self.model.conns.get_mut(conn) {
@@ -324,10 +338,16 @@ impl Checker {
             Obs::Sent { conn, text } => self.on_sent(at, *conn, text),
             Obs::Recv { conn, text } => self.on_recv(at, *conn, text),
             Obs::Control {
-                conn, from_server, ..
+                conn,
+                from_server,
+                opcode,
             } => {
                 if *from_server {
                     self.on_activity(at, *conn, false);
+                    if *opcode == 9 && self.prompt(*conn) {
+                        self.acked.on_ping(&self.model, &mut self.out, at, *conn);
+                    }
+                    self.converge.on_frame(&self.model, at, *conn);
                 }
             }
             Obs::CloseRecv { conn, code } => {
@@ -339,12 +359,16 @@ impl Checker {
                 if let Some(c) = self.model.conns.get_mut(conn) {
                     c.closed = true;
                     c.close_code = *code;
+                    c.closed_at.get_or_insert(at);
                 }
                 self.typing.forget_observer(*conn);
             }
-            Obs::Ended { conn, .. } => {
-                if let Some(c) = self.model.conns.get_mut(conn) {
-                    c.ended_at.get_or_insert(at);
+            Obs::Ended { conn, how } => {
+                if let Some(c) = self.model.conns.get_mut(conn)
+                    && c.ended_at.is_none()
+                {
+                    c.ended_at = Some(at);
+                    c.end_how = Some(how);
                 }
                 self.typing.forget_observer(*conn);
             }
@@ -364,7 +388,11 @@ impl Checker {
                     );
                 }
             }
-            Obs::DialFailed { .. } | Obs::Fault { .. } | Obs::NodeStart { .. } => {}
+            Obs::NodeStart { node, .. } => self.model.topology.on_node_start(*node),
+            Obs::Fault { what } => {
+                self.model.topology.on_fault(at, what);
+                self.converge.on_fault(at);
+            }
         }
     }
 
@@ -396,6 +424,11 @@ impl Checker {
                 .or_default()
                 .insert(name);
         }
+        if matches!(req.kind.as_str(), "JOIN_ROOM" | "CREATE_ROOM")
+            && let Some(room) = req.room.as_deref()
+        {
+            self.converge.on_join_sent(conn, room);
+        }
         if req.kind == "TYPING_STATUS"
             && req.is_typing == Some(true)
             && let (Some(user), Some(room)) = (self.model.user_of(conn), req.room.as_deref())
@@ -413,15 +446,7 @@ impl Checker {
     /// should have closed something before now are checked here (a frame
     /// sent after a deadline proves the server missed it).
     fn on_activity(&mut self, at: u64, conn: ConnNo, close: bool) {
-        let client = self.model.conns.get(&conn).map(|c| c.client);
-        let timed = !client.is_some_and(|c| {
-            matches!(
-                self.roster.get(c as usize),
-                Some(RosterEntry::Raw {
-                    reads_promptly: false
-                })
-            )
-        });
+        let timed = self.prompt(conn);
         if let Some(c) = self.model.conns.get_mut(&conn) {
             c.last_recv_at = at;
         }
@@ -435,6 +460,20 @@ impl Checker {
             self.out
                 .fail("transport", at, place, "frame after the close frame".into());
         }
+    }
+
+    /// Whether `client` is a raw client (it always dials node 0).
+    fn is_raw(&self, client: u32) -> bool {
+        matches!(
+            self.roster.get(client as usize),
+            Some(RosterEntry::Raw { .. })
+        )
+    }
+
+    /// Whether `conn`'s client reads its socket as data arrives (arrival
+    /// times prove when the server sent something).
+    fn prompt(&self, conn: ConnNo) -> bool {
+        prompt_reader(&self.roster, &self.model, conn)
     }
 
     fn on_recv(&mut self, at: u64, conn: ConnNo, text: &str) {
@@ -466,15 +505,29 @@ impl Checker {
                 return;
             }
         };
-        rooms::on_frame(&mut self.model, &mut self.out, at, conn, &frame);
-        let req = self.reply_to(at, conn, &frame);
+        if self.prompt(conn) {
+            let new_message_room = match &frame.message {
+                ServerMessage::NewMessage(msg) => Some(msg.room_id.as_str()),
+                _ => None,
+            };
+            self.acked
+                .before_frame(&self.model, &mut self.out, at, conn, new_message_room);
+        }
+        self.on_frame(at, conn, &frame);
+        self.converge.on_frame(&self.model, at, conn);
+    }
+
+    /// Routes a decoded frame to the oracles.
+    fn on_frame(&mut self, at: u64, conn: ConnNo, frame: &ServerFrame) {
+        rooms::on_frame(&mut self.model, &mut self.out, at, conn, frame);
+        let req = self.reply_to(at, conn, frame);
         let m = &mut self.model;
         let out = &mut self.out;
-        replies::on_frame(m, out, at, conn, req.as_ref(), &frame);
-        rooms::on_room_objects(m, out, at, conn, &frame);
-        presence::on_names(m, out, at, conn, &frame);
+        replies::on_frame(m, out, at, conn, req.as_ref(), frame);
+        rooms::on_room_objects(m, out, at, conn, frame);
+        presence::on_names(m, out, at, conn, frame);
         if let Some(req) = &req {
-            rooms::on_reply(m, out, at, conn, req, &frame);
+            rooms::on_reply(m, out, at, conn, req, frame);
         }
         match &frame.message {
             ServerMessage::AuthSuccess {
@@ -535,8 +588,13 @@ impl Checker {
                 if room.created_by == rooms::SYSTEM {
                     m.system_rooms.insert(room.id.clone());
                 }
+                self.converge.on_joined(conn, &room.id);
+                let default_room = room.created_by == rooms::SYSTEM;
+                self.acked
+                    .on_joined(m, out, at, conn, &room.id, epoch, default_room);
             }
             ServerMessage::RoomLeft { room_id } => {
+                self.converge.on_left(at, conn, room_id);
                 let c = m.conns.get_mut(&conn).expect("checked above");
                 if c.rooms.remove(room_id).is_none() {
                     let place = m.place_room(conn, room_id, None);
@@ -597,14 +655,24 @@ impl Checker {
                 order::register(m, &mut self.rate, out, at, conn, &epoch, msg);
                 auth::on_new_message(m, out, at, conn, msg, req.as_ref());
                 order::on_new_message(m, out, at, conn, msg, req.as_ref());
+                // The sender's acknowledgement: the message is stored.
+                if let Some(r) = &req
+                    && r.kind == "SEND_MESSAGE"
+                    && r.room.as_deref() == Some(msg.room_id.as_str())
+                    && r.client_message_id == msg.client_message_id
+                {
+                    self.acked.on_ack(at, &msg.room_id, &epoch, msg.seq);
+                }
             }
             ServerMessage::UserJoined { room_id, user } => {
                 presence::on_user_event(m, out, at, conn, room_id, &user.user_id, true);
+                self.converge.on_notice(at, conn, room_id, &user.user_id);
             }
             ServerMessage::UserLeft {
                 room_id, user_id, ..
             } => {
                 presence::on_user_event(m, out, at, conn, room_id, user_id, false);
+                self.converge.on_notice(at, conn, room_id, user_id);
                 self.typing.on_user_left(m, out, at, conn, room_id, user_id);
             }
             ServerMessage::TypingUpdate {
@@ -699,6 +767,7 @@ impl Checker {
                     r.private = room.kind == RoomKind::Private;
                     r.created_by = room.created_by.clone();
                 }
+                self.converge.on_joined(conn, &room.id);
             }
             ServerMessage::RoomList { rooms } => {
                 for room in rooms.iter().filter(|r| r.created_by == rooms::SYSTEM) {
@@ -793,6 +862,7 @@ impl Checker {
     /// the liveness of the roster's library clients. Returns violations and
     /// coverage.
     pub fn finish(mut self, end_ms: u64) -> Out {
+        self.converge.finish(&mut self.out);
         self.typing.finish(&self.model, &mut self.out, end_ms);
         rooms::finish(&self.model, &mut self.out, end_ms);
         history::finish(&self.model, &mut self.out);
@@ -805,4 +875,19 @@ impl Checker {
         );
         self.out
     }
+}
+
+/// Whether `conn`'s client reads its socket as data arrives: every client
+/// but the raw ones that stop reading (their frames arrive late, so their
+/// arrival times prove nothing about when the server sent them).
+fn prompt_reader(roster: &[RosterEntry], m: &Model, conn: ConnNo) -> bool {
+    let client = m.conns.get(&conn).map(|c| c.client);
+    !client.is_some_and(|c| {
+        matches!(
+            roster.get(c as usize),
+            Some(RosterEntry::Raw {
+                reads_promptly: false
+            })
+        )
+    })
 }

@@ -170,6 +170,9 @@ pub struct ConnRoom {
     pub private: bool,
     /// Who created it (`system` for a default room).
     pub created_by: String,
+    /// When the `ROOM_JOINED` (or `ROOM_CREATED`) that put the connection
+    /// in the room arrived.
+    pub joined_at: u64,
 }
 
 /// A connection as its client saw it.
@@ -220,6 +223,12 @@ pub struct Conn {
     pub anon_sent: u64,
     /// Of those, requests other than `TYPING_STATUS` (or unreadable).
     pub anon_requests: u64,
+    /// The node it was made to (0 on one node; see [`super::nodes`]).
+    pub node: usize,
+    /// When a close frame arrived.
+    pub closed_at: Option<u64>,
+    /// How the stream ended (`eof`, `error`, `dropped`).
+    pub end_how: Option<&'static str>,
 }
 
 impl Conn {
@@ -247,6 +256,9 @@ impl Conn {
             username: None,
             anon_sent: 0,
             anon_requests: 0,
+            node: 0,
+            closed_at: None,
+            end_how: None,
         }
     }
 
@@ -318,6 +330,8 @@ pub struct Model {
     pub room_facts: BTreeMap<(usize, String, String), RoomFacts>,
     /// Every `HISTORY` page, judged at the end (`history::finish`).
     pub pages: Vec<super::history::Page>,
+    /// The nodes: which connection is on which, crashes, store cuts.
+    pub topology: super::nodes::Topology,
 }
 
 /// The fields of a room object that never change while the room lives.
@@ -363,6 +377,7 @@ impl Model {
             user_names: BTreeMap::new(),
             room_facts: BTreeMap::new(),
             pages: Vec::new(),
+            topology: super::nodes::Topology::default(),
         }
     }
 

@@ -195,6 +195,7 @@ pub fn on_joined(
                 ConnRoom {
                     epoch: epoch.to_owned(),
                     last,
+                    joined_at: at,
                     ..ConnRoom::default()
                 },
             );
