@@ -7,7 +7,9 @@
 #      binary that step 1 built;
 #   3. the demo page's browser test: that binary serves the page, Debian's
 #      Chromium runs it (never skipped: no browser is a failure);
-#   4. the deterministic simulation over SIM_SEEDS (default 0..1000) seeds;
+#   4. the deterministic simulation over SIM_SEEDS (default 0..1000) seeds,
+#      one node each, then over SIM_CLUSTER_SEEDS (default 0..300) seeds run
+#      as clusters of 2-4 nodes on the simulated Redis (SIM_CLUSTER=1);
 #   5. the Autobahn TestSuite against the production connection layer;
 #   6. every fuzz target for FUZZ_SECONDS (default 60) seconds.
 #
@@ -35,6 +37,9 @@ bash clients/demo/test.sh
 
 echo "== simulation, seeds ${SIM_SEEDS:-0..1000}"
 cargo run -p sim --release --locked -- --seeds "${SIM_SEEDS:-0..1000}"
+
+echo "== simulation as a cluster, seeds ${SIM_CLUSTER_SEEDS:-0..300}"
+SIM_CLUSTER=1 cargo run -p sim --release --locked -- --seeds "${SIM_CLUSTER_SEEDS:-0..300}"
 
 echo "== Autobahn TestSuite"
 bash scripts/autobahn.sh

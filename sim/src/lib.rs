@@ -218,8 +218,16 @@ pub fn oracle_config(scenario: &Scenario) -> OracleConfig {
         notice_delay_ms: k.presence_delay_ms,
         room_idle_ttl_ms: k.room_idle_ttl_ms,
         max_content_chars: chat_flow::config::DEFAULT_MAX_CONTENT_LENGTH,
+        // A message's timestamp is its node's clock when the node took it;
+        // its seq, when it reached the store. On one node the two orders
+        // agree. In a cluster a send can reach the store late: its own
+        // round trip (up to the store timeout), and a send the node gave up
+        // on (its link cut and made again) can still land afterwards, up to
+        // another timeout and the link's reconnect backoff (1 s at most).
         timestamp_slack_ms: if scenario.nodes > 1 {
-            run::CLUSTER_STORE_TIMEOUT_MS + 2 * k.max_latency_ms
+            2 * run::CLUSTER_STORE_TIMEOUT_MS
+                + 1_000
+                + 2 * (k.max_latency_ms + scenario.fault_delay_max_ms)
         } else {
             0
         },

@@ -212,9 +212,12 @@ impl SimStore {
 async fn caller(mut calls: mpsc::UnboundedReceiver<Call>, timeout: Duration) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        let stream = match turmoil::net::TcpStream::connect(STORE).await {
-            Ok(s) => s,
-            Err(_) => {
+        // A connect into a partition may never finish: given up after the
+        // call timeout, as a client's connect timeout would.
+        let connect = tokio::time::timeout(timeout, turmoil::net::TcpStream::connect(STORE));
+        let stream = match connect.await {
+            Ok(Ok(s)) => s,
+            Ok(Err(_)) | Err(_) => {
                 // Calls made meanwhile fail at once, as Redis's do.
                 while let Ok((_, tx)) = calls.try_recv() {
                     drop(tx);
@@ -226,10 +229,26 @@ async fn caller(mut calls: mpsc::UnboundedReceiver<Call>, timeout: Duration) {
         };
         backoff = Duration::from_millis(50);
         let (mut read, mut write) = stream.into_split();
+        // Frames are read by a task of their own: a read cut short by the
+        // select below would lose the part it had.
+        let (frames_tx, mut frames) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(async move {
+            while let Ok(got) = read_frame(&mut read).await {
+                if frames_tx.send(got).is_err() {
+                    return;
+                }
+            }
+        });
         let mut pending: BTreeMap<u64, (Instant, oneshot::Sender<Parcel>)> = BTreeMap::new();
         let mut tag = 0u64;
         let mut check = tokio::time::interval(timeout / 2);
         loop {
+            // An overdue call means the connection is lost, also while
+            // calls keep coming (they would win every turn of the select).
+            let now = Instant::now();
+            if pending.values().any(|(deadline, _)| *deadline <= now) {
+                break;
+            }
             tokio::select! {
                 biased;
                 call = calls.recv() => {
@@ -240,23 +259,19 @@ async fn caller(mut calls: mpsc::UnboundedReceiver<Call>, timeout: Duration) {
                         break;
                     }
                 }
-                got = read_frame(&mut read) => match got {
-                    Ok((tag, Some(parcel))) => {
+                got = frames.recv() => match got {
+                    Some((tag, Some(parcel))) => {
                         if let Some((_, tx)) = pending.remove(&tag) {
                             let _ = tx.send(parcel);
                         }
                     }
-                    Ok((_, None)) => {}
-                    Err(_) => break,
+                    Some((_, None)) => {}
+                    None => break,
                 },
-                _ = check.tick() => {
-                    let now = Instant::now();
-                    if pending.values().any(|(deadline, _)| *deadline <= now) {
-                        break;
-                    }
-                }
+                _ = check.tick() => {}
             }
         }
+        reader.abort();
     }
 }
 

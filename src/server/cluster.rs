@@ -255,6 +255,11 @@ impl Task {
         loop {
             tokio::select! {
                 biased;
+                // First: a steady stream of jobs must not starve the lease.
+                _ = heartbeat.tick(), if !renewing => {
+                    renewing = true;
+                    calls.push(started(self.renewal()));
+                }
                 job = self.jobs.recv() => {
                     let Some(job) = job else { return };
                     match job {
@@ -321,10 +326,6 @@ impl Task {
                     }
                     None => return,
                 },
-                _ = heartbeat.tick(), if !renewing => {
-                    renewing = true;
-                    calls.push(started(self.renewal()));
-                }
                 _ = probe.tick(), if !self.healthy && !probing => {
                     probing = true;
                     let store = self.store.clone();
