@@ -617,8 +617,9 @@ fn a_senders_acknowledgements_keep_the_order_of_its_requests_across_rooms() {
     assert_eq!(acks, [Some("s1".to_owned()), Some("s2".to_owned())]);
 }
 
-#[test]
-fn a_presence_change_a_joiners_list_already_shows_is_not_shown_to_it_again() {
+/// Alice in `general` on node 0; bob's join on node 1 stored and answered,
+/// its events held back (returned); carol connected on node 0.
+fn bobs_arrival_unheard_on_node_0() -> (Cluster, ConnId, ConnId, Vec<Event>) {
     let mut c = Cluster::new();
     let alice = c.user(0, 1, "alice");
     c.handle(0, alice, join("general", "j"));
@@ -626,11 +627,17 @@ fn a_presence_change_a_joiners_list_already_shows_is_not_shown_to_it_again() {
     c.take(0, alice);
     let bob = c.user(1, 1, "bob");
     let carol = c.user(0, 2, "carol");
-    // Bob joins on node 1; node 0 gets that change late.
     c.handle(1, bob, join("general", "j"));
     let (id, op) = c.ops[1].pop_front().expect("bob's join");
     let (reply, bob_joined) = c.store.apply(&op);
     c.nodes[1].store_reply(Timestamp(c.now), id, reply);
+    (c, alice, carol, bob_joined)
+}
+
+#[test]
+fn a_presence_change_a_joiners_list_already_shows_is_not_shown_to_it_again() {
+    // Bob joins on node 1; node 0 gets that change late.
+    let (mut c, alice, carol, bob_joined) = bobs_arrival_unheard_on_node_0();
     // Carol joins on node 0 after it, and her reply comes before the
     // room's events of both joins (which come in their order).
     c.handle(0, carol, join("general", "j"));
@@ -679,16 +686,8 @@ fn a_read_back_the_store_fails_for_good_is_not_asked_again() {
 
 #[test]
 fn typing_heard_before_a_presence_change_does_not_hold_it_behind_a_reply_from_after_it() {
-    let mut c = Cluster::new();
-    let alice = c.user(0, 1, "alice");
-    let bob = c.user(1, 1, "bob");
+    let (mut c, alice, bob) = alice_and_bob();
     let dave = c.user(1, 2, "dave");
-    for (n, conn) in [(0, alice), (1, bob)] {
-        c.handle(n, conn, join("general", "j"));
-        c.settle();
-        c.take(n, conn);
-    }
-    c.take(0, alice);
     // In the room's order: bob types, dave comes, alice sends. Node 0 gets
     // the reply to alice's send first, then the events in their order.
     let run = |c: &mut Cluster, n: usize, reply: bool| {
@@ -741,19 +740,9 @@ fn story(frames: &[Value]) -> Vec<String> {
 
 #[test]
 fn a_read_back_lists_each_member_what_its_own_list_did_not_show() {
-    let mut c = Cluster::new();
-    let alice = c.user(0, 1, "alice");
-    c.handle(0, alice, join("general", "j"));
-    c.settle();
-    c.take(0, alice);
-    let bob = c.user(1, 1, "bob");
-    let carol = c.user(0, 2, "carol");
-    let dave = c.user(1, 2, "dave");
     // Bob's arrival reaches node 0 late; carol's list shows it already.
-    c.handle(1, bob, join("general", "j"));
-    let (id, op) = c.ops[1].pop_front().expect("bob's join");
-    let (reply, bob_came) = c.store.apply(&op);
-    c.nodes[1].store_reply(Timestamp(c.now), id, reply);
+    let (mut c, alice, carol, bob_came) = bobs_arrival_unheard_on_node_0();
+    let dave = c.user(1, 2, "dave");
     c.handle(0, carol, join("general", "j"));
     c.execute(0, Some(0), false);
     let users: Vec<String> = c.take(0, carol)[0]["payload"]["users"]
@@ -777,16 +766,8 @@ fn a_read_back_lists_each_member_what_its_own_list_did_not_show() {
 
 #[test]
 fn a_read_back_shows_arrivals_before_the_messages_and_departures_after() {
-    let mut c = Cluster::new();
-    let alice = c.user(0, 1, "alice");
-    let bob = c.user(1, 1, "bob");
+    let (mut c, alice, bob) = alice_and_bob();
     let dave = c.user(1, 2, "dave");
-    for (n, conn) in [(0, alice), (1, bob)] {
-        c.handle(n, conn, join("general", "j"));
-        c.settle();
-        c.take(n, conn);
-    }
-    c.take(0, alice);
     // While node 0's events are cut: dave comes, speaks and goes; bob
     // speaks and goes.
     c.handle(1, dave, join("general", "j"));

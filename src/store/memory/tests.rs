@@ -72,6 +72,15 @@ fn holder_of(user: &str) -> Holder {
     holder("n", user.trim_start_matches('u').parse().unwrap_or(0))
 }
 
+/// `node` renews its lease for 1,000 ms at `now_ms`.
+fn beat(s: &mut MemoryStore, node: &str, now_ms: u64) -> (Reply, Vec<Event>) {
+    s.apply(&Op::Heartbeat {
+        node: NodeId(node.into()),
+        now_ms,
+        ttl_ms: 1_000,
+    })
+}
+
 fn draft(text: &str) -> Draft {
     Draft {
         head: Bytes::from(format!("{{\"text\":\"{text}\",\"seq\":")),
@@ -493,13 +502,6 @@ fn the_send_bucket_refills_by_the_cores_arithmetic() {
 fn a_dead_nodes_users_leave_when_a_live_node_heartbeats_past_its_lease() {
     let mut s = MemoryStore::new();
     create(&mut s, "r", "u1", 9, 9);
-    let beat = |s: &mut MemoryStore, node: &str, now_ms: u64| {
-        s.apply(&Op::Heartbeat {
-            node: NodeId(node.into()),
-            now_ms,
-            ttl_ms: 1_000,
-        })
-    };
     beat(&mut s, "n1", 0);
     beat(&mut s, "n2", 0);
     join(&mut s, "r", "u1", holder("n1", 1));
@@ -617,17 +619,9 @@ fn a_room_ensured_with_a_creator_never_counts_against_it() {
 fn a_connection_swept_with_its_node_can_neither_publish_nor_type() {
     let mut s = MemoryStore::new();
     create(&mut s, "r", "u1", 9, 9);
-    let beat = |s: &mut MemoryStore, node: &str, now_ms: u64| {
-        s.apply(&Op::Heartbeat {
-            node: NodeId(node.into()),
-            now_ms,
-            ttl_ms: 1_000,
-        })
-        .0
-    };
     // A first renewal finds no lease of its own.
     assert_eq!(
-        beat(&mut s, "n", 0),
+        beat(&mut s, "n", 0).0,
         Reply::Swept {
             gone: vec![],
             lapsed: true
@@ -642,7 +636,7 @@ fn a_connection_swept_with_its_node_can_neither_publish_nor_type() {
     beat(&mut s, "m", 600);
     // Another node sweeps n, whose renewal came too late.
     assert_eq!(
-        beat(&mut s, "m", 1_001),
+        beat(&mut s, "m", 1_001).0,
         Reply::Swept {
             gone: vec![NodeId("n".into())],
             lapsed: false
@@ -680,7 +674,7 @@ fn a_connection_swept_with_its_node_can_neither_publish_nor_type() {
     assert_eq!(s.apply(&as_other).0, Reply::Unheld);
     // The renewal tells n that its lease had lapsed.
     assert_eq!(
-        beat(&mut s, "n", 1_003),
+        beat(&mut s, "n", 1_003).0,
         Reply::Swept {
             gone: vec![],
             lapsed: true
