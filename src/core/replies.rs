@@ -19,10 +19,9 @@ impl Hub {
     /// [`Output::Store`]: super::Output::Store
     pub fn store_reply(&mut self, now: Timestamp, id: OpId, reply: Reply) {
         self.tick(now);
-        let Some(p) = self.pending.remove(&id) else {
+        let Some(p) = self.take_pending(id) else {
             return;
         };
-        self.undone(&p);
         let blocked = self.unblock(&p);
         self.finish(p, reply);
         self.resume_unless_busy(blocked);
@@ -61,7 +60,6 @@ impl Hub {
     }
 
     fn finish(&mut self, p: Pending, reply: Reply) {
-        self.undone(&p);
         let rid = p.rid.as_deref();
         let conn = p.conn;
         let live = |hub: &Hub| conn.filter(|c| hub.conns.contains_key(c));
@@ -287,7 +285,7 @@ impl Hub {
     /// not in the room takes it out again). The connection stays open.
     pub fn store_failed(&mut self, now: Timestamp, id: OpId, retry_after_ms: u64) {
         self.tick(now);
-        let Some(p) = self.pending.remove(&id) else {
+        let Some(p) = self.take_pending(id) else {
             return;
         };
         let blocked = self.unblock(&p);
@@ -362,13 +360,17 @@ impl Hub {
         self.resume_acked();
     }
 
-    /// A `Leave` came back: a join it undid may be asked again.
-    fn undone(&mut self, p: &Pending) {
+    /// The request of operation `id`, which the store answered or failed:
+    /// a `Leave` that undid a join is over either way, and the join may be
+    /// asked again.
+    fn take_pending(&mut self, id: OpId) -> Option<Pending> {
+        let p = self.pending.remove(&id)?;
         if let (Wait::Leave { room }, Some(conn)) = (&p.wait, p.conn)
             && !self.undoing.is_empty()
         {
             self.undoing.remove(&(conn, room.0.to_string()));
         }
+        Some(p)
     }
 
     /// The store put a connection that is gone in a room, or may have (its

@@ -825,3 +825,22 @@ fn a_join_asked_again_while_the_last_one_is_undone_waits_for_the_undo() {
     };
     assert_eq!(rooms[0].member_count, 1);
 }
+
+#[test]
+fn a_join_whose_undo_failed_for_good_may_be_asked_again() {
+    let mut c = Cluster::new();
+    let alice = c.user(0, 1, "alice");
+    c.handle(0, alice, join("general", "j1"));
+    let (id, _) = c.ops[0].pop_front().expect("the join");
+    c.nodes[0].store_failed(Timestamp(c.now), id, 1000);
+    c.collect();
+    c.take(0, alice);
+    // The undo fails as well (the driver gives up only on an error that
+    // will not pass): the connection is not kept waiting for ever.
+    let (leave, op) = c.ops[0].pop_front().expect("the undo");
+    assert!(matches!(op, Op::Leave { .. }), "{op:?}");
+    c.nodes[0].store_failed(Timestamp(c.now), leave, 1000);
+    c.handle(0, alice, join("general", "j2"));
+    c.settle();
+    assert_eq!(c.types(0, alice), ["ROOM_JOINED"]);
+}
