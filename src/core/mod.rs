@@ -72,7 +72,7 @@ pub use hub::Hub;
 pub use inbound::{AuthOutcome, Inbound};
 pub use limits::{AUTH_FAILURES_MAX, DefaultRoom, Limits};
 pub use output::Output;
-pub use requests::WAITING_MAX;
+pub use requests::{STORE_RETRY_AFTER_MS, WAITING_MAX};
 pub use stats::{Gauges, Stats};
 pub use types::{ConnId, Instance, OpId, RoomId, Timestamp, UserId};
 

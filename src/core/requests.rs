@@ -15,9 +15,10 @@ use crate::store::{Draft, Op, RoomRecord, Since};
 
 /// Why an `AUTHENTICATE` whose token the driver did not verify is refused.
 const UNVERIFIED_TOKEN: &str = "token was not verified";
-/// `retryAfterMs` of a join asked again while the store undoes the last one
-/// (a `Leave`, one round trip when the store answers).
-const UNDOING_RETRY_MS: u64 = 1000;
+/// What `retryAfterMs` says when the store did not answer a request (the
+/// driver passes it to `Hub::store_failed`), or when a join must wait for
+/// the undo of the last one.
+pub const STORE_RETRY_AFTER_MS: u64 = 1000;
 
 /// Messages of one connection that may wait behind a request the store has
 /// not answered; past it, the connection is closed `1013` (it sends faster
@@ -262,7 +263,7 @@ impl Hub {
                 conn,
                 ErrorCode::ServerError,
                 "the service is unavailable, try again",
-                Some(UNDOING_RETRY_MS),
+                Some(STORE_RETRY_AFTER_MS),
                 rid,
             );
         }

@@ -31,12 +31,9 @@ use super::metrics::Metrics;
 use super::outbox::flushes::Flushes;
 use super::outbox::largest::LargestQueues;
 use super::outbox::{Cause, Outbox, PushError};
-use crate::core::{ConnId, Gauges, Hub, Inbound, Limits, Output, Stats};
+use crate::core::{ConnId, Gauges, Hub, Inbound, Limits, Output, STORE_RETRY_AFTER_MS, Stats};
 use crate::protocol::CloseCode;
 use crate::store::local::Local;
-
-/// What `retryAfterMs` says when the store did not answer a request.
-pub const STORE_RETRY_AFTER_MS: u64 = 1000;
 
 /// The core and its store: in this process, or Redis through a [`Link`].
 #[derive(Debug)]
