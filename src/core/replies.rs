@@ -241,22 +241,13 @@ impl Hub {
                     last_seq,
                 },
             ) => {
-                if let Some(r) = self.rooms.get(&room)
-                    && r.record.epoch == epoch
+                if self
+                    .rooms
+                    .get(&room)
+                    .is_some_and(|r| r.record.epoch == epoch)
                 {
-                    // Who came, spoke and went while this node's events were
-                    // cut: shown as present for their messages, then gone.
-                    let passers = if presence_seq > r.presence_seen {
-                        passers(r, &users, &messages)
-                    } else {
-                        Vec::new()
-                    };
-                    let mut listed = users;
-                    listed.extend(passers.iter().cloned());
-                    let mut departures = self.reconcile_presence(&room, &listed, presence_seq);
-                    for who in passers {
-                        departures.extend(self.gone_unseen(&room, who));
-                    }
+                    let departures =
+                        self.reconcile_presence(&room, &users, &messages, presence_seq);
                     // Shown after the messages read back with the list,
                     // before the changes that came after it.
                     if !departures.is_empty()
@@ -684,13 +675,16 @@ impl Hub {
     /// (a user with a connection of this node's in the room stays). A
     /// member whose `ROOM_JOINED` listed the users as of a change between
     /// the replica's and this one is told what differs from its own list.
-    /// Arrivals are shown at once; departures are returned, to be shown
-    /// after the messages read back with the list (a user's messages come
+    /// The senders of `messages` (read back with the list) that neither the
+    /// replica nor the list shows came, spoke and went meanwhile: shown as
+    /// come, then gone. Arrivals are shown at once; departures are
+    /// returned, to be shown after the messages (a user's messages come
     /// before it left).
     fn reconcile_presence(
         &mut self,
         room_id: &RoomId,
         users: &[Present],
+        messages: &[StoredMessage],
         presence_seq: u64,
     ) -> Vec<super::Output> {
         let Some(room) = self.rooms.get_mut(room_id) else {
@@ -699,8 +693,9 @@ impl Hub {
         if presence_seq <= room.presence_seen {
             return Vec::new();
         }
-        // What every member is shown from now on.
-        let mut target: Vec<Present> = users.to_vec();
+        let passers = passers(room, users, messages);
+        // What every member is shown from now on (passers until they go).
+        let mut target: Vec<Present> = users.iter().chain(&passers).cloned().collect();
         for p in room.present_list() {
             if room.local.contains_key(p.user.as_str()) && !users.iter().any(|u| u.user == p.user) {
                 target.push(p);
@@ -743,28 +738,11 @@ impl Hub {
             self.presence_to(conn, room_id, went, false);
         }
         self.presence_shown(room_id, presence_seq);
+        // Every member has now been shown the passers, and is told they went.
+        for who in passers {
+            self.presence(room_id, who, false, presence_seq);
+        }
         self.outputs.drain(later..).collect()
-    }
-
-    /// `who` left a room held here between two of its presence changes this
-    /// node saw: out of the replica, and the `USER_LEFT` frames for the
-    /// local members (but its own), to be shown in turn.
-    fn gone_unseen(&mut self, room_id: &RoomId, who: Present) -> Vec<super::Output> {
-        let Some(room) = self.rooms.get_mut(room_id) else {
-            return Vec::new();
-        };
-        room.present.remove(who.user.as_str());
-        let frame = presence_frame(room_id, who.clone(), false);
-        room.local
-            .iter()
-            .filter(|(u, _)| *u.0 != *who.user)
-            .flat_map(|(_, conns)| conns)
-            .map(|&conn| super::Output::Frame {
-                conn,
-                frame: frame.clone(),
-                notice: true,
-            })
-            .collect()
     }
 
     /// `USER_JOINED` (or `USER_LEFT`) of `users` to one member of a room,
