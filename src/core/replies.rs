@@ -407,7 +407,7 @@ impl Hub {
                     presence_seq,
                 };
                 let seq = message.seq;
-                self.arrive(room, seq, arrival);
+                self.arrive(room, seq, arrival, false);
                 // Its turn has not come (earlier messages of the room are
                 // still on their way here): the sender's next request waits
                 // for this acknowledgement, or it could be answered first.
@@ -500,15 +500,13 @@ impl Hub {
                 let Some(frame) = MessageFrame::from_stored(message.frame) else {
                     return;
                 };
-                let room = self.rooms.get_mut(&room_id).expect("held");
-                room.heard = room.heard.max(message.seq);
                 let arrival = Arrival {
                     frame,
                     sender: Some(UserId(Arc::from(user.as_str()))),
                     ack: None,
                     presence_seq: 0,
                 };
-                self.arrive(&room_id, message.seq, arrival);
+                self.arrive(&room_id, message.seq, arrival, true);
             }
             Event::Presence { .. } | Event::Typing { .. } => {
                 // After the messages that came before it: a presence change
@@ -802,7 +800,9 @@ impl Hub {
 
     /// Message `seq` of a room held here came (from the reply to this
     /// node's own publish, or the room's events): delivered in turn.
-    fn arrive(&mut self, room_id: &RoomId, seq: u64, arrival: Arrival) {
+    /// `heard`: it came as the room's event (not as a reply to this node's
+    /// own send), so what came before it in the room's order came first.
+    fn arrive(&mut self, room_id: &RoomId, seq: u64, arrival: Arrival, heard: bool) {
         let Some(room) = self.rooms.get_mut(room_id) else {
             // Nobody here is in the room any more; the sender still gets
             // its acknowledgement.
@@ -812,6 +812,9 @@ impl Hub {
             }
             return;
         };
+        if heard {
+            room.heard = room.heard.max(seq);
+        }
         if seq <= room.delivered {
             return;
         }
