@@ -405,6 +405,19 @@ fn a_gap_the_store_no_longer_holds_closes_the_rooms_connections_1013() {
 /// Alice and bob as [`alice_and_bob`]; bob's seq 1 never reached alice's
 /// node, his seq 2 did, and the node's read of the gap is taken out of its
 /// queue, unanswered.
+/// Node 0 does not read the gap back again: alice's connection was closed
+/// with 1013, to resume.
+fn resumes_without_asking_again(c: &Cluster, alice: ConnId) {
+    assert!(
+        !c.ops[0]
+            .iter()
+            .any(|(_, op)| matches!(op, Op::Since { .. })),
+        "asked again: {:?}",
+        c.ops[0]
+    );
+    assert_eq!(c.closes.get(&(0, alice)), Some(&1013));
+}
+
 fn gap_on_node_0() -> (Cluster, ConnId, OpId, Op) {
     let (mut c, alice, bob) = alice_and_bob();
     c.handle(1, bob, say("general", "m1", "s1"));
@@ -445,14 +458,7 @@ fn a_read_back_that_cannot_close_the_gap_is_not_asked_again() {
     };
     c.nodes[0].store_reply(Timestamp(c.now), id, reply);
     c.collect();
-    assert!(
-        !c.ops[0]
-            .iter()
-            .any(|(_, op)| matches!(op, Op::Since { .. })),
-        "asked again: {:?}",
-        c.ops[0]
-    );
-    assert_eq!(c.closes.get(&(0, alice)), Some(&1013));
+    resumes_without_asking_again(&c, alice);
 }
 
 #[test]
@@ -674,14 +680,7 @@ fn a_read_back_the_store_fails_for_good_is_not_asked_again() {
     // node is a read that cannot succeed: its connections resume instead.
     c.nodes[0].store_failed(Timestamp(c.now), id, 1000);
     c.collect();
-    assert!(
-        !c.ops[0]
-            .iter()
-            .any(|(_, op)| matches!(op, Op::Since { .. })),
-        "asked again: {:?}",
-        c.ops[0]
-    );
-    assert_eq!(c.closes.get(&(0, alice)), Some(&1013));
+    resumes_without_asking_again(&c, alice);
 }
 
 #[test]
@@ -843,4 +842,38 @@ fn a_join_whose_undo_failed_for_good_may_be_asked_again() {
     c.handle(0, alice, join("general", "j2"));
     c.settle();
     assert_eq!(c.types(0, alice), ["ROOM_JOINED"]);
+}
+
+#[test]
+fn a_send_from_a_connection_the_store_took_out_closes_it_1013_and_stores_nothing() {
+    let (mut c, alice, bob) = alice_and_bob();
+    // The store took alice's connection out (its node's lease ran out and
+    // another node swept it); node 0 does not know yet.
+    let holder = c.nodes[0].holder(alice);
+    let (_, events) = c.store.apply(&Op::Leave {
+        room: "general".into(),
+        user: "alice".into(),
+        holder,
+        now_ms: c.now,
+    });
+    c.publish(events, Some(0));
+    c.take(1, bob);
+    c.handle(0, alice, say("general", "late", "s"));
+    c.settle();
+    assert_eq!(c.closes.get(&(0, alice)), Some(&1013));
+    assert_eq!(messages(&c.take(0, alice)), []);
+    assert_eq!(messages(&c.take(1, bob)), []);
+    let Reply::History { messages, .. } = c
+        .store
+        .apply(&Op::History {
+            room: "general".into(),
+            before_seq: None,
+            limit: 10,
+            history_limit: 100,
+        })
+        .0
+    else {
+        panic!("history");
+    };
+    assert!(messages.is_empty(), "{messages:?}");
 }
