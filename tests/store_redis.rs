@@ -1758,3 +1758,33 @@ async fn sizing() {
          {message_bytes} B per stored message (its frame {frame_bytes} B, with a clientMessageId)"
     );
 }
+
+/// As the memory store: a room a user created is not there to anyone else
+/// until its creator joined it (`ROOM_CREATED` counts the creator alone).
+#[tokio::test]
+async fn a_created_room_is_not_there_to_others_until_its_creator_joined() {
+    let server = RedisServer::start();
+    let s = store(&server).await;
+    apply(&s, create("r", "alice", "e", 10, 10)).await;
+    assert_eq!(
+        apply(&s, join("r", "bob", holder("n", 2), None, 1)).await,
+        Reply::NotFound
+    );
+    assert_eq!(
+        apply(&s, Op::Lookup { room: "r".into() }).await,
+        Reply::NotFound
+    );
+    assert_eq!(apply(&s, Op::ListRooms).await, Reply::Rooms(vec![]));
+    match apply(&s, join("r", "alice", holder("n", 1), None, 1)).await {
+        Reply::Joined { room, .. } => assert_eq!(room.member_count, 1),
+        other => panic!("{other:?}"),
+    }
+    match apply(&s, join("r", "bob", holder("n", 2), None, 2)).await {
+        Reply::Joined { room, .. } => assert_eq!(room.member_count, 2),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        apply(&s, Op::Lookup { room: "r".into() }).await,
+        Reply::Room(_)
+    ));
+}
